@@ -1,0 +1,58 @@
+"""Shared pieces of every adapter: input checks and output checks around ``_predict``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from blackbox_dft.images import check_images
+from blackbox_dft.model import ModelError, check_scores
+
+__all__ = ["BaseModel", "CallableModel"]
+
+
+class BaseModel:
+    """Base class for adapters: owns the invariants, subclasses implement ``_predict``.
+
+    ``predict`` validates the images (uint8 ``(N, H, W, 3)`` RGB), calls
+    ``_predict`` and checks that the scores have one finite row per image.
+    """
+
+    name: str = "model"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Scores for uint8 RGB images ``(N, H, W, 3)``: float64 ``(N, K)``."""
+        x = check_images(images)
+        return check_scores(self._predict(x), x.shape[0], self)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class CallableModel(BaseModel):
+    """Wrap ``fn(uint8 (N, H, W, 3) RGB) -> (N, K) scores`` as a Model.
+
+    fn: any callable (a local network, an SDK call); name: shown in errors.
+    n_outputs: if given, the number of scores per image that fn must return.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], name: str | None = None,
+                 n_outputs: int | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.n_outputs = n_outputs
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        scores = check_scores(self.fn(images), images.shape[0], self)
+        if self.n_outputs is not None and scores.shape[1] != self.n_outputs:
+            raise ModelError(
+                f"{self.name} returned {scores.shape[1]} scores per image, "
+                f"expected n_outputs={self.n_outputs}"
+            )
+        return scores

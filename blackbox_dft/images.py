@@ -1,0 +1,87 @@
+"""Image arrays at the boundary: validation, applying a perturbation, resizing it.
+
+Images everywhere in blackbox_dft are ``numpy.ndarray`` of shape ``(N, H, W, 3)``,
+``uint8``, RGB. A perturbed image is ``clip(round(x + delta), 0, 255)`` as uint8:
+exactly what a remote model receives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = ["check_images", "apply_delta", "resize_delta", "psnr"]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape} and dtype {value.dtype}"
+    return f"{type(value).__name__}"
+
+
+def check_images(images: Any, name: str = "images") -> np.ndarray:
+    """Validate a batch of images and return it as uint8 ``(N, H, W, 3)`` RGB.
+
+    Accepts uint8, or floats already in grey levels ``[0, 255]`` (rounded).
+    Raises ``TypeError``/``ValueError`` naming the problem and the value.
+    """
+    if not isinstance(images, np.ndarray):
+        raise TypeError(
+            f"{name} must be a numpy array of shape (N, H, W, 3), got {_describe(images)}"
+        )
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(
+            f"{name} must have shape (N, H, W, 3) (RGB), got shape {images.shape}; "
+            "add a batch axis with images[None] for one image, or convert grey to RGB"
+        )
+    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise ValueError(f"{name} is empty: shape {images.shape}")
+    if images.dtype == np.uint8:
+        return images
+    if np.issubdtype(images.dtype, np.floating):
+        if not np.all(np.isfinite(images)):
+            raise ValueError(f"{name} contains NaN or inf values")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 255.0:
+            raise ValueError(
+                f"{name} are floats outside [0, 255] grey levels (min {lo:g}, max {hi:g}); "
+                "pass uint8 images or floats in [0, 255]"
+            )
+        return np.rint(images).astype(np.uint8)
+    raise TypeError(
+        f"{name} must be uint8 (or float in [0, 255]), got dtype {images.dtype}"
+    )
+
+
+def resize_delta(delta: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a perturbation ``(h, w, 3)`` float32 to ``(height, width, 3)`` bilinearly."""
+    delta = np.asarray(delta, dtype=np.float32)
+    if delta.shape[:2] == (height, width):
+        return delta
+    out = cv2.resize(delta, (width, height), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(height, width, 3)
+
+
+def apply_delta(images: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Return ``clip(round(images + delta), 0, 255)`` as uint8.
+
+    images: uint8 ``(N, H, W, 3)``; delta: float ``(H, W, 3)`` in grey levels
+    (resized bilinearly when its size differs from the images').
+    """
+    h, w = images.shape[1:3]
+    d = resize_delta(delta, h, w)
+    out = images.astype(np.float32) + d[None]
+    np.rint(out, out=out)
+    np.clip(out, 0.0, 255.0, out=out)
+    return out.astype(np.uint8)
+
+
+def psnr(clean: np.ndarray, perturbed: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB between two uint8 image stacks (inf if equal)."""
+    diff = clean.astype(np.float64) - perturbed.astype(np.float64)
+    mse = float(np.mean(diff * diff))
+    if mse == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(255.0**2 / mse))

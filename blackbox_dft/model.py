@@ -1,0 +1,150 @@
+"""The Model protocol, checks on what a model returns, query counting and the budget guard.
+
+A *model* is any object with ``predict(images) -> scores``: images uint8
+``(N, H, W, 3)`` RGB, scores float ``(N, K)`` (or ``(N,)`` for a binary score).
+Counting happens in one place, :class:`QueryCounter`, never in the estimators.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .images import apply_delta, check_images
+
+__all__ = [
+    "Model",
+    "ModelError",
+    "BudgetExhausted",
+    "check_scores",
+    "model_name",
+    "QueryCounter",
+    "FineTunedModel",
+]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Anything that maps uint8 RGB images ``(N, H, W, 3)`` to float scores ``(N, K)``."""
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+class ModelError(RuntimeError):
+    """The model failed or returned something unusable (wrong shape, NaN, ...)."""
+
+
+class BudgetExhausted(RuntimeError):
+    """A predict call would have crossed the query budget; it was not sent."""
+
+
+def model_name(model: Any) -> str:
+    """A short, secret-free name for error messages."""
+    name = getattr(model, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return type(model).__name__
+
+
+def check_scores(scores: Any, n_images: int, model: Any = None) -> np.ndarray:
+    """Validate raw model output; return float64 ``(N, K)`` (a ``(N,)`` vector becomes ``(N, 1)``).
+
+    Raises :class:`ModelError` naming the model when the output has the wrong
+    number of rows, the wrong rank, or non-finite values.
+    """
+    who = model_name(model) if model is not None else "model"
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(
+            f"{who}.predict returned {type(scores).__name__}, which is not a numeric array: {exc}"
+        ) from None
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ModelError(
+            f"{who}.predict must return scores of shape (N, K) or (N,), got shape {arr.shape}"
+        )
+    if arr.shape[0] != n_images:
+        raise ModelError(
+            f"{who}.predict returned {arr.shape[0]} rows of scores for {n_images} images"
+        )
+    if arr.shape[1] == 0:
+        raise ModelError(f"{who}.predict returned zero scores per image (shape {arr.shape})")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise ModelError(f"{who}.predict returned {bad} NaN or inf scores")
+    return arr
+
+
+class QueryCounter:
+    """Wrap a model: check its output, count every image sent, enforce a hard budget.
+
+    ``queries`` is the number of images actually passed to ``model.predict``.
+    A call that would push ``queries`` past ``budget`` raises
+    :class:`BudgetExhausted` before anything is sent.
+    """
+
+    def __init__(self, model: Any, budget: int | None = None, queries: int = 0) -> None:
+        if not hasattr(model, "predict") or not callable(model.predict):
+            raise TypeError(
+                f"model must have a predict(images) -> scores method, got {type(model).__name__}"
+            )
+        self.model = model
+        self.budget = budget
+        self.queries = int(queries)
+        self.name = model_name(model)
+
+    @property
+    def remaining(self) -> float:
+        """Images that may still be sent (inf without a budget)."""
+        if self.budget is None:
+            return float("inf")
+        return self.budget - self.queries
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        n = images.shape[0]
+        if n > self.remaining:
+            raise BudgetExhausted(
+                f"sending {n} images would exceed the query budget "
+                f"({self.queries} used of {self.budget})"
+            )
+        # Count before the call: a paid request that fails halfway was still paid.
+        self.queries += n
+        scores = self.model.predict(images)
+        return check_scores(scores, n, self.model)
+
+    def __repr__(self) -> str:
+        return f"QueryCounter({self.name}, queries={self.queries}, budget={self.budget})"
+
+
+class FineTunedModel:
+    """A model with a learned perturbation applied to every input: a Model again.
+
+    delta: float ``(H, W, 3)`` grey levels; resized bilinearly to other image sizes.
+    """
+
+    def __init__(self, model: Any, delta: np.ndarray) -> None:
+        if not hasattr(model, "predict"):
+            raise TypeError(f"model must have a predict method, got {type(model).__name__}")
+        delta = np.asarray(delta, dtype=np.float32)
+        if delta.ndim != 3 or delta.shape[-1] != 3:
+            raise ValueError(f"delta must have shape (H, W, 3), got {delta.shape}")
+        if not np.all(np.isfinite(delta)):
+            raise ValueError("delta contains NaN or inf values")
+        self.model = model
+        self.delta = delta
+        self.name = f"FineTuned({model_name(model)})"
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """Return the perturbed uint8 images that the wrapped model will see."""
+        return apply_delta(check_images(images), self.delta)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        x = self.transform(images)
+        return check_scores(self.model.predict(x), x.shape[0], self.model)
+
+    def __repr__(self) -> str:
+        eps = float(np.abs(self.delta).max()) if self.delta.size else 0.0
+        return f"FineTunedModel({model_name(self.model)}, delta={self.delta.shape}, max|delta|={eps:.2f})"
