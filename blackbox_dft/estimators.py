@@ -1,0 +1,155 @@
+"""Zeroth-order gradient estimators: gradients of a loss from loss differences only.
+
+Contract shared by every estimator::
+
+    gradient, loss, queries = estimator.estimate(f, z, rng, t)
+
+``f`` maps a stack of candidate latents ``(M, *z.shape)`` to their mean losses
+``(M,)``; every estimator asks for all its candidates in ONE call so that one
+``predict`` call can carry ``M x batch`` images, all scored on the same
+minibatch (common random numbers). ``queries`` is the number of candidates
+evaluated (``candidates_per_step``); the tuner multiplies by the batch size.
+Steps are in the latent's units (grey levels); ``t`` is the step index, used by
+a decaying finite-difference step ``step / (1 + t) ** step_decay``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Estimator", "SPSA", "NES", "RandomDirections", "estimator_from_config"]
+
+LossFn = Callable[[np.ndarray], np.ndarray]
+
+
+class Estimator:
+    """Base class: owns argument checks and the call to ``f``; subclasses draw directions."""
+
+    def __init__(self, directions: int = 1, step: float = 2.0, step_decay: float = 0.0) -> None:
+        if not isinstance(directions, (int, np.integer)) or directions < 1:
+            raise ValueError(f"directions must be an int >= 1, got {directions!r}")
+        if not np.isfinite(step) or step <= 0:
+            raise ValueError(f"step must be > 0 (grey levels), got {step!r}")
+        if not np.isfinite(step_decay) or step_decay < 0:
+            raise ValueError(f"step_decay must be >= 0, got {step_decay!r}")
+        self.directions = int(directions)
+        self.step = float(step)
+        self.step_decay = float(step_decay)
+
+    @property
+    def candidates_per_step(self) -> int:
+        """Candidates (loss evaluations on the minibatch) one call to ``estimate`` costs."""
+        raise NotImplementedError
+
+    def step_at(self, t: int) -> float:
+        """Finite-difference step at iteration ``t`` (grey levels)."""
+        return self.step / (1.0 + t) ** self.step_decay
+
+    def estimate(self, f: LossFn, z: np.ndarray, rng: np.random.Generator,
+                 t: int = 0) -> tuple[np.ndarray, float, int]:
+        """Estimate the gradient of ``f`` at ``z``: ``(gradient like z, loss, candidates)``."""
+        z = np.asarray(z, dtype=np.float64)
+        c = self.step_at(t)
+        u = self._directions(z.shape, rng)  # (q, *z.shape)
+        cands = self._candidates(z, u, c)
+        losses = np.asarray(f(cands), dtype=np.float64)
+        if losses.shape != (cands.shape[0],):
+            raise ValueError(
+                f"the loss function returned shape {losses.shape} for {cands.shape[0]} candidates"
+            )
+        g, loss = self._combine(losses, u, c)
+        return g.reshape(z.shape), float(loss), int(cands.shape[0])
+
+    def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def _candidates(self, z: np.ndarray, u: np.ndarray, c: float) -> np.ndarray:
+        # Two-sided: [z + c u_1, ..., z + c u_q, z - c u_1, ..., z - c u_q]
+        return np.concatenate([z[None] + c * u, z[None] - c * u])
+
+    def _combine(self, losses: np.ndarray, u: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+        q = u.shape[0]
+        diff = (losses[:q] - losses[q:]) / (2.0 * c)
+        g = np.tensordot(diff, u, axes=1) / q
+        return g, float(losses.mean())
+
+    def get_config(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "directions": self.directions,
+                "step": self.step, "step_decay": self.step_decay}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+class SPSA(Estimator):
+    """Simultaneous perturbation (Spall): two-sided differences along Rademacher directions.
+
+    ``g = mean_i (f(z + c u_i) - f(z - c u_i)) / (2c) * u_i``, ``u_i`` in {-1, +1}^d.
+    Unbiased up to O(c^2) because E[u u^T] = I. Cost: ``2 * directions`` candidates.
+    """
+
+    @property
+    def candidates_per_step(self) -> int:
+        return 2 * self.directions
+
+    def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(np.array([-1.0, 1.0]), size=(self.directions, *shape))
+
+
+class NES(Estimator):
+    """Natural evolution strategies with antithetic Gaussian directions.
+
+    ``g = mean_i (f(z + c u_i) - f(z - c u_i)) / (2c) * u_i``, ``u_i ~ N(0, I)``
+    (the Gaussian-smoothing gradient; E[u u^T] = I). Cost: ``2 * directions``.
+    """
+
+    @property
+    def candidates_per_step(self) -> int:
+        return 2 * self.directions
+
+    def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return rng.standard_normal(size=(self.directions, *shape))
+
+
+class RandomDirections(Estimator):
+    """One-sided random directions plus the unperturbed point (BAR, ZO-AdaMM style).
+
+    Directions are uniform on the sphere of radius ``sqrt(d)`` so that ``step`` is
+    the per-coordinate RMS perturbation in grey levels (as for SPSA), and
+    ``g = mean_i (f(z + c v_i) - f(z)) / c * v_i`` with E[v v^T] = I.
+    Cost: ``directions + 1`` candidates; the loss reported is ``f(z)`` itself.
+    """
+
+    @property
+    def candidates_per_step(self) -> int:
+        return self.directions + 1
+
+    def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        v = rng.standard_normal(size=(self.directions, int(np.prod(shape))))
+        v *= np.sqrt(v.shape[1]) / np.linalg.norm(v, axis=1, keepdims=True)
+        return v.reshape(self.directions, *shape)
+
+    def _candidates(self, z: np.ndarray, u: np.ndarray, c: float) -> np.ndarray:
+        return np.concatenate([z[None], z[None] + c * u])
+
+    def _combine(self, losses: np.ndarray, u: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+        diff = (losses[1:] - losses[0]) / c
+        return np.tensordot(diff, u, axes=1) / u.shape[0], float(losses[0])
+
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    "SPSA": SPSA, "NES": NES, "RandomDirections": RandomDirections,
+}
+
+
+def estimator_from_config(config: dict[str, Any]) -> Estimator:
+    """Rebuild an estimator from :meth:`Estimator.get_config` output."""
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {kind!r}; expected one of {sorted(ESTIMATORS)}")
+    return ESTIMATORS[kind](**config)

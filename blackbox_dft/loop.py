@@ -1,0 +1,164 @@
+"""The budgeted fit loop behind :meth:`DataFineTuner.fit`.
+
+One step: draw a minibatch, let the estimator score all its candidate latents on
+it in one ``predict`` call, take an optimizer step, project onto the budget, and
+every ``validation_every`` steps score the validation split to keep the best
+latent. A step's changes are committed to the :class:`FitState` only once the
+whole step succeeded, so a checkpoint always holds a consistent state.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .estimators import Estimator
+from .images import apply_delta
+from .metrics import classification_metrics
+from .model import QueryCounter
+from .objectives import Objective
+from .optimizers import Optimizer
+from .perturbation import Perturbation
+from .state import FitState
+
+if TYPE_CHECKING:
+    from .tuner import DataFineTuner
+
+__all__ = ["run_fit"]
+
+
+def _perturbed_stack(xb: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """uint8 ``(M*B, H, W, 3)``: every image of ``xb (B, ...)`` under every delta ``(M, ...)``."""
+    out = xb[None].astype(np.float32) + deltas[:, None]
+    np.rint(out, out=out)
+    np.clip(out, 0.0, 255.0, out=out)
+    return out.astype(np.uint8).reshape(-1, *xb.shape[1:])
+
+
+class _Scorer:
+    """Losses and validation metrics of latents, through the query counter."""
+
+    def __init__(self, tuner: DataFineTuner, objective: Objective, pert: Perturbation,
+                 counter: QueryCounter, y: np.ndarray, image_shape: tuple[int, int]) -> None:
+        self.objective, self.pert, self.counter = objective, pert, counter
+        self.eps = float(tuner.epsilon)
+        self.task = tuner.task
+        self.image_shape = image_shape
+        n_classes = 2 if tuner.task == "binary" else (
+            None if tuner.task == "multilabel" else int(y.max()) + 1)
+        self.n_classes = n_classes
+        self.weights = objective.class_weights(y, n_classes or 0, tuner.class_weight)
+        self.max_label = int(y.max())
+
+    def _probe(self, raw: np.ndarray) -> None:
+        if self.task == "multilabel":
+            return
+        k = self.objective.n_outputs(raw)
+        if self.max_label >= k:
+            raise ValueError(
+                f"labels go up to {self.max_label} but the model's scores give {k} classes; "
+                "check the labels or pass a label_map"
+            )
+
+    def losses(self, zs: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
+        """Mean loss on the minibatch for each candidate latent: ``(M,)``."""
+        deltas = self.pert.to_deltas(zs, self.image_shape, self.eps)
+        raw = self.counter.predict(_perturbed_stack(xb, deltas))
+        self._probe(raw)
+        labels = np.concatenate([yb] * zs.shape[0])
+        per_image = self.objective.loss(raw, labels, self.weights)
+        return per_image.reshape(zs.shape[0], xb.shape[0]).mean(axis=1)
+
+    def validate(self, z: np.ndarray, val: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+        """Validation accuracy, balanced accuracy and loss of latent ``z``."""
+        xv, yv = val
+        delta = self.pert.to_delta(z, self.image_shape, self.eps)
+        raw = self.counter.predict(apply_delta(xv, delta))
+        self._probe(raw)
+        k = None if self.task == "multilabel" else max(
+            self.objective.n_outputs(raw), self.max_label + 1)
+        m = classification_metrics(yv, self.objective.predict_labels(raw), self.task, k)
+        return {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+                "val_loss": float(self.objective.loss(raw, yv, self.weights).mean())}
+
+
+def _score(m: dict[str, Any], selection: str) -> list[float]:
+    if selection == "loss":
+        return [-m["val_loss"], 0.0]
+    return [m[f"val_{selection}"], -m["val_loss"]]
+
+
+def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.ndarray,
+            val: tuple[np.ndarray, np.ndarray] | None, objective: Objective,
+            pert: Perturbation, est: Estimator, optimizer: Optimizer, counter: QueryCounter,
+            checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
+            meta: dict[str, Any], bar: tqdm) -> FitState:
+    """Run (or continue) a fit; sets the tuner's fitted attributes even when it fails."""
+    h, w = int(x.shape[1]), int(x.shape[2])
+    n = x.shape[0]
+    b = min(int(tuner.batch_size), n)
+    scorer = _Scorer(tuner, objective, pert, counter, y, (h, w))
+    if state is None:
+        rng = np.random.default_rng(tuner.seed)
+        z0 = np.zeros(pert.latent_shape((h, w)), dtype=np.float64)
+        state = FitState(z=z0, opt_state=optimizer.init(z0), rng_state=rng.bit_generator.state)
+    else:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state.rng_state
+    step_cost = est.candidates_per_step * b
+    val_cost = 0 if val is None else val[0].shape[0]
+    every = int(tuner.validation_every)
+    bar.update(counter.queries - bar.n)
+
+    def save() -> None:
+        if checkpoint is not None:
+            state.save(checkpoint, meta)
+
+    try:
+        if val is not None and state.baseline is None:
+            m = scorer.validate(state.z, val)
+            state.baseline = {"queries": counter.queries, **m}
+            state.best_z, state.best_score = state.z.copy(), _score(m, tuner.selection)
+            state.queries = counter.queries
+        while not state.done and counter.remaining >= step_cost + val_cost:
+            t = state.step
+            idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
+            xb, yb = x[idx], y[idx]
+            g, loss, _ = est.estimate(lambda zs: scorer.losses(zs, xb, yb), state.z, rng, t)
+            step, opt_state = optimizer.update(g, state.opt_state)
+            z = pert.project(state.z - step, float(tuner.epsilon))
+            rec: dict[str, Any] = {"step": t + 1, "queries": counter.queries, "loss": loss,
+                                   "learning_rate": optimizer.learning_rate(t),
+                                   "fd_step": est.step_at(t)}
+            last = counter.remaining < 2 * step_cost + val_cost
+            if val is not None and ((t + 1) % every == 0 or last):
+                m = scorer.validate(z, val)
+                rec.update(m, queries=counter.queries)
+                if _score(m, tuner.selection) > (state.best_score or [-np.inf]):
+                    state.best_z, state.best_score = z.copy(), _score(m, tuner.selection)
+                    state.best_step = t + 1
+            # Commit the whole step at once.
+            state.z, state.opt_state, state.step = z, opt_state, t + 1
+            state.queries, state.rng_state = counter.queries, rng.bit_generator.state
+            state.history.append(rec)
+            bar.update(counter.queries - bar.n)
+            post = {"loss": f"{loss:.4f}"}
+            if "val_accuracy" in rec:
+                post["val_acc"] = f"{rec['val_accuracy']:.3f}"
+            bar.set_postfix(post, refresh=False)
+            if state.step % checkpoint_every == 0:
+                save()
+        if val is None:
+            state.best_z, state.best_step = state.z.copy(), state.step
+        state.done = True
+        save()
+    except BaseException:
+        state.queries = counter.queries  # what was paid stays on the books
+        save()
+        raise
+    finally:
+        tuner._set_fitted(state)
+    return state

@@ -1,0 +1,184 @@
+"""From raw scores and labels to per-image losses, predictions and label checks.
+
+An :class:`Objective` knows the task (``multiclass``, ``binary``, ``multilabel``),
+whether scores are probabilities or logits, and an optional label map from the
+model's outputs to the task's classes (several outputs summed into one class).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, log_softmax, softmax
+
+__all__ = ["Objective", "TASKS"]
+
+TASKS = ("multiclass", "binary", "multilabel")
+_EPS = 1e-7
+
+
+class Objective:
+    """Task-aware cross-entropy on black-box scores.
+
+    task: ``"multiclass"`` (scores (N, K), labels int (N,)), ``"binary"`` (scores
+    (N,) or (N, 1) = P(positive), or (N, 2); labels 0/1), ``"multilabel"``
+    (scores (N, A), labels {0, 1} (N, A)).
+    scores: ``"probabilities"`` or ``"logits"``.
+    label_map: for multiclass/binary, a list with one entry per model output giving
+    the task class it counts towards (``None`` to ignore that output); the
+    probabilities of outputs mapped to one class are summed.
+    """
+
+    def __init__(self, task: str = "multiclass", scores: str = "probabilities",
+                 label_map: list[int | None] | None = None) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if scores not in ("probabilities", "logits"):
+            raise ValueError(f"scores must be 'probabilities' or 'logits', got {scores!r}")
+        if label_map is not None:
+            if task == "multilabel":
+                raise ValueError("label_map is only supported for multiclass and binary tasks")
+            label_map = [None if c is None else int(c) for c in label_map]
+            if not any(c is not None for c in label_map) or any(
+                c is not None and c < 0 for c in label_map
+            ):
+                raise ValueError(f"label_map must map outputs to classes >= 0, got {label_map}")
+        self.task = task
+        self.scores = scores
+        self.label_map = label_map
+
+    # -- scores -> probabilities -------------------------------------------------------------
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(N, C)`` (binary: C = 2; multilabel: (N, A) of P(attribute))."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.ndim == 1:
+            raw = raw[:, None]
+        if self.task == "multilabel":
+            p = expit(raw) if self.scores == "logits" else raw
+            return self._check_range(p)
+        if self.label_map is not None:
+            if raw.shape[1] != len(self.label_map):
+                raise ValueError(
+                    f"label_map has {len(self.label_map)} entries but the model returns "
+                    f"{raw.shape[1]} scores per image"
+                )
+            p_out = softmax(raw, axis=1) if self.scores == "logits" else raw
+            n_classes = max(c for c in self.label_map if c is not None) + 1
+            p = np.zeros((raw.shape[0], n_classes))
+            for j, c in enumerate(self.label_map):
+                if c is not None:
+                    p[:, c] += p_out[:, j]
+            # Outputs mapped to no class are dropped; renormalise over the kept ones.
+            p /= np.maximum(p.sum(axis=1, keepdims=True), _EPS)
+            return self._check_range(p)
+        if self.task == "binary" and raw.shape[1] == 1:
+            p1 = expit(raw[:, 0]) if self.scores == "logits" else raw[:, 0]
+            return self._check_range(np.stack([1.0 - p1, p1], axis=1))
+        if self.task == "binary" and raw.shape[1] != 2:
+            raise ValueError(
+                f"a binary task needs scores of shape (N,), (N, 1) or (N, 2), got {raw.shape}; "
+                "use task='multiclass' or a label_map"
+            )
+        if self.scores == "logits":
+            return np.exp(log_softmax(raw, axis=1))
+        return self._check_range(raw)
+
+    def _check_range(self, p: np.ndarray) -> np.ndarray:
+        if self.scores == "probabilities" and (p.min() < -1e-6 or p.max() > 1.0 + 1e-6):
+            raise ValueError(
+                f"scores='probabilities' but the model returned values in "
+                f"[{p.min():.4g}, {p.max():.4g}]; pass scores='logits' if these are logits"
+            )
+        return p
+
+    def n_outputs(self, raw: np.ndarray) -> int:
+        """Number of task classes (or attributes) implied by raw scores ``(N, K)``."""
+        return int(self.probabilities(raw[:1]).shape[1])
+
+    # -- losses and predictions ---------------------------------------------------------------
+    def loss(self, raw: np.ndarray, labels: np.ndarray,
+             weights: np.ndarray | None = None) -> np.ndarray:
+        """Per-image cross-entropy ``(N,)`` in nats; ``weights`` are per-class (C,) or None."""
+        p = self.probabilities(raw)
+        if self.task == "multilabel":
+            q = np.clip(p, _EPS, 1.0 - _EPS)
+            y = labels.astype(np.float64)
+            per_attr = -(y * np.log(q) + (1.0 - y) * np.log1p(-q))
+            if weights is not None:  # weights (A, 2): weight of label 0 / 1 per attribute
+                per_attr = per_attr * np.where(labels == 1, weights[:, 1], weights[:, 0])
+            return per_attr.mean(axis=1)
+        py = p[np.arange(p.shape[0]), labels]
+        nll = -np.log(np.clip(py, _EPS, 1.0))
+        if weights is not None:
+            nll = nll * weights[labels]
+        return nll
+
+    def predict_labels(self, raw: np.ndarray) -> np.ndarray:
+        """Predicted labels: int ``(N,)``, or ``(N, A)`` {0, 1} for multilabel (threshold 0.5)."""
+        p = self.probabilities(raw)
+        if self.task == "multilabel":
+            return (p >= 0.5).astype(np.int64)
+        return p.argmax(axis=1).astype(np.int64)
+
+    # -- labels -------------------------------------------------------------------------------
+    def check_labels(self, labels: Any, n_images: int, name: str = "labels") -> np.ndarray:
+        """Validate labels for this task; return int64 ``(N,)`` or ``(N, A)``."""
+        arr = np.asarray(labels)
+        if arr.dtype == bool:
+            arr = arr.astype(np.int64)
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
+        if np.issubdtype(arr.dtype, np.floating):
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise ValueError(f"{name} must be whole numbers, got non-integer values")
+            arr = arr.astype(np.int64)
+        arr = arr.astype(np.int64)
+        if arr.shape[0:1] != (n_images,):
+            raise ValueError(
+                f"{name} has length {arr.shape[0] if arr.ndim else 'scalar'} "
+                f"but there are {n_images} images"
+            )
+        if self.task == "multilabel":
+            if arr.ndim != 2:
+                raise ValueError(f"multilabel {name} must have shape (N, A), got {arr.shape}")
+            bad = arr[(arr != 0) & (arr != 1)]
+            if bad.size:
+                raise ValueError(f"multilabel {name} must be 0 or 1, found {int(bad[0])}")
+            return arr
+        if arr.ndim != 1:
+            raise ValueError(f"{self.task} {name} must have shape (N,), got {arr.shape}")
+        if arr.min() < 0:
+            raise ValueError(f"{name} must be >= 0, found {int(arr.min())}")
+        if self.task == "binary" and arr.max() > 1:
+            raise ValueError(f"binary {name} must be 0 or 1, found {int(arr.max())}")
+        return arr
+
+    def class_weights(self, labels: np.ndarray, n_classes: int,
+                      class_weight: Any) -> np.ndarray | None:
+        """Per-class loss weights: None, ``"balanced"`` (n / (C * count)) or a {class: w} dict."""
+        if class_weight is None:
+            return None
+        if self.task == "multilabel":
+            if class_weight != "balanced":
+                raise ValueError("multilabel tasks support class_weight=None or 'balanced'")
+            pos = labels.mean(axis=0).clip(1.0 / labels.shape[0], 1 - 1.0 / labels.shape[0])
+            return np.stack([0.5 / (1.0 - pos), 0.5 / pos], axis=1)
+        if class_weight == "balanced":
+            counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+            w = np.where(counts > 0, labels.shape[0] / (n_classes * np.maximum(counts, 1)), 0.0)
+            return w
+        if isinstance(class_weight, dict):
+            w = np.ones(n_classes)
+            for k, v in class_weight.items():
+                if not 0 <= int(k) < n_classes:
+                    raise ValueError(f"class_weight names class {k!r}, outside 0..{n_classes - 1}")
+                w[int(k)] = float(v)
+            return w
+        raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {class_weight!r}")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"task": self.task, "scores": self.scores, "label_map": self.label_map}
+
+    def __repr__(self) -> str:
+        return f"Objective(task={self.task!r}, scores={self.scores!r}, label_map={self.label_map})"

@@ -1,0 +1,122 @@
+"""Perturbation families: a latent ``z`` mapped to ``delta`` of image size, within an L-inf budget.
+
+The optimizer works on the latent (grey levels). ``delta = clip(resize(z), -eps, eps)``;
+``project`` keeps ``z`` itself inside ``[-eps, eps]`` so that the optimizer state
+never drifts outside the feasible set. A low-resolution latent is the main lever
+on query cost: a zeroth-order estimate's variance grows with the dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = ["Perturbation", "FullResolution", "LowResolution", "perturbation_from_config"]
+
+_INTERPOLATIONS = {
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "nearest": cv2.INTER_NEAREST,
+}
+
+
+class Perturbation:
+    """Base class: maps latents ``(*latent_shape)`` to deltas ``(H, W, 3)`` in grey levels."""
+
+    def latent_shape(self, image_shape: tuple[int, int]) -> tuple[int, int, int]:
+        """Shape of the latent for images of ``(H, W)``."""
+        raise NotImplementedError
+
+    def to_delta(self, z: np.ndarray, image_shape: tuple[int, int], epsilon: float) -> np.ndarray:
+        """Map one latent to a float32 ``(H, W, 3)`` delta with ``|delta| <= epsilon``."""
+        raise NotImplementedError
+
+    def to_deltas(self, zs: np.ndarray, image_shape: tuple[int, int],
+                  epsilon: float) -> np.ndarray:
+        """Map a stack of latents ``(M, *latent)`` to deltas ``(M, H, W, 3)`` float32."""
+        return np.stack([self.to_delta(z, image_shape, epsilon) for z in zs])
+
+    def project(self, z: np.ndarray, epsilon: float) -> np.ndarray:
+        """Clip the latent into the feasible box ``[-epsilon, epsilon]``."""
+        return np.clip(z, -epsilon, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able description, inverse of :func:`perturbation_from_config`."""
+        raise NotImplementedError
+
+
+class FullResolution(Perturbation):
+    """One latent value per pixel and channel: ``delta = clip(z)``, dimension ``H*W*3``."""
+
+    def latent_shape(self, image_shape: tuple[int, int]) -> tuple[int, int, int]:
+        return (int(image_shape[0]), int(image_shape[1]), 3)
+
+    def to_delta(self, z: np.ndarray, image_shape: tuple[int, int], epsilon: float) -> np.ndarray:
+        h, w = image_shape
+        z = np.asarray(z, dtype=np.float32)
+        if z.shape[:2] != (h, w):
+            z = cv2.resize(z, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, 3)
+        return np.clip(z, -epsilon, epsilon).astype(np.float32, copy=False)
+
+    def to_deltas(self, zs: np.ndarray, image_shape: tuple[int, int],
+                  epsilon: float) -> np.ndarray:
+        if zs.shape[1:3] == tuple(image_shape):
+            return np.clip(zs, -epsilon, epsilon).astype(np.float32, copy=False)
+        return super().to_deltas(zs, image_shape, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"type": "FullResolution"}
+
+    def __repr__(self) -> str:
+        return "FullResolution()"
+
+
+class LowResolution(Perturbation):
+    """A coarse ``(h, w, 3)`` latent grid resized to image size with cv2 (bilinear by default).
+
+    size: ``(h, w)`` of the latent grid; interpolation: ``"linear"``, ``"cubic"`` or
+    ``"nearest"``. Dimension ``h*w*3`` regardless of image size.
+    """
+
+    def __init__(self, size: tuple[int, int] = (8, 8), interpolation: str = "linear") -> None:
+        try:
+            h, w = (int(s) for s in size)
+        except (TypeError, ValueError):
+            raise ValueError(f"size must be a pair (h, w) of positive ints, got {size!r}") from None
+        if h <= 0 or w <= 0:
+            raise ValueError(f"size must be a pair (h, w) of positive ints, got {size!r}")
+        if interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {interpolation!r}"
+            )
+        self.size = (h, w)
+        self.interpolation = interpolation
+
+    def latent_shape(self, image_shape: tuple[int, int]) -> tuple[int, int, int]:
+        return (self.size[0], self.size[1], 3)
+
+    def to_delta(self, z: np.ndarray, image_shape: tuple[int, int], epsilon: float) -> np.ndarray:
+        h, w = image_shape
+        z = np.asarray(z, dtype=np.float32)
+        d = cv2.resize(z, (w, h), interpolation=_INTERPOLATIONS[self.interpolation])
+        return np.clip(d.reshape(h, w, 3), -epsilon, epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"type": "LowResolution", "size": list(self.size),
+                "interpolation": self.interpolation}
+
+    def __repr__(self) -> str:
+        return f"LowResolution({self.size}, interpolation={self.interpolation!r})"
+
+
+def perturbation_from_config(config: dict[str, Any]) -> Perturbation:
+    """Rebuild a perturbation from :meth:`Perturbation.get_config` output."""
+    kind = config.get("type")
+    if kind == "FullResolution":
+        return FullResolution()
+    if kind == "LowResolution":
+        return LowResolution(tuple(config["size"]),  # type: ignore[arg-type]
+                             config.get("interpolation", "linear"))
+    raise ValueError(f"unknown perturbation type {kind!r}; expected FullResolution or LowResolution")

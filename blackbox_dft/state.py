@@ -1,0 +1,117 @@
+"""Explicit fit state and its files: ``.npz`` arrays plus one JSON document, never pickle.
+
+Everything a fit needs to continue bit-for-bit lives in :class:`FitState`: the
+latent, the optimizer's arrays and counters, the RNG's bit-generator state, the
+step and query counters, the best latent so far and the history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FitState", "write_npz_json", "read_npz_json", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_META_KEY = "__meta_json__"
+
+
+def write_npz_json(path: str | os.PathLike[str], arrays: dict[str, np.ndarray],
+                   meta: dict[str, Any]) -> None:
+    """Write arrays and a JSON document into one ``.npz`` atomically (temp file + rename)."""
+    path = os.fspath(path)
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    text = json.dumps({"format_version": FORMAT_VERSION, **meta}, allow_nan=True)
+    payload[_META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_npz_json(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by :func:`write_npz_json`; refuses pickled objects."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{path} is not a blackbox_dft .npz file: {exc}") from None
+    if _META_KEY not in arrays:
+        raise ValueError(f"{path} has no blackbox_dft metadata; was it written by blackbox_dft?")
+    meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {version!r}; this blackbox_dft reads version "
+            f"{FORMAT_VERSION}"
+        )
+    return arrays, meta
+
+
+@dataclass
+class FitState:
+    """All mutable state of a fit. Arrays are float64 latents; counters are ints."""
+
+    z: np.ndarray
+    opt_state: dict[str, Any]
+    rng_state: dict[str, Any]
+    step: int = 0
+    queries: int = 0
+    best_z: np.ndarray | None = None
+    best_score: list[float] | None = None  # (selection metric, -validation loss)
+    best_step: int = 0
+    baseline: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+
+    def save(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+        """Write the state (and caller metadata such as the config) atomically."""
+        arrays = {"z": self.z}
+        if self.best_z is not None:
+            arrays["best_z"] = self.best_z
+        counters = {}
+        for k, v in self.opt_state.items():
+            if isinstance(v, np.ndarray):
+                arrays[f"opt.{k}"] = v
+            else:
+                counters[k] = v
+        write_npz_json(path, arrays, {
+            **meta,
+            "state": {
+                "rng_state": self.rng_state, "step": self.step, "queries": self.queries,
+                "best_score": self.best_score, "best_step": self.best_step,
+                "baseline": self.baseline, "history": self.history, "done": self.done,
+                "opt_counters": counters,
+            },
+        })
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> tuple[FitState, dict[str, Any]]:
+        """Read a state written by :meth:`save`; returns ``(state, metadata)``."""
+        arrays, meta = read_npz_json(path)
+        if "state" not in meta or "z" not in arrays:
+            raise ValueError(f"{os.fspath(path)} is not a checkpoint (no fit state inside)")
+        s = meta.pop("state")
+        opt_state: dict[str, Any] = dict(s["opt_counters"])
+        opt_state.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+        state = cls(z=arrays["z"], opt_state=opt_state, rng_state=s["rng_state"],
+                    step=s["step"], queries=s["queries"], best_z=arrays.get("best_z"),
+                    best_score=s["best_score"], best_step=s["best_step"],
+                    baseline=s["baseline"], history=s["history"], done=s["done"])
+        return state, meta

@@ -1,0 +1,319 @@
+"""DataFineTuner: learn one additive perturbation that makes a black-box model more accurate.
+
+scikit-learn habits: ``__init__`` only stores arguments; ``fit`` returns ``self``
+and sets fitted attributes with a trailing underscore (``delta_``, ``queries_``,
+``history_``); ``transform`` applies the perturbation; one ``seed`` gives one
+``numpy.random.Generator``, passed explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import __version__
+from .estimators import SPSA, Estimator, estimator_from_config
+from .images import apply_delta, check_images, psnr
+from .metrics import classification_metrics, ssim
+from .model import QueryCounter, model_name
+from .objectives import Objective
+from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
+from .perturbation import LowResolution, Perturbation, perturbation_from_config
+from .state import FitState, read_npz_json, write_npz_json
+
+__all__ = ["DataFineTuner", "NotFittedError"]
+
+SELECTIONS = ("accuracy", "balanced_accuracy", "loss")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """``transform``/``evaluate``/``save`` was called before ``fit``."""
+
+
+def _fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()[:16]
+
+
+class DataFineTuner:
+    """Fit one shared perturbation ``delta`` (``|delta| <= epsilon`` grey levels) by queries.
+
+    model: any object with ``predict(uint8 (N, H, W, 3) RGB) -> scores (N, K)``.
+    task: ``"multiclass"``, ``"binary"`` or ``"multilabel"`` (see :class:`Objective`).
+    epsilon: L-inf budget in grey levels (0-255 scale).
+    perturbation: :class:`LowResolution` (default 8x8x3 latent) or :class:`FullResolution`.
+    estimator: zeroth-order gradient estimator (default ``SPSA(directions=1, step=2.0)``).
+    optimizer: ``"adam"`` (default), ``"sgd"``, ``"momentum"``, ``"nesterov"``,
+        ``"sign_sgd"`` or an :class:`Optimizer`; learning_rate in grey levels per step
+        (default ``epsilon / 8``), a float or a :class:`Schedule`; lr_schedule: the
+        kind of schedule built from a float learning rate (``"constant"``, ``"cosine"``...).
+    batch_size: images per minibatch; each step sends ``candidates x batch_size`` images.
+    query_budget: hard cap on images sent during ``fit`` (validation included).
+    class_weight: ``None``, ``"balanced"`` or ``{class: weight}`` for the loss.
+    selection: validation metric that picks the best delta (``"accuracy"``,
+        ``"balanced_accuracy"`` or ``"loss"``); validation_every: steps between checks.
+    """
+
+    def __init__(self, model: Any, task: str = "multiclass", *, epsilon: float = 8.0,
+                 perturbation: Perturbation | None = None, estimator: Estimator | None = None,
+                 optimizer: str | Optimizer = "adam",
+                 learning_rate: float | Schedule | None = None, lr_schedule: str = "constant",
+                 batch_size: int = 32, query_budget: int = 10_000,
+                 scores: str = "probabilities", label_map: list[int | None] | None = None,
+                 class_weight: Any = None, selection: str = "accuracy",
+                 validation_every: int = 10, seed: int | None = 0, progress: bool = True) -> None:
+        self.model = model
+        self.task = task
+        self.epsilon = epsilon
+        self.perturbation = perturbation
+        self.estimator = estimator
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.batch_size = batch_size
+        self.query_budget = query_budget
+        self.scores = scores
+        self.label_map = label_map
+        self.class_weight = class_weight
+        self.selection = selection
+        self.validation_every = validation_every
+        self.seed = seed
+        self.progress = progress
+
+    # -- configuration ------------------------------------------------------------------------
+    def _components(self) -> tuple[Objective, Perturbation, Estimator]:
+        eps = self.epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.number)) or not eps > 0:
+            raise ValueError(f"epsilon must be a number > 0 (grey levels), got {eps!r}")
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        if not isinstance(self.query_budget, (int, np.integer)) or self.query_budget < 1:
+            raise ValueError(f"query_budget must be an int >= 1, got {self.query_budget!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if not isinstance(self.validation_every, (int, np.integer)) or self.validation_every < 1:
+            raise ValueError(f"validation_every must be an int >= 1, got {self.validation_every!r}")
+        objective = Objective(self.task, self.scores, self.label_map)
+        return (objective, self.perturbation or LowResolution((8, 8)),
+                self.estimator or SPSA(directions=1, step=2.0))
+
+    def _make_optimizer(self, total_steps: int) -> Optimizer:
+        lr = self.learning_rate if self.learning_rate is not None else float(self.epsilon) / 8.0
+        if not isinstance(lr, Schedule):
+            lr = Schedule(float(lr), kind=self.lr_schedule, total=total_steps)
+        return make_optimizer(self.optimizer, lr)
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments except the model, JSON-able (components as configs)."""
+        objective, pert, est = self._components()
+        return {
+            "task": self.task, "epsilon": float(self.epsilon),
+            "perturbation": pert.get_config(), "estimator": est.get_config(),
+            "optimizer": self.optimizer if isinstance(self.optimizer, str)
+            else self.optimizer.get_config(),
+            "learning_rate": self.learning_rate.get_config()
+            if isinstance(self.learning_rate, Schedule) else self.learning_rate,
+            "lr_schedule": self.lr_schedule, "batch_size": int(self.batch_size),
+            "query_budget": int(self.query_budget), "scores": self.scores,
+            "label_map": self.label_map, "class_weight": self.class_weight,
+            "selection": self.selection, "validation_every": int(self.validation_every),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_params(cls, model: Any, params: dict[str, Any], **overrides: Any) -> DataFineTuner:
+        """Rebuild a tuner from :meth:`get_params` output."""
+        p = dict(params)
+        p["perturbation"] = perturbation_from_config(p["perturbation"])
+        p["estimator"] = estimator_from_config(p["estimator"])
+        if isinstance(p["optimizer"], dict):
+            p["optimizer"] = optimizer_from_config(p["optimizer"])
+        if isinstance(p.get("learning_rate"), dict):
+            p["learning_rate"] = Schedule(**p["learning_rate"])
+        p.update(overrides)
+        task = p.pop("task")
+        return cls(model, task, **p)
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, images: np.ndarray, labels: Any,
+            validation: tuple[np.ndarray, Any] | None = None, *,
+            checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
+            resume: bool = False) -> DataFineTuner:
+        """Learn ``delta_`` from labelled images using at most ``query_budget`` queries.
+
+        images: uint8 ``(N, H, W, 3)`` RGB; labels: see the task. validation: optional
+        ``(images, labels)`` used to keep the best delta (its queries count).
+        checkpoint: a ``.npz`` path written atomically every ``checkpoint_every`` steps,
+        on interrupt and on a model error; with ``resume=True`` an existing checkpoint
+        is continued (same seed and data give the same result as an uninterrupted fit).
+        """
+        from .loop import run_fit  # the loop lives apart to keep this module small
+
+        objective, pert, est = self._components()
+        x = check_images(images, "images")
+        y = objective.check_labels(labels, x.shape[0], "labels")
+        val = None
+        if validation is not None:
+            if not isinstance(validation, tuple) or len(validation) != 2:
+                raise TypeError("validation must be a tuple (images, labels)")
+            xv = check_images(validation[0], "validation images")
+            if xv.shape[1:] != x.shape[1:]:
+                raise ValueError(
+                    f"validation images have shape {xv.shape[1:]} but training images have "
+                    f"{x.shape[1:]}; resize them to one size"
+                )
+            val = (xv, objective.check_labels(validation[1], xv.shape[0], "validation labels"))
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+        b = min(int(self.batch_size), x.shape[0])
+        step_cost = est.candidates_per_step * b
+        val_cost = 0 if val is None else val[0].shape[0]
+        minimum = step_cost + 2 * val_cost
+        if self.query_budget < minimum:
+            raise ValueError(
+                f"query_budget={self.query_budget} is smaller than one step: "
+                f"{est.candidates_per_step} candidates x {b} images"
+                + (f" + 2 x {val_cost} validation images" if val_cost else "")
+                + f" = {minimum} queries"
+            )
+        total_steps = max(1, (self.query_budget - val_cost) // step_cost)
+        optimizer = self._make_optimizer(total_steps)
+        self.fingerprint_ = _fingerprint(x, y)
+        self.image_shape_ = tuple(int(s) for s in x.shape[1:3])
+        self.objective_ = objective
+        self.perturbation_ = pert
+        counter = QueryCounter(self.model, int(self.query_budget))
+        meta = {"params": self.get_params(), "fingerprint": self.fingerprint_,
+                "image_shape": list(self.image_shape_), "version": __version__}
+        state = None
+        if checkpoint is not None and resume and os.path.exists(checkpoint):
+            state, old = FitState.load(checkpoint)
+            self._check_resumable(old, meta, checkpoint)
+            counter.queries = state.queries
+        bar = tqdm(total=int(self.query_budget), unit="query", disable=not self.progress,
+                   desc=f"DFT {model_name(self.model)}", dynamic_ncols=True)
+        try:
+            run_fit(self, state, x, y, val, objective, pert, est, optimizer, counter,
+                    checkpoint, checkpoint_every, meta, bar)
+        finally:
+            bar.close()
+        return self
+
+    def _check_resumable(self, old: dict[str, Any], meta: dict[str, Any],
+                         path: str | os.PathLike[str]) -> None:
+        if old.get("fingerprint") != meta["fingerprint"]:
+            raise ValueError(
+                f"checkpoint {os.fspath(path)} was made on other training data "
+                "(fingerprint differs); use the same images and labels, or start a new run"
+            )
+        if old.get("params") != meta["params"]:
+            diff = sorted(k for k in meta["params"]
+                          if old.get("params", {}).get(k) != meta["params"][k])
+            raise ValueError(
+                f"checkpoint {os.fspath(path)} was made with other settings ({', '.join(diff)})"
+            )
+
+    def _set_fitted(self, state: FitState) -> None:
+        z = state.best_z if state.best_z is not None else state.z
+        self.latent_ = np.asarray(z, dtype=np.float32)
+        self.delta_ = self.perturbation_.to_delta(self.latent_, self.image_shape_,
+                                                  float(self.epsilon))
+        self.queries_ = int(state.queries)
+        self.history_ = list(state.history)
+        self.baseline_ = state.baseline
+        self.best_step_ = int(state.best_step)
+        self.n_steps_ = int(state.step)
+
+    # -- using the result ---------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "delta_"):
+            raise NotFittedError(
+                "this DataFineTuner is not fitted yet; call fit(images, labels) first "
+                "or DataFineTuner.load(path, model)"
+            )
+
+    def delta_for(self, height: int, width: int) -> np.ndarray:
+        """The perturbation for images of ``(height, width)``: float32 ``(H, W, 3)``."""
+        self._check_fitted()
+        return self.perturbation_.to_delta(self.latent_, (height, width), float(self.epsilon))
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """Perturbed copies ``uint8 clip(round(images + delta))`` of ``(N, H, W, 3)`` images."""
+        self._check_fitted()
+        x = check_images(images)
+        return apply_delta(x, self.delta_for(x.shape[1], x.shape[2]))
+
+    def evaluate(self, images: np.ndarray, labels: Any) -> dict[str, Any]:
+        """Metrics before and after the perturbation on labelled images (costs 2N queries).
+
+        Returns accuracy, balanced accuracy and per-class recall (per attribute for
+        multilabel) ``_before`` / ``_after``, PSNR and SSIM of the perturbed images
+        (dB, unitless), and the queries this evaluation spent.
+        """
+        self._check_fitted()
+        x = check_images(images)
+        y = self.objective_.check_labels(labels, x.shape[0])
+        xp = self.transform(x)
+        counter = QueryCounter(self.model)
+        out: dict[str, Any] = {}
+        for tag, batch in (("before", x), ("after", xp)):
+            raw = counter.predict(batch)
+            m = classification_metrics(y, self.objective_.predict_labels(raw), self.task,
+                                       self._n_classes(raw, y))
+            m["loss"] = float(self.objective_.loss(raw, y).mean())
+            out.update({f"{k}_{tag}": v for k, v in m.items()})
+        out["psnr"] = psnr(x, xp)
+        out["ssim"] = ssim(x, xp)
+        out["max_abs_delta"] = float(np.abs(self.delta_).max())
+        out["queries"] = counter.queries
+        out["n_images"] = int(x.shape[0])
+        return out
+
+    def _n_classes(self, raw: np.ndarray, y: np.ndarray) -> int | None:
+        if self.task == "multilabel":
+            return None
+        return max(self.objective_.n_outputs(raw), int(y.max()) + 1)
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted result to ``path`` (``.npz`` arrays + JSON; no pickle, no secrets)."""
+        self._check_fitted()
+        write_npz_json(path, {"delta": self.delta_, "latent": self.latent_}, {
+            "kind": "result", "params": self.get_params(), "version": __version__,
+            "image_shape": list(self.image_shape_), "queries": self.queries_,
+            "history": self.history_, "baseline": self.baseline_,
+            "best_step": self.best_step_, "n_steps": self.n_steps_,
+            "model": model_name(self.model),
+        })
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: Any) -> DataFineTuner:
+        """Load a result written by :meth:`save` and attach it to ``model``."""
+        arrays, meta = read_npz_json(path)
+        if meta.get("kind") != "result":
+            raise ValueError(f"{os.fspath(path)} is not a saved DataFineTuner result")
+        tuner = cls.from_params(model, meta["params"])
+        objective, pert, _ = tuner._components()
+        tuner.objective_, tuner.perturbation_ = objective, pert
+        tuner.image_shape_ = tuple(meta["image_shape"])
+        tuner.latent_ = arrays["latent"].astype(np.float32)
+        tuner.delta_ = arrays["delta"].astype(np.float32)
+        tuner.queries_ = int(meta["queries"])
+        tuner.history_ = meta["history"]
+        tuner.baseline_ = meta["baseline"]
+        tuner.best_step_ = int(meta["best_step"])
+        tuner.n_steps_ = int(meta["n_steps"])
+        return tuner
+
+    def __repr__(self) -> str:
+        fitted = f", fitted: {self.queries_} queries" if hasattr(self, "delta_") else ""
+        return (f"DataFineTuner({model_name(self.model)}, task={self.task!r}, "
+                f"epsilon={self.epsilon}, query_budget={self.query_budget}{fitted})")
+
