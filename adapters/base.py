@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class CallableModel(BaseModel):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name = str(name or getattr(fn, "__name__", type(fn).__name__))
         self.n_outputs = n_outputs
 
     def _predict(self, images: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ whole step succeeded, so a checkpoint always holds a consistent state.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -104,7 +105,8 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
     if state is None:
         rng = np.random.default_rng(tuner.seed)
         z0 = np.zeros(pert.latent_shape((h, w)), dtype=np.float64)
-        state = FitState(z=z0, opt_state=optimizer.init(z0), rng_state=rng.bit_generator.state)
+        state = FitState(z=z0, opt_state=optimizer.init(z0),
+                         rng_state=dict(rng.bit_generator.state))
     else:
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
@@ -127,7 +129,7 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
             t = state.step
             idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
             xb, yb = x[idx], y[idx]
-            g, loss, _ = est.estimate(lambda zs: scorer.losses(zs, xb, yb), state.z, rng, t)
+            g, loss, _ = est.estimate(partial(scorer.losses, xb=xb, yb=yb), state.z, rng, t)
             step, opt_state = optimizer.update(g, state.opt_state)
             z = pert.project(state.z - step, float(tuner.epsilon))
             rec: dict[str, Any] = {"step": t + 1, "queries": counter.queries, "loss": loss,
@@ -142,7 +144,7 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
                     state.best_step = t + 1
             # Commit the whole step at once.
             state.z, state.opt_state, state.step = z, opt_state, t + 1
-            state.queries, state.rng_state = counter.queries, rng.bit_generator.state
+            state.queries, state.rng_state = counter.queries, dict(rng.bit_generator.state)
             state.history.append(rec)
             bar.update(counter.queries - bar.n)
             post = {"loss": f"{loss:.4f}"}
@@ -156,7 +158,9 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
         state.done = True
         save()
     except BaseException:
-        state.queries = counter.queries  # what was paid stays on the books
+        # Images sent for the unfinished step were (maybe) paid: keep them on the books, but
+        # apart, so that a resumed fit replays that step exactly as an uninterrupted one.
+        state.lost_queries += counter.queries - state.queries
         save()
         raise
     finally:

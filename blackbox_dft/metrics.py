@@ -56,7 +56,7 @@ def ssim(clean: np.ndarray, perturbed: np.ndarray) -> float:
     """
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     vals = []
-    for a, b in zip(clean, perturbed):
+    for a, b in zip(clean, perturbed, strict=True):
         x, y = a.astype(np.float64), b.astype(np.float64)
 
         def blur(im: np.ndarray) -> np.ndarray:

@@ -147,4 +147,5 @@ class FineTunedModel:
 
     def __repr__(self) -> str:
         eps = float(np.abs(self.delta).max()) if self.delta.size else 0.0
-        return f"FineTunedModel({model_name(self.model)}, delta={self.delta.shape}, max|delta|={eps:.2f})"
+        return (f"FineTunedModel({model_name(self.model)}, delta={self.delta.shape}, "
+                f"max|delta|={eps:.2f})")

@@ -36,7 +36,8 @@ class Schedule:
         if not np.isfinite(init) or init <= 0:
             raise ValueError(f"learning rate must be > 0, got {init!r}")
         self.init, self.kind, self.total = float(init), kind, int(total)
-        self.final_fraction, self.scale, self.rate = float(final_fraction), float(scale), float(rate)
+        self.final_fraction = float(final_fraction)
+        self.scale, self.rate = float(scale), float(rate)
 
     def __call__(self, t: int) -> float:
         if self.kind == "constant":

@@ -117,6 +117,7 @@ def perturbation_from_config(config: dict[str, Any]) -> Perturbation:
     if kind == "FullResolution":
         return FullResolution()
     if kind == "LowResolution":
-        return LowResolution(tuple(config["size"]),  # type: ignore[arg-type]
-                             config.get("interpolation", "linear"))
-    raise ValueError(f"unknown perturbation type {kind!r}; expected FullResolution or LowResolution")
+        h, w = config["size"]
+        return LowResolution((h, w), config.get("interpolation", "linear"))
+    raise ValueError(
+        f"unknown perturbation type {kind!r}; expected FullResolution or LowResolution")

@@ -79,6 +79,7 @@ class FitState:
     baseline: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
+    lost_queries: int = 0  # sent for steps that failed or were interrupted (replayed on resume)
 
     def save(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
         """Write the state (and caller metadata such as the config) atomically."""
@@ -97,6 +98,7 @@ class FitState:
                 "rng_state": self.rng_state, "step": self.step, "queries": self.queries,
                 "best_score": self.best_score, "best_step": self.best_step,
                 "baseline": self.baseline, "history": self.history, "done": self.done,
+                "lost_queries": self.lost_queries,
                 "opt_counters": counters,
             },
         })
@@ -113,5 +115,6 @@ class FitState:
         state = cls(z=arrays["z"], opt_state=opt_state, rng_state=s["rng_state"],
                     step=s["step"], queries=s["queries"], best_z=arrays.get("best_z"),
                     best_score=s["best_score"], best_step=s["best_step"],
-                    baseline=s["baseline"], history=s["history"], done=s["done"])
+                    baseline=s["baseline"], history=s["history"], done=s["done"],
+                    lost_queries=s.get("lost_queries", 0))
         return state, meta

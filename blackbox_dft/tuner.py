@@ -186,7 +186,7 @@ class DataFineTuner:
         total_steps = max(1, (self.query_budget - val_cost) // step_cost)
         optimizer = self._make_optimizer(total_steps)
         self.fingerprint_ = _fingerprint(x, y)
-        self.image_shape_ = tuple(int(s) for s in x.shape[1:3])
+        self.image_shape_ = (int(x.shape[1]), int(x.shape[2]))
         self.objective_ = objective
         self.perturbation_ = pert
         counter = QueryCounter(self.model, int(self.query_budget))
@@ -225,7 +225,8 @@ class DataFineTuner:
         self.latent_ = np.asarray(z, dtype=np.float32)
         self.delta_ = self.perturbation_.to_delta(self.latent_, self.image_shape_,
                                                   float(self.epsilon))
-        self.queries_ = int(state.queries)
+        # Every image passed to predict, including those of an interrupted step.
+        self.queries_ = int(state.queries + state.lost_queries)
         self.history_ = list(state.history)
         self.baseline_ = state.baseline
         self.best_step_ = int(state.best_step)
@@ -302,7 +303,7 @@ class DataFineTuner:
         tuner = cls.from_params(model, meta["params"])
         objective, pert, _ = tuner._components()
         tuner.objective_, tuner.perturbation_ = objective, pert
-        tuner.image_shape_ = tuple(meta["image_shape"])
+        tuner.image_shape_ = (int(meta["image_shape"][0]), int(meta["image_shape"][1]))
         tuner.latent_ = arrays["latent"].astype(np.float32)
         tuner.delta_ = arrays["delta"].astype(np.float32)
         tuner.queries_ = int(meta["queries"])

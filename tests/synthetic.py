@@ -3,8 +3,8 @@
 Images are 16x16x3 uint8: a smooth class prototype plus pixel noise. The model is
 a linear softmax on centred pixels whose weights are the prototypes' differences
 plus a fixed random component. The *shift* models a user's capture conditions: a
-smooth additive colour cast (up to 16 grey levels, leaning towards class 0) that an epsilon-8 perturbation
-can largely undo.
+smooth additive colour cast (up to 16 grey levels, leaning towards class 0) that
+an epsilon-8 perturbation can largely undo.
 """
 
 from __future__ import annotations

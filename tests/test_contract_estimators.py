@@ -1,0 +1,110 @@
+"""Contract every gradient estimator must pass (scikit-learn's estimator_checks habit)."""
+
+import numpy as np
+import pytest
+
+from blackbox_dft import NES, SPSA, RandomDirections
+
+ESTIMATORS = [
+    SPSA(directions=1, step=0.5),
+    SPSA(directions=4, step=0.5),
+    NES(directions=1, step=0.5),
+    NES(directions=3, step=0.5),
+    RandomDirections(directions=1, step=0.5),
+    RandomDirections(directions=5, step=0.5),
+]
+IDS = [repr(e) for e in ESTIMATORS]
+SHAPE = (4, 4, 3)
+
+
+class Smooth:
+    """f(z) = sum(a * (z - c)^2) / 2 + sum(sin(z) * b): smooth, known gradient; counts calls."""
+
+    def __init__(self, seed: int = 0) -> None:
+        r = np.random.default_rng(seed)
+        self.a = r.uniform(0.5, 2.0, SHAPE)
+        self.c = r.normal(size=SHAPE)
+        self.b = r.normal(scale=0.3, size=SHAPE)
+        self.candidates = 0
+        self.calls = 0
+
+    def __call__(self, zs: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.candidates += zs.shape[0]
+        d = zs - self.c
+        return 0.5 * (self.a * d * d).sum(axis=(1, 2, 3)) + (np.sin(zs) * self.b).sum(
+            axis=(1, 2, 3))
+
+    def grad(self, z: np.ndarray) -> np.ndarray:
+        return self.a * (z - self.c) + self.b * np.cos(z)
+
+
+@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
+def test_mean_estimate_matches_true_gradient(est):
+    f = Smooth(0)
+    z = np.random.default_rng(1).normal(size=SHAPE)
+    rng = np.random.default_rng(2)
+    n = 3000
+    gs = np.stack([est.estimate(f, z, rng)[0] for _ in range(n)])
+    mean = gs.mean(axis=0).ravel()
+    true = f.grad(z).ravel()
+    cos = mean @ true / (np.linalg.norm(mean) * np.linalg.norm(true))
+    ratio = np.linalg.norm(mean) / np.linalg.norm(true)
+    assert cos >= 0.95, f"cosine {cos:.3f}"
+    assert 0.8 <= ratio <= 1.25, f"norm ratio {ratio:.3f}"
+
+
+@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
+def test_declared_queries_equal_counted_and_one_call(est):
+    f = Smooth(0)
+    z = np.zeros(SHAPE)
+    rng = np.random.default_rng(0)
+    for t in range(5):
+        g, loss, q = est.estimate(f, z, rng, t)
+        assert g.shape == SHAPE and np.all(np.isfinite(g)) and np.isfinite(loss)
+        assert q == est.candidates_per_step
+    assert f.candidates == 5 * est.candidates_per_step
+    assert f.calls == 5  # all candidates of a step in one call
+
+
+@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
+def test_same_seed_same_estimate(est):
+    z = np.random.default_rng(3).normal(size=SHAPE)
+    a = est.estimate(Smooth(0), z, np.random.default_rng(7))
+    b = est.estimate(Smooth(0), z, np.random.default_rng(7))
+    c = est.estimate(Smooth(0), z, np.random.default_rng(8))
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("est", ESTIMATORS, ids=IDS)
+def test_loss_reported_is_near_the_loss_at_z(est):
+    f = Smooth(0)
+    z = np.random.default_rng(4).normal(size=SHAPE)
+    losses = [est.estimate(f, z, np.random.default_rng(s))[1] for s in range(200)]
+    true = float(f(z[None])[0])
+    # two-sided estimators report the mean of f(z +- c u), which exceeds f(z) by about
+    # c^2 tr(A) / 2 for unit-variance directions; one-sided ones report f(z) itself.
+    c2 = est.step**2
+    bound = 0.5 * c2 * f.a.sum() + 0.5 * c2 * np.abs(f.b).sum() + 0.1
+    assert abs(np.mean(losses) - true) <= bound
+
+
+def test_step_schedule_decays():
+    est = SPSA(step=2.0, step_decay=0.5)
+    assert est.step_at(0) == 2.0
+    assert est.step_at(3) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", [{"directions": 0}, {"directions": 1.5}, {"step": 0.0},
+                                 {"step": -1.0}, {"step_decay": -0.1}])
+@pytest.mark.parametrize("cls", [SPSA, NES, RandomDirections])
+def test_bad_arguments_raise_value_error_naming_the_value(cls, bad):
+    with pytest.raises(ValueError) as err:
+        cls(**bad)
+    assert repr(next(iter(bad.values()))) in str(err.value)
+
+
+def test_loss_function_returning_wrong_shape_is_reported():
+    with pytest.raises(ValueError, match="returned shape"):
+        SPSA().estimate(lambda zs: np.zeros(3), np.zeros(SHAPE), np.random.default_rng(0))

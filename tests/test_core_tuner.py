@@ -1,0 +1,208 @@
+"""End-to-end and unit tests of DataFineTuner on the synthetic black box (tests/synthetic.py)."""
+
+import numpy as np
+import pytest
+from adapter_contract import check_model_contract
+from synthetic import make_problem
+
+from adapters import CallableModel
+from blackbox_dft import (
+    NES,
+    SPSA,
+    DataFineTuner,
+    FineTunedModel,
+    FullResolution,
+    LowResolution,
+    NotFittedError,
+    RandomDirections,
+)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem(seed=0)
+
+
+class Counting:
+    """A model wrapper that counts the images it sees (independently of the library)."""
+
+    def __init__(self, model):
+        self.model, self.seen, self.calls = model, 0, 0
+
+    def predict(self, images):
+        self.seen += images.shape[0]
+        self.calls += 1
+        return self.model.predict(images)
+
+
+def tuner(model, **kw):
+    args = dict(epsilon=8, scores="logits", query_budget=20_000, seed=0, progress=False)
+    args.update(kw)
+    return DataFineTuner(model, "multiclass", **args)
+
+
+def test_the_shift_costs_at_least_15_points(problem):
+    clean = problem.accuracy(problem.test_clean, problem.test[1])
+    shifted = problem.accuracy(*problem.test)
+    assert clean - shifted >= 0.15, (clean, shifted)
+
+
+@pytest.mark.parametrize("estimator", [SPSA(directions=1, step=2.0), NES(directions=1, step=2.0)],
+                         ids=["SPSA", "NES"])
+def test_fit_recovers_at_least_10_points_on_held_out_data(problem, estimator):
+    model = Counting(problem.model)
+    t = tuner(model, estimator=estimator).fit(*problem.train, validation=problem.val)
+    before = problem.accuracy(*problem.test)
+    after = problem.accuracy(t.transform(problem.test[0]), problem.test[1])
+    assert after - before >= 0.10, (before, after)
+    assert t.delta_.dtype == np.float32 and t.delta_.shape == (16, 16, 3)
+    assert np.abs(t.delta_).max() <= 8.0
+    assert t.queries_ == model.seen <= 20_000
+    assert t.history_ and all(r["queries"] <= 20_000 for r in t.history_)
+    assert t.history_[-1]["queries"] == t.queries_
+    assert any("val_accuracy" in r for r in t.history_)
+
+
+def test_queries_are_counted_exactly_and_the_budget_is_a_hard_cap(problem):
+    for budget in (1_000, 2_345):
+        model = Counting(problem.model)
+        t = tuner(model, query_budget=budget, batch_size=16).fit(*problem.train,
+                                                                 validation=problem.val)
+        assert t.queries_ == model.seen <= budget
+        # each step: 2 candidates x 16 images in one call (+ validation calls)
+        assert t.n_steps_ >= 1
+
+
+def test_same_seed_same_result_other_seed_other_result(problem):
+    a = tuner(problem.model, query_budget=3_000).fit(*problem.train, validation=problem.val)
+    b = tuner(problem.model, query_budget=3_000).fit(*problem.train, validation=problem.val)
+    c = tuner(problem.model, query_budget=3_000, seed=1).fit(*problem.train,
+                                                             validation=problem.val)
+    assert np.array_equal(a.delta_, b.delta_) and a.history_ == b.history_
+    assert not np.array_equal(a.delta_, c.delta_)
+
+
+@pytest.mark.parametrize("pert", [FullResolution(), LowResolution((4, 4))], ids=repr)
+@pytest.mark.parametrize("est", [RandomDirections(directions=2), SPSA(directions=2)], ids=repr)
+def test_every_estimator_and_perturbation_runs_within_budget(problem, pert, est):
+    t = tuner(problem.model, perturbation=pert, estimator=est, query_budget=2_000)
+    t.fit(*problem.train)
+    assert t.queries_ <= 2_000 and np.abs(t.delta_).max() <= 8.0
+    assert t.latent_.shape == pert.latent_shape((16, 16))
+
+
+def test_transform_rounds_clips_and_resizes(problem):
+    t = tuner(problem.model, query_budget=1_000).fit(*problem.train)
+    x = problem.test[0][:5]
+    out = t.transform(x)
+    expected = np.clip(np.rint(x.astype(np.float32) + t.delta_), 0, 255).astype(np.uint8)
+    assert out.dtype == np.uint8 and np.array_equal(out, expected)
+    big = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    assert t.transform(big).shape == big.shape
+    assert np.abs(t.transform(big).astype(int) - big.astype(int)).max() <= 8
+
+
+def test_evaluate_reports_before_after_and_psnr(problem):
+    t = tuner(problem.model, query_budget=4_000).fit(*problem.train, validation=problem.val)
+    r = t.evaluate(*problem.test)
+    for key in ("accuracy_before", "accuracy_after", "balanced_accuracy_before",
+                "balanced_accuracy_after", "per_class_recall_before", "psnr", "ssim"):
+        assert key in r
+    assert r["queries"] == 2 * len(problem.test[0])
+    assert 30 < r["psnr"] < 60 and 0.5 < r["ssim"] <= 1.0
+    assert r["accuracy_before"] == pytest.approx(problem.accuracy(*problem.test))
+
+
+def test_save_load_round_trip_without_pickle(problem, tmp_path):
+    t = tuner(problem.model, query_budget=1_500).fit(*problem.train, validation=problem.val)
+    path = tmp_path / "run.npz"
+    t.save(path)
+    with np.load(path, allow_pickle=False) as f:  # loads with pickling disabled
+        assert "delta" in f.files
+    u = DataFineTuner.load(path, problem.model)
+    assert np.array_equal(u.delta_, t.delta_) and u.queries_ == t.queries_
+    assert np.array_equal(u.transform(problem.test[0]), t.transform(problem.test[0]))
+    assert u.get_params() == t.get_params()
+
+
+def test_fine_tuned_model_is_a_model_again(problem):
+    t = tuner(problem.model, query_budget=1_500).fit(*problem.train)
+    ft = FineTunedModel(problem.model, t.delta_)
+    s = check_model_contract(ft, 16, 16)
+    assert s.shape[1] == 4
+    x = problem.test[0][:7]
+    assert np.allclose(ft.predict(x), problem.model.predict(t.transform(x)))
+
+
+def test_balanced_accuracy_exposes_majority_class_pushing():
+    # a model whose score for class 1 rises with brightness; 80% of labels are 1
+    def fn(x):
+        m = x.reshape(len(x), -1).mean(axis=1) / 255.0
+        return np.stack([1 - m, m], axis=1)
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(110, 146, size=(100, 8, 8, 3), dtype=np.uint8)
+    y = (rng.random(100) < 0.8).astype(int)
+    t = DataFineTuner(CallableModel(fn), "binary", epsilon=30, query_budget=3_000,
+                      learning_rate=4.0, seed=0, progress=False).fit(x, y)
+    r = t.evaluate(x, y)
+    assert r["accuracy_after"] > r["accuracy_before"] + 0.1   # everything became class 1
+    assert r["balanced_accuracy_after"] <= r["balanced_accuracy_before"] + 0.01
+    assert r["per_class_recall_after"]["0"] < r["per_class_recall_before"]["0"]
+
+
+def test_not_fitted_errors(problem):
+    t = tuner(problem.model)
+    for call in (lambda: t.transform(problem.test[0]), lambda: t.evaluate(*problem.test),
+                 lambda: t.save("x.npz")):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call()
+
+
+def test_model_error_mid_fit_keeps_best_delta_and_query_count(problem, tmp_path):
+    class Flaky:
+        def __init__(self):
+            self.seen = 0
+
+        def predict(self, images):
+            if self.seen > 3_000:
+                raise ConnectionError("vendor went away")
+            self.seen += len(images)
+            return problem.model.predict(images)
+
+    model = Flaky()
+    t = tuner(model, query_budget=10_000)
+    ckpt = tmp_path / "ckpt.npz"
+    with pytest.raises(ConnectionError):
+        t.fit(*problem.train, validation=problem.val, checkpoint=ckpt)
+    assert t.queries_ == model.seen + 64  # the failed call was counted: it may have been paid
+    assert t.n_steps_ > 10 and np.abs(t.delta_).max() > 0
+    assert ckpt.exists()
+
+
+def test_checkpoint_resume_gives_the_uninterrupted_result(problem, tmp_path):
+    full = tuner(problem.model, query_budget=4_000).fit(*problem.train, validation=problem.val)
+
+    class StopAfter:
+        def __init__(self, n):
+            self.n = n
+
+        def predict(self, images):
+            self.n -= 1
+            if self.n < 0:
+                raise KeyboardInterrupt
+            return problem.model.predict(images)
+
+    ckpt = tmp_path / "ckpt.npz"
+    with pytest.raises(KeyboardInterrupt):
+        tuner(StopAfter(25), query_budget=4_000).fit(
+            *problem.train, validation=problem.val, checkpoint=ckpt, checkpoint_every=5)
+    resumed = tuner(problem.model, query_budget=4_000).fit(
+        *problem.train, validation=problem.val, checkpoint=ckpt, resume=True)
+    assert np.array_equal(resumed.delta_, full.delta_)
+    assert [r["loss"] for r in resumed.history_] == [r["loss"] for r in full.history_]
+    # a checkpoint from other data is refused
+    with pytest.raises(ValueError, match="other training data"):
+        tuner(problem.model, query_budget=4_000).fit(
+            problem.train[0][::-1], problem.train[1][::-1], validation=problem.val,
+            checkpoint=ckpt, resume=True)
