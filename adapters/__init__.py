@@ -1,9 +1,26 @@
 """Adapters: things that implement the Model protocol ``predict(images) -> scores``.
 
 Adapters import ``blackbox_dft``; ``blackbox_dft`` never imports adapters
-(the CLI is the one place that knows both).
+(the CLI is the one place that knows both). Importing this package loads no
+model file and no optional runtime.
 """
 
 from .base import BaseModel, CallableModel
+from .dnn import DNNModel, LiteRTModel, Preprocess
+from .standins import (
+    EMOTION_LABELS,
+    STANDINS,
+    blazeface,
+    emotion,
+    gender,
+    load_standin,
+    smiling,
+)
+from .tasks import TASKS, Task, face_task, load_task, smiling_task
 
-__all__ = ["BaseModel", "CallableModel"]
+__all__ = [
+    "BaseModel", "CallableModel",
+    "DNNModel", "LiteRTModel", "Preprocess",
+    "STANDINS", "EMOTION_LABELS", "load_standin", "blazeface", "gender", "emotion", "smiling",
+    "Task", "TASKS", "load_task", "face_task", "smiling_task",
+]

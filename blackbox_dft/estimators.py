@@ -97,7 +97,8 @@ class SPSA(Estimator):
         return 2 * self.directions
 
     def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        return rng.choice(np.array([-1.0, 1.0]), size=(self.directions, *shape))
+        signs = rng.integers(0, 2, size=(self.directions, *shape), dtype=np.int8)
+        return signs * 2.0 - 1.0
 
 
 class NES(Estimator):

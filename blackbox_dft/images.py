@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["check_images", "apply_delta", "resize_delta", "psnr"]
+__all__ = ["check_images", "apply_delta", "apply_deltas", "resize_delta", "psnr"]
 
 
 def _describe(value: Any) -> str:
@@ -64,18 +64,37 @@ def resize_delta(delta: np.ndarray, height: int, width: int) -> np.ndarray:
     return out.reshape(height, width, 3)
 
 
+def apply_deltas(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """Every image under every delta: uint8 ``(M * N, H, W, 3)``, candidate-major.
+
+    images: uint8 ``(N, H, W, 3)``; deltas: float ``(M, H, W, 3)`` grey levels.
+    Each output is ``clip(images + round(delta), 0, 255)``, which equals
+    ``clip(round(images + delta))`` because images are integers (up to how exact
+    .5 ties round). Saturating uint8 arithmetic keeps this ~10x cheaper than
+    going through float32, which matters at 224x224 where it is the library's
+    main cost per query.
+    """
+    q = np.rint(np.asarray(deltas, dtype=np.float32))
+    up = np.clip(q, 0, 255).astype(np.uint8)
+    down = np.clip(-q, 0, 255).astype(np.uint8)
+    out = np.empty((q.shape[0], *images.shape), dtype=np.uint8)
+    for m in range(q.shape[0]):
+        o = out[m]
+        np.minimum(images, 255 - up[m], out=o)  # x + up cannot overflow from here
+        o += up[m]
+        np.maximum(o, down[m], out=o)  # nor o - down underflow
+        o -= down[m]
+    return out.reshape(-1, *images.shape[1:])
+
+
 def apply_delta(images: np.ndarray, delta: np.ndarray) -> np.ndarray:
-    """Return ``clip(round(images + delta), 0, 255)`` as uint8.
+    """Return ``clip(images + round(delta), 0, 255)`` as uint8 ``(N, H, W, 3)``.
 
     images: uint8 ``(N, H, W, 3)``; delta: float ``(H, W, 3)`` in grey levels
     (resized bilinearly when its size differs from the images').
     """
     h, w = images.shape[1:3]
-    d = resize_delta(delta, h, w)
-    out = images.astype(np.float32) + d[None]
-    np.rint(out, out=out)
-    np.clip(out, 0.0, 255.0, out=out)
-    return out.astype(np.uint8)
+    return apply_deltas(images, resize_delta(delta, h, w)[None])
 
 
 def psnr(clean: np.ndarray, perturbed: np.ndarray) -> float:

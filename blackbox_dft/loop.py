@@ -17,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .estimators import Estimator
-from .images import apply_delta
+from .images import apply_delta, apply_deltas
 from .metrics import classification_metrics
 from .model import QueryCounter
 from .objectives import Objective
@@ -29,14 +29,6 @@ if TYPE_CHECKING:
     from .tuner import DataFineTuner
 
 __all__ = ["run_fit"]
-
-
-def _perturbed_stack(xb: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """uint8 ``(M*B, H, W, 3)``: every image of ``xb (B, ...)`` under every delta ``(M, ...)``."""
-    out = xb[None].astype(np.float32) + deltas[:, None]
-    np.rint(out, out=out)
-    np.clip(out, 0.0, 255.0, out=out)
-    return out.astype(np.uint8).reshape(-1, *xb.shape[1:])
 
 
 class _Scorer:
@@ -67,7 +59,7 @@ class _Scorer:
     def losses(self, zs: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
         """Mean loss on the minibatch for each candidate latent: ``(M,)``."""
         deltas = self.pert.to_deltas(zs, self.image_shape, self.eps)
-        raw = self.counter.predict(_perturbed_stack(xb, deltas))
+        raw = self.counter.predict(apply_deltas(xb, deltas))
         self._probe(raw)
         labels = np.concatenate([yb] * zs.shape[0])
         per_image = self.objective.loss(raw, labels, self.weights)

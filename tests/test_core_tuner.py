@@ -95,7 +95,7 @@ def test_transform_rounds_clips_and_resizes(problem):
     t = tuner(problem.model, query_budget=1_000).fit(*problem.train)
     x = problem.test[0][:5]
     out = t.transform(x)
-    expected = np.clip(np.rint(x.astype(np.float32) + t.delta_), 0, 255).astype(np.uint8)
+    expected = np.clip(x.astype(np.float32) + np.rint(t.delta_), 0, 255).astype(np.uint8)
     assert out.dtype == np.uint8 and np.array_equal(out, expected)
     big = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
     assert t.transform(big).shape == big.shape
