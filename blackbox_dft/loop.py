@@ -10,6 +10,7 @@ whole step succeeded, so a checkpoint always holds a consistent state.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -88,7 +89,8 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
             val: tuple[np.ndarray, np.ndarray] | None, objective: Objective,
             pert: Perturbation, est: Estimator, optimizer: Optimizer, counter: QueryCounter,
             checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
-            meta: dict[str, Any], bar: tqdm) -> FitState:
+            meta: dict[str, Any], bar: tqdm,
+            callback: Callable[[dict[str, Any], FitState], Any] | None = None) -> FitState:
     """Run (or continue) a fit; sets the tuner's fitted attributes even when it fails."""
     h, w = int(x.shape[1]), int(x.shape[2])
     n = x.shape[0]
@@ -145,6 +147,8 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
             bar.set_postfix(post, refresh=False)
             if state.step % checkpoint_every == 0:
                 save()
+            if callback is not None and callback(rec, state):
+                break
         if val is None:
             state.best_z, state.best_step = state.z.copy(), state.step
         state.done = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -145,7 +146,8 @@ class DataFineTuner:
     def fit(self, images: np.ndarray, labels: Any,
             validation: tuple[np.ndarray, Any] | None = None, *,
             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
-            resume: bool = False) -> DataFineTuner:
+            resume: bool = False,
+            callback: Callable[[dict[str, Any], FitState], Any] | None = None) -> DataFineTuner:
         """Learn ``delta_`` from labelled images using at most ``query_budget`` queries.
 
         images: uint8 ``(N, H, W, 3)`` RGB; labels: see the task. validation: optional
@@ -153,6 +155,9 @@ class DataFineTuner:
         checkpoint: a ``.npz`` path written atomically every ``checkpoint_every`` steps,
         on interrupt and on a model error; with ``resume=True`` an existing checkpoint
         is continued (same seed and data give the same result as an uninterrupted fit).
+        callback: called as ``callback(record, state)`` after every step with the history
+        record and the :class:`FitState` (read-only by convention); a true return value
+        stops the fit cleanly (early stopping).
         """
         from .loop import run_fit  # the loop lives apart to keep this module small
 
@@ -201,7 +206,7 @@ class DataFineTuner:
                    desc=f"DFT {model_name(self.model)}", dynamic_ncols=True)
         try:
             run_fit(self, state, x, y, val, objective, pert, est, optimizer, counter,
-                    checkpoint, checkpoint_every, meta, bar)
+                    checkpoint, checkpoint_every, meta, bar, callback)
         finally:
             bar.close()
         return self

@@ -206,3 +206,15 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(problem, tmp_path):
         tuner(problem.model, query_budget=4_000).fit(
             problem.train[0][::-1], problem.train[1][::-1], validation=problem.val,
             checkpoint=ckpt, resume=True)
+
+
+def test_callback_sees_every_step_and_can_stop_early(problem):
+    seen = []
+
+    def cb(rec, state):
+        seen.append((rec["step"], state.step, state.queries))
+        return rec["step"] >= 7
+
+    t = tuner(problem.model, query_budget=20_000).fit(*problem.train, callback=cb)
+    assert [s[0] for s in seen] == list(range(1, 8)) and t.n_steps_ == 7
+    assert all(a == b for a, b, _ in seen) and seen[-1][2] == t.queries_
