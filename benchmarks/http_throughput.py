@@ -1,0 +1,185 @@
+"""Images per second through HTTPModel, as a ratio to a plain thread pool of raw requests.post.
+
+The stand-in server runs in its own process (so that it does not share the
+client's GIL) with a fixed added latency per request (5 ms by default). In the
+same run, alternating rounds, three clients send the same images in requests of
+the same size with the same number of threads:
+
+- ``httpmodel``: ``HTTPModel.predict`` (encodes PNG, sends, parses, orders);
+- ``raw_post``: a ThreadPoolExecutor of ``requests.post`` calls on pre-encoded
+  bodies (a new connection per call, as plain ``requests.post`` does);
+- ``raw_session``: the same with one keep-alive ``requests.Session`` per thread,
+  the stronger baseline.
+
+The ratio reported against each baseline is median(httpmodel) / median(baseline);
+the target is >= 0.9 against both.
+
+    python benchmarks/http_throughput.py   # writes benchmarks/results/http_throughput.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from adapters.base import CallableModel  # noqa: E402
+from adapters.http import HTTPModel  # noqa: E402
+from adapters.server import Faults, StandInServer  # noqa: E402
+from adapters.wire import b64, encode_image  # noqa: E402
+
+
+def _toy(x: np.ndarray) -> np.ndarray:
+    m = x.astype(np.float64).mean(axis=(1, 2)) / 255.0
+    return np.stack([m[:, 0], 1.0 - m[:, 0]], axis=1)
+
+
+def _serve(latency: float, queue: Any, stop: Any) -> None:
+    with StandInServer(CallableModel(_toy, name="toy"), "json",
+                       faults=Faults(latency=latency)) as srv:
+        queue.put(srv.url)
+        stop.wait()
+        queue.put(srv.images_served)
+
+
+def _timed(fn: Any, n_images: int) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return n_images / (time.perf_counter() - t0)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=_serve, args=(args.latency_ms / 1000.0, queue, stop), daemon=True)
+    proc.start()
+    try:
+        url = queue.get(timeout=60)
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, size=(args.images, args.size, args.size, 3), dtype=np.uint8)
+        k = args.images_per_request
+        chunks = [x[i:i + k] for i in range(0, len(x), k)]
+        bodies = [json.dumps({"images": [b64(encode_image(im)) for im in c]}).encode()
+                  for c in chunks]
+        headers = {"Content-Type": "application/json"}
+        model = HTTPModel(url, preset="json", concurrency=args.concurrency,
+                          images_per_request=k, max_retries=0)
+        local = threading.local()
+
+        def body_of(chunk: np.ndarray) -> bytes:
+            return json.dumps({"images": [b64(encode_image(im)) for im in chunk]}).encode()
+
+        def post_plain(chunk: np.ndarray) -> Any:
+            r = requests.post(url, data=body_of(chunk), headers=headers, timeout=30)
+            return np.asarray(r.json()["scores"])
+
+        def post_session(chunk: np.ndarray) -> Any:
+            if not hasattr(local, "s"):
+                local.s = requests.Session()
+            r = local.s.post(url, data=body_of(chunk), headers=headers, timeout=30)
+            return np.asarray(r.json()["scores"])
+
+        def post_preencoded(body: bytes) -> Any:
+            if not hasattr(local, "s"):
+                local.s = requests.Session()
+            r = local.s.post(url, data=body, headers=headers, timeout=30)
+            return np.asarray(r.json()["scores"])
+
+        pool = ThreadPoolExecutor(args.concurrency)
+        clients = {
+            "httpmodel": lambda: model.predict(x),
+            "raw_post": lambda: np.concatenate(list(pool.map(post_plain, chunks))),
+            "raw_session": lambda: np.concatenate(list(pool.map(post_session, chunks))),
+            "raw_session_preencoded": lambda: list(pool.map(post_preencoded, bodies)),
+        }
+        for fn in clients.values():  # warm up connections, threads, caches
+            fn()
+        rates: dict[str, list[float]] = {name: [] for name in clients}
+        for _ in range(args.rounds):
+            for name, fn in clients.items():
+                rates[name].append(_timed(fn, len(x)))
+        pool.shutdown()
+        model.close()
+        stop.set()
+        served = queue.get(timeout=30)
+    finally:
+        stop.set()
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+    med = {name: statistics.median(r) for name, r in rates.items()}
+    return {
+        "config": vars(args),
+        "images_per_second": {name: {"median": med[name], "rounds": rates[name]} for name in rates},
+        "ratio_vs_raw_post": med["httpmodel"] / med["raw_post"],
+        "ratio_vs_raw_session": med["httpmodel"] / med["raw_session"],
+        "ratio_vs_preencoded": med["httpmodel"] / med["raw_session_preencoded"],
+        "target": 0.9,
+        "server_images_served": served,
+        "requests_per_round": len(chunks),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "platform": platform.platform()},
+    }
+
+
+def write(result: dict[str, Any], out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "http_throughput.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    c = result["config"]
+    ips = result["images_per_second"]
+    lines = [
+        "# HTTP throughput: HTTPModel vs raw requests.post",
+        "",
+        f"Stand-in server (own process, JSON preset, {c['latency_ms']} ms added latency per "
+        f"request), {c['images']} images of {c['size']}x{c['size']}x3 in requests of "
+        f"{c['images_per_request']}, {c['concurrency']} threads, median of {c['rounds']} "
+        "alternating rounds.",
+        "",
+        "| client | images/s (median) | ratio HTTPModel / client |",
+        "|---|---:|---:|",
+    ]
+    for name in ("httpmodel", "raw_post", "raw_session", "raw_session_preencoded"):
+        ratio = ips["httpmodel"]["median"] / ips[name]["median"]
+        lines.append(f"| {name} | {ips[name]['median']:.0f} | {ratio:.2f} |")
+    lines += ["", f"Target: ratio >= {result['target']} against both baselines. "
+              "Command: `python benchmarks/http_throughput.py`", ""]
+    with open(os.path.join(out_dir, "http_throughput.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--latency-ms", type=float, default=5.0)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--images-per-request", type=int, default=4)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = p.parse_args(argv)
+    result = run(args)
+    write(result, args.out)
+    keys = ("ratio_vs_raw_post", "ratio_vs_raw_session", "ratio_vs_preencoded")
+    print(json.dumps({k: result[k] for k in keys}, indent=2))
+    for name, r in result["images_per_second"].items():
+        print(f"{name:12s} {r['median']:8.0f} images/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
