@@ -1,0 +1,116 @@
+"""An on-disk query cache (sqlite3): a Model wrapper that never pays twice for the same image.
+
+Each image's scores are stored under ``sha256(key, shape, uint8 bytes)``, where ``key``
+is a secret-free description of the model (its spec and options). Repeated queries
+(a resumed fit replaying steps since its last checkpoint, the clean-baseline
+evaluation of a second run) are answered from the file. ``misses`` are the images
+actually sent to the model; ``hits`` the images the cache answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from typing import Any
+
+import numpy as np
+
+from .images import check_images
+from .model import check_scores, model_name
+
+__all__ = ["CachedModel", "image_keys"]
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, k INTEGER, s BLOB)"
+
+
+def image_keys(images: np.ndarray, key: str) -> list[bytes]:
+    """One 32-byte sha256 per image of uint8 ``(N, H, W, 3)``, salted with the model ``key``."""
+    salt = hashlib.sha256(key.encode("utf-8"))
+    salt.update(repr(tuple(int(s) for s in images.shape[1:])).encode())
+    out = []
+    for im in images:
+        h = salt.copy()
+        h.update(np.ascontiguousarray(im).tobytes())
+        out.append(h.digest())
+    return out
+
+
+class CachedModel:
+    """Wrap ``model``: answer repeated images from an sqlite file at ``path``.
+
+    model: any Model; path: the cache file (created); key: a secret-free model spec,
+    part of every entry's hash so that two models never share answers.
+    ``hits``/``misses`` count images answered from the cache / sent to the model.
+    Safe to call from several threads (one lock around the file).
+    """
+
+    def __init__(self, model: Any, path: str | os.PathLike[str], key: str) -> None:
+        if not hasattr(model, "predict"):
+            raise TypeError(f"model must have a predict method, got {type(model).__name__}")
+        self.model = model
+        self.path = os.fspath(path)
+        self.key = key
+        self.name = model_name(model)
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+            self._db.commit()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"query cache {self.path} is not usable: {exc}; delete it or "
+                             "pass --no-cache") from None
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Scores float64 ``(N, K)`` for uint8 RGB ``(N, H, W, 3)``; only unseen images are sent."""
+        x = check_images(images)
+        keys = image_keys(x, self.key)
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):  # sqlite's limit on bound parameters
+                chunk = list(dict.fromkeys(keys[i:i + 500]))
+                marks = ",".join("?" * len(chunk))
+                for kk, k, s in self._db.execute(
+                        f"SELECT key, k, s FROM scores WHERE key IN ({marks})", chunk):
+                    found[bytes(kk)] = np.frombuffer(s, dtype=np.float64).reshape(k)
+        todo: dict[bytes, int] = {}
+        for i, kk in enumerate(keys):
+            if kk not in found and kk not in todo:
+                todo[kk] = i
+        if todo:
+            rows = list(todo.values())
+            scores = check_scores(self.model.predict(x[rows]), len(rows), self.model)
+            new = {kk: scores[j] for j, kk in enumerate(todo)}
+            with self._lock:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO scores (key, k, s) VALUES (?, ?, ?)",
+                    [(kk, int(s.shape[0]), s.astype(np.float64).tobytes())
+                     for kk, s in new.items()])
+                self._db.commit()
+            found.update(new)
+        with self._lock:
+            self.misses += len(todo)
+            self.hits += len(keys) - len(todo)
+        widths = {v.shape[0] for v in found.values()}
+        if len(widths) > 1:
+            raise ValueError(f"query cache {self.path} holds scores of different widths "
+                             f"{sorted(widths)} for model key {self.key!r}; delete it")
+        return np.stack([found[kk] for kk in keys])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the file (later calls fail)."""
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return (f"CachedModel({self.name}, path={self.path!r}, hits={self.hits}, "
+                f"misses={self.misses})")

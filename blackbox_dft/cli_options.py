@@ -1,0 +1,226 @@
+"""Options of ``blackbox-dft fit``: one table for flags, config files and the saved config.
+
+Every option has one name (``epsilon``, ``batch_size``, ...) used as the flag
+(``--batch-size``), as the key of a ``--config`` file (JSON or TOML) and in the run's
+``config.json``. Precedence: defaults < config file < flags. A default of None
+means "the library's default" (not passed to :class:`DataFineTuner`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .estimators import NES, SPSA, RandomDirections
+from .perturbation import FullResolution, LowResolution
+
+__all__ = ["Option", "FIT_OPTIONS", "add_fit_options", "read_config_file", "resolve_options",
+           "tuner_kwargs", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A bad option or config file (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One fit option: its default, flag type and help."""
+
+    name: str
+    default: Any
+    help: str
+    type: Any = str
+    flag: str = "value"  # "value", "bool" (--x / --no-x), "list" (repeatable)
+    choices: tuple[str, ...] | None = None
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+FIT_OPTIONS: tuple[Option, ...] = (
+    # model
+    Option("model", None, "model spec: standin:NAME, a model file, an http(s) URL or "
+           "python:module:function"),
+    Option("preset", None, "wire format of an HTTP model (json, oip, tfserving, torchserve, "
+           "facepp, gcv, clarifai)"),
+    Option("api_key_env", None, "environment variable that holds the API key"),
+    Option("api_secret_env", None, "environment variable that holds the API secret"),
+    Option("model_options", {}, "adapter option KEY=VALUE (JSON value), repeatable",
+           flag="list"),
+    Option("cost_per_1000", None, "price of 1000 images sent: shows money spent and projected",
+           float),
+    # data
+    Option("data", None, "dataset: ImageFolder, .csv, list_attr_celeba.txt or .npz"),
+    Option("size", None, "image size N or HxW (resize or crop to it)"),
+    Option("size_mode", "resize", "how --size is reached", choices=("resize", "crop")),
+    Option("skip_bad", False, "skip unreadable images instead of stopping", flag="bool"),
+    Option("classes", None, "class names in the model's output order, comma-separated", _csv),
+    Option("attributes", None, "attribute columns to use (CSV, CelebA), comma-separated", _csv),
+    Option("image_root", None, "folder that CSV / CelebA image paths are relative to"),
+    Option("limit", None, "use a seeded random subset of this many images", int),
+    Option("shift", None, "apply a domain shift to the data first (e.g. blur:sigma=2.5)"),
+    Option("val_fraction", 0.2, "validation fraction when the data has no split", float),
+    Option("test_fraction", 0.2, "test fraction when the data has no split", float),
+    # objective and optimisation
+    Option("task", None, "objective: multiclass, binary or multilabel (default: from the data)",
+           choices=("multiclass", "binary", "multilabel")),
+    Option("scores", None, "what the model returns", choices=("probabilities", "logits")),
+    Option("label_map", None, "task class of each model output, comma-separated ('-': none)"),
+    Option("class_weight", None, "'balanced' or a JSON object {class: weight}"),
+    Option("epsilon", None, "L-inf budget of the perturbation in grey levels (default 8)",
+           float),
+    Option("budget", None, "query budget of the fit: images (10000) or money ($12.50)"),
+    Option("perturbation", None, "latent grid HxW (e.g. 8x8, optionally :cubic) or 'full'"),
+    Option("estimator", None, "gradient estimator", choices=("spsa", "nes", "rd")),
+    Option("directions", None, "random directions per step", int),
+    Option("fd_step", None, "finite-difference step in grey levels", float),
+    Option("fd_step_decay", None, "decay exponent of the finite-difference step", float),
+    Option("optimizer", None, "optimizer",
+           choices=("adam", "sgd", "momentum", "nesterov", "sign_sgd")),
+    Option("learning_rate", None, "learning rate in grey levels per step", float),
+    Option("lr_schedule", None, "learning-rate schedule",
+           choices=("constant", "cosine", "inverse_sqrt", "exponential")),
+    Option("batch_size", None, "images per minibatch", int),
+    Option("selection", None, "validation metric that picks the kept delta",
+           choices=("accuracy", "balanced_accuracy", "loss")),
+    Option("validation_every", None, "steps between validation checks", int),
+    Option("seed", 0, "seed of the split and of the fit", int),
+    # run
+    Option("checkpoint_every", 10, "steps between checkpoints", int),
+    Option("cache", True, "on-disk query cache", flag="bool"),
+    Option("cache_path", None, "cache file (default: cache.sqlite in the run folder)"),
+    Option("evaluate", True, "evaluate on the test split at the end (2 x test images)",
+           flag="bool"),
+    Option("out", None, "run folder to create"),
+)
+_BY_NAME = {o.name: o for o in FIT_OPTIONS}
+_TUNER_KEYS = ("epsilon", "batch_size", "scores", "selection", "validation_every",
+               "optimizer", "learning_rate", "lr_schedule")
+
+
+def add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """Add every fit option as a flag whose absence leaves no attribute (so configs apply)."""
+    for o in FIT_OPTIONS:
+        flag = "--" + o.name.replace("_", "-")
+        if o.name == "model_options":
+            parser.add_argument("--model-option", dest=o.name, action="append",
+                                default=argparse.SUPPRESS, metavar="KEY=VALUE", help=o.help)
+        elif o.flag == "bool":
+            parser.add_argument(flag, dest=o.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=o.help)
+        else:
+            parser.add_argument(flag, dest=o.name, default=argparse.SUPPRESS, choices=o.choices,
+                                type=o.type if o.type is not _csv else str, help=o.help)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Options from a JSON or TOML file (``.toml``); keys may use ``-`` or ``_``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        if path.lower().endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                raise ConfigError("TOML config files need Python 3.11+; use JSON") from None
+            with open(path, "rb") as fh:
+                data: Any = tomllib.load(fh)
+        else:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, TOMLDecodeError
+        raise ConfigError(f"{path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}:"
+                          f" {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold an object of options")
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name == "model_option":
+            name = "model_options"
+        if name not in _BY_NAME:
+            raise ConfigError(f"unknown config key {key!r} in {path}; valid keys: "
+                              f"{', '.join(sorted(_BY_NAME))}")
+        out[name] = value
+    return out
+
+
+def _parse_model_options(value: Any) -> dict[str, Any]:
+    from .cli_models import parse_option  # no adapters import: parse_option is plain
+
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (list, tuple)):
+        return dict(parse_option(str(v)) for v in value)
+    raise ConfigError(f"model_options must be an object or a list of KEY=VALUE, got {value!r}")
+
+
+def resolve_options(config: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """Defaults < config file < flags; normalises list-valued options."""
+    opts = {o.name: o.default for o in FIT_OPTIONS}
+    opts.update(config)
+    opts.update(flags)
+    merged = _parse_model_options(config.get("model_options", {}))
+    if "model_options" in flags:
+        merged.update(_parse_model_options(flags["model_options"]))
+    opts["model_options"] = merged
+    for name in ("classes", "attributes"):
+        if isinstance(opts[name], str):
+            opts[name] = _csv(opts[name])
+    for name in ("model", "data", "out"):
+        if not opts[name]:
+            raise ConfigError(f"--{name} is required (as a flag or a config key)")
+    return opts
+
+
+def _perturbation(text: str) -> Any:
+    if text == "full":
+        return FullResolution()
+    m = re.fullmatch(r"(\d+)(?:x(\d+))?(?::(linear|cubic|nearest))?", str(text))
+    if not m:
+        raise ConfigError(f"--perturbation must be HxW[:linear|cubic|nearest] or 'full', "
+                          f"got {text!r}")
+    h = int(m.group(1))
+    return LowResolution((h, int(m.group(2) or h)), m.group(3) or "linear")
+
+
+def tuner_kwargs(opts: dict[str, Any], budget: int | None, multilabel: bool) -> dict[str, Any]:
+    """Keyword arguments of :class:`DataFineTuner` from resolved options (library defaults kept)."""
+    kw: dict[str, Any] = {k: opts[k] for k in _TUNER_KEYS if opts.get(k) is not None}
+    kw["task"] = opts["task"] or ("multilabel" if multilabel else "multiclass")
+    kw["seed"] = opts["seed"]
+    kw["progress"] = False
+    if budget is not None:
+        kw["query_budget"] = budget
+    if opts.get("perturbation") is not None:
+        kw["perturbation"] = _perturbation(opts["perturbation"])
+    est_args = {k: opts[o] for k, o in (("directions", "directions"), ("step", "fd_step"),
+                                        ("step_decay", "fd_step_decay")) if opts[o] is not None}
+    if opts.get("estimator") is not None or est_args:
+        cls = {"spsa": SPSA, "nes": NES, "rd": RandomDirections}[opts.get("estimator") or "spsa"]
+        kw["estimator"] = cls(**est_args)
+    if opts.get("label_map") is not None:
+        lm = opts["label_map"]
+        items = lm if isinstance(lm, list) else _csv(lm)
+        try:
+            kw["label_map"] = [None if str(v) in ("-", "None", "none", "") else int(v)
+                               for v in items]
+        except ValueError:
+            raise ConfigError(f"--label-map must be class ids or '-', got {lm!r}") from None
+    cw = opts.get("class_weight")
+    if cw is not None:
+        if isinstance(cw, str) and cw != "balanced":
+            try:
+                cw = json.loads(cw)
+            except json.JSONDecodeError:
+                raise ConfigError(
+                    f"--class-weight must be 'balanced' or JSON, got {cw!r}") from None
+        if isinstance(cw, dict):
+            cw = {int(k): float(v) for k, v in cw.items()}
+        kw["class_weight"] = cw
+    return kw

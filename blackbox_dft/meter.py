@@ -1,0 +1,152 @@
+"""Query metering for the command line: a progress bar with queries, cache savings and money.
+
+:class:`Meter` wraps a model (usually a :class:`~blackbox_dft.cache.CachedModel`) and
+counts every image asked for (``asked``); the images actually paid for are the
+cache's misses when there is a cache, else all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from .model import model_name
+
+__all__ = ["Meter", "parse_budget", "money", "read_ledger"]
+
+_MONEY = re.compile(r"^\s*([$€£])?\s*(\d+(?:\.\d*)?|\.\d+)\s*([$€£]|[A-Za-z]{3})?\s*$")
+
+
+def money(amount: float) -> str:
+    """``1.5`` -> ``"$1.50"`` (four decimals below one cent)."""
+    return f"${amount:.2f}" if amount == 0 or amount >= 0.01 else f"${amount:.4f}"
+
+
+def parse_budget(text: Any, cost_per_1000: float | None) -> int:
+    """A query budget from ``"10000"`` (queries) or ``"$12.50"`` / ``"12.5USD"`` (money).
+
+    Money needs ``cost_per_1000`` (price of 1000 images) and becomes
+    ``floor(amount / cost_per_1000 * 1000)`` queries.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"--budget must be a number of queries or money, got {text!r}")
+    if isinstance(text, (int, np.integer)):
+        return int(text)
+    m = _MONEY.match(str(text))
+    if not m:
+        raise ValueError(f"--budget must be a number of queries (10000) or money ($12.50 or "
+                         f"12.50USD), got {text!r}")
+    amount = float(m.group(2))
+    if not (m.group(1) or m.group(3)):
+        if amount != int(amount):
+            raise ValueError(f"--budget in queries must be a whole number, got {text!r}; "
+                             "write money with a currency sign, e.g. $12.50")
+        return int(amount)
+    if not cost_per_1000 or cost_per_1000 <= 0:
+        raise ValueError(f"--budget {text!r} is money: give the price with --cost-per-1000")
+    return int(np.floor(amount / cost_per_1000 * 1000.0 + 1e-9))
+
+
+def read_ledger(path: str) -> dict[str, Any]:
+    """Totals written by a :class:`Meter` (``{}`` if there are none yet)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class Meter:
+    """Count images asked of ``model``, update a tqdm ``bar`` and show the money spent.
+
+    cache: the :class:`CachedModel` inside ``model`` (or None); cost_per_1000: price of
+    1000 paid images (None: no money shown); planned: images the whole command may ask
+    (for the projected total).
+    """
+
+    def __init__(self, model: Any, bar: Any = None, cache: Any = None,
+                 cost_per_1000: float | None = None, planned: int = 0,
+                 ledger: str | None = None) -> None:
+        self.model = model
+        self.bar = bar
+        self.cache = cache
+        self.cost_per_1000 = cost_per_1000
+        self.planned = int(planned)
+        self.asked = 0
+        self.ledger = ledger
+        before = read_ledger(ledger) if ledger else {}
+        # Totals of earlier processes of the same run (a resume after an interrupt).
+        self.asked_before = int(before.get("asked", 0))
+        self.paid_before = int(before.get("paid", 0))
+        self.saved_before = int(before.get("saved", 0))
+        self.name = model_name(model)
+
+    def totals(self) -> dict[str, Any]:
+        """Images asked / paid / answered by the cache over every process of the run, and cost."""
+        out: dict[str, Any] = {"asked": self.asked_before + self.asked,
+                               "paid": self.paid_before + self.paid,
+                               "saved": self.saved_before + self.saved}
+        if self.cost_per_1000 is not None:
+            out["cost_per_1000"] = self.cost_per_1000
+            out["cost"] = self.cost(out["paid"])
+        return out
+
+    def _write_ledger(self) -> None:
+        if not self.ledger:
+            return
+        tmp = self.ledger + ".part"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.totals(), fh)
+        os.replace(tmp, self.ledger)
+
+    @property
+    def paid(self) -> int:
+        """Images sent to the model by this process."""
+        return self.cache.misses if self.cache is not None else self.asked
+
+    @property
+    def saved(self) -> int:
+        """Images the cache answered in this process."""
+        return self.cache.hits if self.cache is not None else 0
+
+    def cost(self, images: int) -> float | None:
+        """Money for ``images`` paid images (None without a price)."""
+        if self.cost_per_1000 is None:
+            return None
+        return images * self.cost_per_1000 / 1000.0
+
+    def projected(self) -> float | None:
+        """Money spent so far plus the rest of the plan if every image is paid."""
+        if self.cost_per_1000 is None:
+            return None
+        rest = max(0, self.planned - self.asked)
+        return self.cost(self.paid_before + self.paid + rest)
+
+    def postfix(self) -> dict[str, str]:
+        """Short fields for the progress bar."""
+        out = {"paid": str(self.paid)}
+        if self.cache is not None:
+            out["cached"] = str(self.saved)
+        spent = self.cost(self.paid_before + self.paid)
+        if spent is not None:
+            out["spent"] = money(spent)
+            out["projected"] = money(self.projected() or 0.0)
+        return out
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Forward to the wrapped model, then advance the bar by the images asked."""
+        scores = self.model.predict(images)
+        self.asked += int(images.shape[0])
+        self._write_ledger()
+        if self.bar is not None:
+            self.bar.update(int(images.shape[0]))
+            self.bar.set_postfix(self.postfix(), refresh=False)
+        return np.asarray(scores)
+
+    def __repr__(self) -> str:
+        return f"Meter({self.name}, asked={self.asked}, paid={self.paid})"
