@@ -1,8 +1,10 @@
 """From raw scores and labels to per-image losses, predictions and label checks.
 
 An :class:`Objective` knows the task (``multiclass``, ``binary``, ``multilabel``),
-whether scores are probabilities or logits, and an optional label map from the
-model's outputs to the task's classes (several outputs summed into one class).
+whether scores are probabilities, logits or only labels (a decision per image), and
+an optional label map from the model's outputs to the task's classes (several
+outputs summed into one class). With ``scores="labels"`` the loss is the 0-1 loss
+(1 if misclassified), whose gradient is estimated from label flips.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
-__all__ = ["Objective", "TASKS"]
+__all__ = ["Objective", "TASKS", "SCORES"]
 
 TASKS = ("multiclass", "binary", "multilabel")
+SCORES = ("probabilities", "logits", "labels")
 _EPS = 1e-7
 
 
@@ -24,7 +27,9 @@ class Objective:
     task: ``"multiclass"`` (scores (N, K), labels int (N,)), ``"binary"`` (scores
     (N,) or (N, 1) = P(positive), or (N, 2); labels 0/1), ``"multilabel"``
     (scores (N, A), labels {0, 1} (N, A)).
-    scores: ``"probabilities"`` or ``"logits"``.
+    scores: ``"probabilities"``, ``"logits"`` or ``"labels"``: the model returns only its
+    decision, as one-hot rows (N, K) (binary: also int labels (N,) / (N, 1) in {0, 1};
+    multilabel: (N, A) in {0, 1}); the loss is then the 0-1 loss (weighted if asked).
     label_map: for multiclass/binary, a list with one entry per model output giving
     the task class it counts towards (``None`` to ignore that output); the
     probabilities of outputs mapped to one class are summed.
@@ -34,8 +39,8 @@ class Objective:
                  label_map: list[int | None] | None = None) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if scores not in ("probabilities", "logits"):
-            raise ValueError(f"scores must be 'probabilities' or 'logits', got {scores!r}")
+        if scores not in SCORES:
+            raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
         if label_map is not None:
             if task == "multilabel":
                 raise ValueError("label_map is only supported for multiclass and binary tasks")
@@ -54,6 +59,8 @@ class Objective:
         raw = np.asarray(raw, dtype=np.float64)
         if raw.ndim == 1:
             raw = raw[:, None]
+        if self.scores == "labels":
+            raw = self._decisions(raw)
         if self.task == "multilabel":
             p = expit(raw) if self.scores == "logits" else raw
             return self._check_range(p)
@@ -84,6 +91,52 @@ class Objective:
             return np.exp(log_softmax(raw, axis=1))
         return self._check_range(raw)
 
+    def _decisions(self, raw: np.ndarray) -> np.ndarray:
+        """Label-only output -> one-hot rows ``(N, K)`` (multilabel: ``(N, A)`` in {0, 1})."""
+        if not np.all((raw == 0.0) | (raw == 1.0)):
+            bad = raw[(raw != 0.0) & (raw != 1.0)][0]
+            raise ValueError(
+                f"scores='labels' expects one-hot rows or 0/1 labels, but the model returned "
+                f"{bad:.4g}; for probabilities or logits pass scores='probabilities' / 'logits'"
+            )
+        if self.task == "multilabel":
+            return raw
+        if raw.shape[1] == 1:
+            if self.task != "binary":
+                raise ValueError(
+                    "scores='labels' with one column per image (int labels) is only supported "
+                    "for task='binary'; return one-hot rows (N, K) for multiclass "
+                    "(adapters.wrappers.LabelOnly does)"
+                )
+            return np.eye(2)[raw[:, 0].astype(np.int64)]
+        if not np.all(raw.sum(axis=1) == 1.0):
+            raise ValueError(
+                "scores='labels' expects exactly one 1 per row (one-hot decisions), got rows "
+                f"summing to {sorted(set(raw.sum(axis=1).tolist()))[:5]}"
+            )
+        return raw
+
+    def check_model(self, model: Any) -> None:
+        """Refuse a model whose declared ``output_kind`` does not fit this objective.
+
+        ``output_kind`` (optional attribute): ``"labels"`` needs ``scores="labels"``;
+        ``"embedding"`` belongs to face verification, not to a classification task.
+        """
+        kind = getattr(model, "output_kind", None)
+        name = getattr(model, "name", None) or type(model).__name__
+        if kind == "labels" and self.scores != "labels":
+            raise ValueError(
+                f"{name} returns only labels (output_kind='labels'), so a score-based loss "
+                f"(scores={self.scores!r}) gets no gradient from it; pass scores='labels' "
+                "(0-1 loss estimated from label flips)"
+            )
+        if kind == "embedding":
+            raise ValueError(
+                f"{name} returns embeddings (output_kind='embedding'), not class scores, so "
+                f"it cannot be tuned for task={self.task!r}; use "
+                "blackbox_dft.verification.VerificationTuner with pairs of images"
+            )
+
     def _check_range(self, p: np.ndarray) -> np.ndarray:
         if self.scores == "probabilities" and (p.min() < -1e-6 or p.max() > 1.0 + 1e-6):
             raise ValueError(
@@ -101,6 +154,14 @@ class Objective:
              weights: np.ndarray | None = None) -> np.ndarray:
         """Per-image cross-entropy ``(N,)`` in nats; ``weights`` are per-class (C,) or None."""
         p = self.probabilities(raw)
+        if self.scores == "labels":  # 0-1 loss: p is one-hot (or all zero: no kept class)
+            if self.task == "multilabel":
+                wrong = np.abs(p - labels)
+                if weights is not None:
+                    wrong = wrong * np.where(labels == 1, weights[:, 1], weights[:, 0])
+                return wrong.mean(axis=1)
+            zero_one = 1.0 - p[np.arange(p.shape[0]), labels]
+            return zero_one * weights[labels] if weights is not None else zero_one
         if self.task == "multilabel":
             q = np.clip(p, _EPS, 1.0 - _EPS)
             y = labels.astype(np.float64)
@@ -119,7 +180,10 @@ class Objective:
         p = self.probabilities(raw)
         if self.task == "multilabel":
             return (p >= 0.5).astype(np.int64)
-        return p.argmax(axis=1).astype(np.int64)
+        pred = p.argmax(axis=1).astype(np.int64)
+        if self.scores == "labels":  # a decision mapped to no class (label_map None)
+            pred[p.sum(axis=1) == 0.0] = -1
+        return pred
 
     # -- labels -------------------------------------------------------------------------------
     def check_labels(self, labels: Any, n_images: int, name: str = "labels") -> np.ndarray:

@@ -162,6 +162,7 @@ class DataFineTuner:
         from .loop import run_fit  # the loop lives apart to keep this module small
 
         objective, pert, est = self._components()
+        objective.check_model(self.model)
         x = check_images(images, "images")
         y = objective.check_labels(labels, x.shape[0], "labels")
         val = None
