@@ -1,0 +1,287 @@
+"""Face verification: one shared perturbation that makes an embedding model verify better.
+
+The model returns an embedding per image, ``predict(uint8 (N, H, W, 3)) -> (N, D)``; a pair
+``(a, b)`` is declared *same* when the cosine similarity ``s`` of their embeddings is at
+least a threshold ``t``. The perturbation is applied to BOTH images of a pair. The loss
+per pair is a softplus on the signed margin, ``softplus(k (t - s) y') / k`` with
+``y' = +1`` for same pairs and ``-1`` for different ones (``k``: ``sharpness``)
+(``loss="margin"``), or, threshold-free (the default, ``loss="dprime"``), minus the
+separation ``d' = (mean s_same - mean s_diff) / sqrt((var s_same + var s_diff) / 2)`` of
+the minibatch: a shared delta can raise every similarity at once (add a common vector to
+every embedding), which the margin loss partly rewards and d' does not.
+Pairs are int arrays ``(P, 3)``: ``(index a, index b, same in {0, 1})`` into an image
+array. A minibatch of pairs sends each distinct image once per candidate.
+
+Metrics: verification accuracy at a threshold, the threshold that maximises accuracy
+(chosen on validation, then applied to test), TAR at a fixed FAR, ROC AUC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .estimators import SPSA, Estimator
+from .images import apply_delta, apply_deltas, check_images, psnr
+from .metrics import ssim
+from .model import QueryCounter, model_name
+from .optimizers import Optimizer, Schedule, make_optimizer
+from .perturbation import LowResolution, Perturbation
+
+__all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
+           "verification_accuracy", "tar_at_far", "roc_auc", "verification_metrics"]
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def verification_accuracy(sims: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """Fraction of pairs decided right: same iff ``sims >= threshold``. sims, same: ``(P,)``."""
+    return float(np.mean((sims >= threshold) == (same == 1)))
+
+
+def best_threshold(sims: np.ndarray, same: np.ndarray) -> float:
+    """The threshold maximising accuracy on these pairs (midpoint between sorted sims)."""
+    s = np.sort(np.unique(sims))
+    cands = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2.0, [s[-1] + 1e-6]])
+    acc = [verification_accuracy(sims, same, float(t)) for t in cands]
+    return float(cands[int(np.argmax(acc))])
+
+
+def tar_at_far(sims: np.ndarray, same: np.ndarray, far: float = 0.1) -> float:
+    """True accept rate at the threshold where at most ``far`` of different pairs pass."""
+    neg = np.sort(sims[same == 0])[::-1]
+    pos = sims[same == 1]
+    if neg.size == 0 or pos.size == 0:
+        return float("nan")
+    k = int(np.floor(far * neg.size))  # number of false accepts allowed
+    t = neg[k] if k < neg.size else -np.inf
+    return float(np.mean(pos > t))
+
+
+def roc_auc(sims: np.ndarray, same: np.ndarray) -> float:
+    """Probability that a same pair scores above a different pair (ties count half)."""
+    pos, neg = sims[same == 1], sims[same == 0]
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    diff = pos[:, None] - neg[None, :]
+    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+
+def verification_metrics(sims: np.ndarray, same: np.ndarray, threshold: float,
+                         far: float = 0.1) -> dict[str, float]:
+    """Accuracy at ``threshold``, TAR at ``far``, ROC AUC and mean same/different similarity."""
+    return {"accuracy": verification_accuracy(sims, same, threshold),
+            "tar_at_far": tar_at_far(sims, same, far), "auc": roc_auc(sims, same),
+            "mean_sim_same": float(sims[same == 1].mean()) if (same == 1).any() else np.nan,
+            "mean_sim_diff": float(sims[same == 0].mean()) if (same == 0).any() else np.nan}
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def check_pairs(pairs: Any, n_images: int, name: str = "pairs") -> np.ndarray:
+    """Validate pairs against ``n_images`` images; return int64 ``(P, 3)``."""
+    arr = np.asarray(pairs)
+    if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (P, 3) rows (index a, index b, same), "
+                         f"got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer) and not np.all(arr == np.round(arr)):
+        raise ValueError(f"{name} must hold integers (indices and 0/1), got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = np.flatnonzero((arr[:, :2] < 0).any(axis=1) | (arr[:, :2] >= n_images).any(axis=1))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{name} row {i} names image {arr[i, :2].tolist()} but there are only {n_images} "
+            f"images (indices 0..{n_images - 1}); {bad.size} rows name missing images")
+    if not np.all((arr[:, 2] == 0) | (arr[:, 2] == 1)):
+        raise ValueError(f"{name} column 2 (same) must be 0 or 1")
+    return arr
+
+
+def cosine_similarities(emb: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Cosine similarity ``(P,)`` of embedding rows ``emb (N, D)`` for pairs ``(P, >=2)``."""
+    e = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return np.einsum("pd,pd->p", e[pairs[:, 0]], e[pairs[:, 1]])
+
+
+def _check_embedding(emb: np.ndarray, who: str) -> None:
+    if emb.shape[1] < 2:
+        raise ValueError(
+            f"{who} returned {emb.shape[1]} score per image, not an embedding; for a "
+            "classifier use DataFineTuner (task='binary'/'multiclass')")
+
+
+# -- tuner -----------------------------------------------------------------------------------
+class VerificationTuner:
+    """Fit one perturbation ``delta`` (``|delta| <= epsilon``) applied to both images of a pair.
+
+    model: ``predict(uint8 (N, H, W, 3)) -> (N, D)`` embeddings. threshold: ``None`` (the
+    accuracy-maximising threshold on the validation pairs, re-chosen at every validation)
+    or a fixed float (e.g. the vendor's). sharpness: ``k`` of the softplus loss (per unit of
+    cosine). far: the false accept rate of the TAR metric. batch_size: pairs per minibatch.
+    Other arguments as in :class:`~blackbox_dft.tuner.DataFineTuner`; query_budget counts
+    every image sent during ``fit`` (validation included).
+    """
+
+    def __init__(self, model: Any, *, epsilon: float = 8.0,
+                 perturbation: Perturbation | None = None, estimator: Estimator | None = None,
+                 optimizer: str | Optimizer = "adam", learning_rate: float | None = None,
+                 batch_size: int = 32, query_budget: int = 10_000,
+                 threshold: float | None = None, loss: str = "dprime",
+                 sharpness: float = 20.0, far: float = 0.1,
+                 validation_every: int = 10, seed: int | None = 0) -> None:
+        self.model, self.epsilon, self.perturbation = model, epsilon, perturbation
+        self.estimator, self.optimizer, self.learning_rate = estimator, optimizer, learning_rate
+        self.batch_size, self.query_budget = batch_size, query_budget
+        self.threshold, self.sharpness, self.far = threshold, sharpness, far
+        self.loss = loss
+        self.validation_every, self.seed = validation_every, seed
+
+    def _check_model(self) -> None:
+        kind = getattr(self.model, "output_kind", None)
+        if kind in ("labels", "ordinal"):
+            raise ValueError(
+                f"{model_name(self.model)} returns class decisions (output_kind={kind!r}), not "
+                "embeddings; tune it with DataFineTuner(task='binary'/'multiclass', "
+                "scores='labels')")
+        if not hasattr(self.model, "predict"):
+            raise TypeError(f"model must have a predict method, got {type(self.model).__name__}")
+
+    def _sims(self, counter: QueryCounter, x: np.ndarray, pairs: np.ndarray,
+              deltas: np.ndarray) -> np.ndarray:
+        """Similarities ``(M, P)`` of pairs over images ``x`` under each delta ``(M, H, W, 3)``."""
+        used, inv = np.unique(pairs[:, :2], return_inverse=True)
+        local = inv.reshape(-1, 2)
+        emb = counter.predict(apply_deltas(x[used], deltas))
+        _check_embedding(emb, model_name(self.model))
+        emb = emb.reshape(deltas.shape[0], used.size, -1)
+        return np.stack([cosine_similarities(e, local) for e in emb])
+
+    def _loss(self, sims: np.ndarray, same: np.ndarray, t: float) -> np.ndarray:
+        """Loss per candidate: sims ``(..., P)``, same ``(P,)``, threshold t -> ``(...)``."""
+        if self.loss == "dprime":
+            pos, neg = sims[..., same == 1], sims[..., same == 0]
+            spread = np.sqrt((pos.var(axis=-1) + neg.var(axis=-1)) / 2.0 + 1e-6)
+            return -(pos.mean(axis=-1) - neg.mean(axis=-1)) / spread
+        sign = np.where(same == 1, 1.0, -1.0)
+        return np.logaddexp(0.0, self.sharpness * (t - sims) * sign).mean(axis=-1) / self.sharpness
+
+    def fit(self, images: np.ndarray, pairs: Any,
+            validation: tuple[np.ndarray, Any] | None = None) -> VerificationTuner:
+        """Learn ``delta_`` from labelled pairs over ``images`` within ``query_budget`` images.
+
+        images: uint8 ``(N, H, W, 3)``; pairs: ``(P, 3)`` rows (a, b, same); validation:
+        optional ``(images, pairs)``: picks the best delta and (threshold=None) the threshold.
+        """
+        self._check_model()
+        if self.loss not in ("dprime", "margin"):
+            raise ValueError(f"loss must be 'dprime' or 'margin', got {self.loss!r}")
+        x = check_images(images)
+        p = check_pairs(pairs, x.shape[0])
+        val = None
+        if validation is not None:
+            xv = check_images(validation[0], "validation images")
+            val = (xv, check_pairs(validation[1], xv.shape[0], "validation pairs"))
+        if self.threshold is None and val is None:
+            raise ValueError("threshold=None chooses the threshold on validation pairs: pass "
+                             "validation=(images, pairs) or a fixed threshold")
+        eps = float(self.epsilon)
+        pert = self.perturbation or LowResolution((8, 8))
+        est = self.estimator or SPSA(directions=1, step=2.0)
+        hw = (int(x.shape[1]), int(x.shape[2]))
+        b = min(int(self.batch_size), p.shape[0])
+        val_cost = 0 if val is None else int(np.unique(val[1][:, :2]).size)
+        worst_step = est.candidates_per_step * min(2 * b, x.shape[0])
+        if self.query_budget < worst_step + 2 * val_cost:
+            raise ValueError(f"query_budget={self.query_budget} is smaller than one step and "
+                             f"two validations ({worst_step + 2 * val_cost} images)")
+        lr = self.learning_rate if self.learning_rate is not None else eps / 8.0
+        opt = make_optimizer(self.optimizer, Schedule(float(lr)))
+        rng = np.random.default_rng(self.seed)
+        counter = QueryCounter(self.model, int(self.query_budget))
+        z = np.zeros(pert.latent_shape(hw))
+        state = opt.init(z)
+        t = float(self.threshold) if self.threshold is not None else 0.0
+        history: list[dict[str, Any]] = []
+        best_z, best_key, best_t, best_step = z.copy(), [-np.inf], t, 0
+
+        def validate(zz: np.ndarray) -> tuple[list[float], float, dict[str, Any]]:
+            assert val is not None
+            s = self._sims(counter, val[0], val[1], pert.to_delta(zz, hw, eps)[None])[0]
+            tt = best_threshold(s, val[1][:, 2]) if self.threshold is None else t
+            m = verification_metrics(s, val[1][:, 2], tt, float(self.far))
+            loss = float(self._loss(s, val[1][:, 2], tt))
+            return [m["accuracy"], -loss], tt, {"val_accuracy": m["accuracy"],
+                                                "val_loss": loss, "threshold": tt}
+
+        if val is not None:
+            best_key, t, rec = validate(z)
+            best_t = t
+            self.baseline_ = {"queries": counter.queries, **rec}
+        step = 0
+        while counter.remaining >= worst_step + val_cost:
+            idx = rng.choice(p.shape[0], size=b, replace=False)
+            pb = p[idx]
+
+            def f(zs: np.ndarray, pb: np.ndarray = pb, tt: float = t) -> np.ndarray:
+                s = self._sims(counter, x, pb, pert.to_deltas(zs, hw, eps))
+                return self._loss(s, pb[:, 2], tt)
+
+            g, loss, _ = est.estimate(f, z, rng, step)
+            upd, state = opt.update(g, state)
+            z = pert.project(z - upd, eps)
+            step += 1
+            rec = {"step": step, "queries": counter.queries, "loss": loss, "threshold": t}
+            last = counter.remaining < 2 * worst_step + val_cost
+            if val is not None and (step % int(self.validation_every) == 0 or last):
+                key, t, m = validate(z)
+                rec.update(m, queries=counter.queries)
+                if key > best_key:
+                    best_z, best_key, best_t, best_step = z.copy(), key, t, step
+            history.append(rec)
+        if val is None:
+            best_z, best_step = z, step
+        self.latent_ = best_z.astype(np.float32)
+        self.perturbation_, self.image_shape_ = pert, hw
+        self.delta_ = pert.to_delta(self.latent_, hw, eps)
+        self.threshold_ = float(best_t)
+        self.baseline_threshold_ = float(self.baseline_["threshold"]) if val is not None else t
+        self.queries_, self.history_, self.best_step_ = counter.queries, history, best_step
+        return self
+
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """Perturbed copies of uint8 ``(N, H, W, 3)`` images."""
+        if not hasattr(self, "delta_"):
+            raise ValueError("this VerificationTuner is not fitted yet; call fit first")
+        x = check_images(images)
+        return apply_delta(x, self.perturbation_.to_delta(self.latent_, x.shape[1:3],
+                                                          float(self.epsilon)))
+
+    def evaluate(self, images: np.ndarray, pairs: Any) -> dict[str, Any]:
+        """Verification metrics before / after on held-out pairs (costs 2 x distinct images).
+
+        ``accuracy_before`` uses the threshold chosen on validation without the perturbation
+        (``baseline_threshold_``), ``accuracy_after`` the one chosen with it (``threshold_``);
+        ``tar_at_far`` and ``auc`` need no threshold. Also PSNR / SSIM and queries spent.
+        """
+        if not hasattr(self, "delta_"):
+            raise ValueError("this VerificationTuner is not fitted yet; call fit first")
+        x = check_images(images)
+        p = check_pairs(pairs, x.shape[0])
+        counter = QueryCounter(self.model)
+        out: dict[str, Any] = {}
+        delta = self.perturbation_.to_delta(self.latent_, x.shape[1:3], float(self.epsilon))
+        for tag, d, t in (("before", np.zeros_like(delta), self.baseline_threshold_),
+                          ("after", delta, self.threshold_)):
+            s = self._sims(counter, x, p, d[None])[0]
+            m = verification_metrics(s, p[:, 2], t, float(self.far))
+            out.update({f"{k}_{tag}": v for k, v in m.items()})
+        xp = self.transform(x)
+        out.update(psnr=psnr(x, xp), ssim=ssim(x, xp), queries=counter.queries,
+                   n_pairs=int(p.shape[0]), threshold_before=self.baseline_threshold_,
+                   threshold_after=self.threshold_, far=float(self.far))
+        return out
+
+    def __repr__(self) -> str:
+        fitted = f", fitted: {self.queries_} queries" if hasattr(self, "delta_") else ""
+        return (f"VerificationTuner({model_name(self.model)}, epsilon={self.epsilon}, "
+                f"query_budget={self.query_budget}{fitted})")

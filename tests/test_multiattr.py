@@ -1,0 +1,69 @@
+"""Many attributes from one call: lockstep per-attribute fits, shared fits, query sharing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+from synthetic import make_problem
+
+from adapters import CallableModel
+from adapters.wrappers import LabelOnly
+from blackbox_dft.multiattr import MultiAttributeTuner
+
+
+def _multilabel_problem() -> tuple[CallableModel, tuple, tuple, tuple]:
+    """The synthetic 4-class softmax read as 3 one-vs-rest attributes ``P(class a)``."""
+    p = make_problem(seed=2)
+    model = CallableModel(lambda x: softmax(p.model.predict(x), axis=1)[:, :3],
+                          name="synthetic-attributes", n_outputs=3)
+
+    def onehot(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return split[0], (split[1][:, None] == np.arange(3)[None]).astype(np.int64)
+
+    return model, onehot(p.train), onehot(p.val), onehot(p.test)
+
+
+def test_per_attribute_lockstep_improves_and_shares_queries() -> None:
+    model, train, val, test = _multilabel_problem()
+    tuner = MultiAttributeTuner(model, ["a0", "a1", "a2"], query_budget=9_000, seed=0)
+    tuner.fit(*train, validation=val)
+    assert tuner.queries_ <= 9_000
+    assert tuner.deltas_.shape == (3, 16, 16, 3)
+    # The clean validation pass is sent once for three attributes.
+    assert tuner.queries_saved_ >= 2 * len(val[1])
+    assert tuner.queries_separate_ == tuner.queries_ + tuner.queries_saved_
+    ev = tuner.evaluate(*test)
+    assert set(ev["per_attribute"]) == {"a0", "a1", "a2"}
+    assert ev["queries"] < ev["queries_separate"]
+    gains = [r["balanced_accuracy_after"] - r["balanced_accuracy_before"]
+             for r in ev["per_attribute"].values()]
+    assert np.mean(gains) > 0.03, ev
+    again = MultiAttributeTuner(model, ["a0", "a1", "a2"], query_budget=9_000, seed=0)
+    assert np.array_equal(again.fit(*train, validation=val).deltas_, tuner.deltas_)
+
+
+def test_shared_mode_uses_one_delta() -> None:
+    model, train, val, test = _multilabel_problem()
+    tuner = MultiAttributeTuner(model, mode="shared", query_budget=4_000, seed=0)
+    tuner.fit(*train, validation=val)
+    assert np.array_equal(tuner.deltas_[0], tuner.deltas_[2])
+    assert tuner.queries_saved_ == 2 * tuner.queries_
+    ev = tuner.evaluate(*test)
+    assert ev["queries"] == 2 * len(test[1])  # clean + one distinct delta
+    assert ev["accuracy_after"] >= ev["accuracy_before"] - 0.02
+
+
+def test_label_only_attributes_and_bad_input() -> None:
+    model, train, val, _ = _multilabel_problem()
+    lo = CallableModel(lambda x: (model.predict(x) >= 0.5).astype(float), name="decisions")
+    lo.output_kind = "labels"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="scores='labels'"):
+        MultiAttributeTuner(lo).fit(*train)
+    tuner = MultiAttributeTuner(lo, scores="labels", query_budget=3_000, seed=0)
+    assert tuner.fit(*train, validation=val).queries_ <= 3_000
+    with pytest.raises(ValueError, match="mode"):
+        MultiAttributeTuner(model, mode="both").fit(*train)
+    with pytest.raises(ValueError, match="attribute names"):
+        MultiAttributeTuner(model, ["only-one"]).fit(*train)
+    assert isinstance(LabelOnly(model), LabelOnly)

@@ -1,0 +1,107 @@
+"""Face verification: metrics, pair checks, the HOG stand-in and the VerificationTuner."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from synthetic import make_problem
+
+from adapters import CallableModel
+from adapters.embedding import HOGEmbedding
+from adapters.verification_task import verification_task
+from adapters.wrappers import LabelOnly
+from blackbox_dft import DataFineTuner
+from blackbox_dft.verification import (
+    VerificationTuner,
+    best_threshold,
+    check_pairs,
+    roc_auc,
+    tar_at_far,
+    verification_accuracy,
+)
+
+
+def test_metrics_on_known_values() -> None:
+    sims = np.array([0.9, 0.8, 0.4, 0.3, 0.6, 0.1])
+    same = np.array([1, 1, 1, 0, 0, 0])
+    assert verification_accuracy(sims, same, 0.5) == pytest.approx(4 / 6)
+    t = best_threshold(sims, same)
+    assert verification_accuracy(sims, same, t) == pytest.approx(5 / 6)
+    assert roc_auc(sims, same) == pytest.approx(8 / 9)
+    assert tar_at_far(sims, same, far=0.0) == pytest.approx(2 / 3)  # above 0.6
+    assert tar_at_far(sims, same, far=0.34) == pytest.approx(1.0)  # above 0.3
+
+
+def test_pairs_naming_missing_images_are_refused() -> None:
+    with pytest.raises(ValueError, match="names image .*only 5 images"):
+        check_pairs([[0, 1, 1], [2, 7, 0]], 5)
+    with pytest.raises(ValueError, match="shape"):
+        check_pairs([[0, 1]], 5)
+
+
+def test_hog_embedding_is_unit_norm_and_deterministic() -> None:
+    task = verification_task(seed=0)
+    x = task.test[0][:6]
+    e = HOGEmbedding(dim=32).predict(x)
+    assert e.shape == (6, 32)
+    assert np.allclose(np.linalg.norm(e, axis=1), 1.0)
+    assert np.array_equal(e, HOGEmbedding(dim=32).predict(x))
+    assert not np.allclose(e, HOGEmbedding(dim=32, seed=1).predict(x))
+
+
+def test_wrong_model_kind_errors_name_the_mode() -> None:
+    p = make_problem(seed=0)
+    with pytest.raises(ValueError, match="VerificationTuner"):
+        DataFineTuner(HOGEmbedding(), "multiclass", progress=False).fit(*p.train)
+    x = p.train[0][:10]
+    with pytest.raises(ValueError, match="scores='labels'"):
+        VerificationTuner(LabelOnly(p.model), threshold=0.5).fit(x, [[0, 1, 1]])
+
+
+def _linear_embedding_problem() -> tuple[CallableModel, tuple, tuple, tuple]:
+    """8 identities = 8 smooth face-like templates; a fixed additive pattern (the camera's)
+    adds one common vector to every embedding and pulls different identities together."""
+    rng = np.random.default_rng(0)
+    size, n_id = 16, 8
+    templates = rng.standard_normal((n_id, 4, 4, 3))
+    templates = np.stack([cv2.resize(t, (size, size), interpolation=cv2.INTER_CUBIC)
+                          for t in templates]) * 12.0
+    pattern = 8.0 * cv2.resize(rng.standard_normal((4, 4, 3)), (size, size),
+                               interpolation=cv2.INTER_CUBIC)
+    proj = rng.standard_normal((size * size * 3, 16))
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        return (images.reshape(len(images), -1).astype(np.float64) - 128.0) @ proj
+
+    def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        ids = r.integers(0, n_id, size=n)
+        x = 128.0 + templates[ids] + pattern + 10.0 * r.standard_normal((n, size, size, 3))
+        pairs = []
+        for i in range(n):
+            same = np.flatnonzero((ids == ids[i]) & (np.arange(n) != i))
+            diff = np.flatnonzero(ids != ids[i])
+            pairs += [[i, int(r.choice(same)), 1], [i, int(r.choice(diff)), 0]]
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8), np.array(pairs)
+
+    model = CallableModel(embed, name="linear-embedding")
+    return model, split(120, 1), split(60, 2), split(120, 3)
+
+
+def test_verification_tuner_improves_held_out_pairs() -> None:
+    model, train, val, test = _linear_embedding_problem()
+    tuner = VerificationTuner(model, query_budget=8_000, seed=0).fit(*train, validation=val)
+    ev = tuner.evaluate(*test)
+    assert tuner.queries_ <= 8_000
+    assert ev["auc_after"] > ev["auc_before"] + 0.01, ev
+    assert ev["accuracy_after"] > ev["accuracy_before"], ev
+    assert np.abs(tuner.delta_).max() <= 8.0 + 1e-6
+    again = VerificationTuner(model, query_budget=8_000, seed=0).fit(*train, validation=val)
+    assert np.array_equal(again.delta_, tuner.delta_)
+
+
+def test_threshold_needed() -> None:
+    model, train, _, _ = _linear_embedding_problem()
+    with pytest.raises(ValueError, match="threshold"):
+        VerificationTuner(model).fit(*train)
