@@ -144,8 +144,8 @@ class Meter:
         self.asked += int(images.shape[0])
         self._write_ledger()
         if self.bar is not None:
-            self.bar.update(int(images.shape[0]))
             self.bar.set_postfix(self.postfix(), refresh=False)
+            self.bar.update(int(images.shape[0]))  # refreshes, postfix included
         return np.asarray(scores)
 
     def __repr__(self) -> str:

@@ -99,7 +99,7 @@ def plot_curve(history: Sequence[dict[str, Any]], baseline: dict[str, Any] | Non
         return img
     qs = [p[0] for p in pts]
     accs = [p[1] for p in pts]
-    x_lo, x_hi = 0.0, max(max(qs), 1.0)
+    x_lo, x_hi = 0.0, max(max(qs), 1.0) * 1.03
     y_lo = max(0.0, np.floor(min(accs) * 20 - 1) / 20)
     y_hi = min(1.0, np.ceil(max(accs) * 20 + 1) / 20)
     if y_hi - y_lo < 0.1:
@@ -136,7 +136,8 @@ def plot_curve(history: Sequence[dict[str, Any]], baseline: dict[str, Any] | Non
         if best:
             cx, cy = px(float(best[0]["queries"]), float(best[0][key]))
             cv2.circle(img, (cx, cy), 6, _GREEN, 2, cv2.LINE_AA)
-            _text(img, "kept", (cx + 8, cy - 6), 0.4, _GREEN)
+            tx = cx + 8 if cx + 40 < w else cx - 40
+            _text(img, "kept", (tx, cy - 8), 0.4, _GREEN)
     return img
 
 
@@ -177,7 +178,8 @@ def render_report(rows: Sequence[tuple[str, np.ndarray]], delta: np.ndarray, eps
     delta: float ``(h, w, 3)`` grey levels, shown amplified to ``[-epsilon, epsilon]`` ->
     ``[1, 255]``; history/baseline: fit history for the curve; lines: summary text.
     """
-    grid = _grid(rows, cell, 150, captions)
+    label_w = max(_text_width(label) for label, _ in rows) + 16
+    grid = _grid(rows, cell, label_w, captions)
     amp = _enlarge(amplify_delta(delta, epsilon), 2 * cell)
     dpanel = np.full((amp.shape[0] + 46, max(amp.shape[1], 220), 3), 255, np.uint8)
     dpanel[4:4 + amp.shape[0], :amp.shape[1]] = amp

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 from . import __version__
@@ -53,9 +52,9 @@ def write_json(path: str, obj: Any, *, lines: bool = False) -> None:
         text = "".join(json.dumps(jsonable(o), sort_keys=True) + "\n" for o in obj)
     else:
         text = json.dumps(jsonable(obj), indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    tmp = f"{path}.{os.getpid()}.part"  # beside the target, so the rename is atomic
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
