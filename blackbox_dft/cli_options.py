@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .estimators import NES, SPSA, RandomDirections
+from .objectives import SCORES
 from .perturbation import FullResolution, LowResolution
 
 __all__ = ["Option", "FIT_OPTIONS", "add_fit_options", "read_config_file", "resolve_options",
@@ -69,7 +70,7 @@ FIT_OPTIONS: tuple[Option, ...] = (
     # objective and optimisation
     Option("task", None, "objective: multiclass, binary or multilabel (default: from the data)",
            choices=("multiclass", "binary", "multilabel")),
-    Option("scores", None, "what the model returns", choices=("probabilities", "logits")),
+    Option("scores", None, "what the model returns", choices=SCORES),
     Option("label_map", None, "task class of each model output, comma-separated ('-': none)"),
     Option("class_weight", None, "'balanced' or a JSON object {class: weight}"),
     Option("epsilon", None, "L-inf budget of the perturbation in grey levels (default 8)",
