@@ -64,7 +64,7 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("attributes", None, "attribute columns to use (CSV, CelebA), comma-separated", _csv),
     Option("image_root", None, "folder that CSV / CelebA image paths are relative to"),
     Option("limit", None, "use a seeded random subset of this many images", int),
-    Option("shift", None, "apply a domain shift to the data first (e.g. blur:sigma=2.5)"),
+    Option("shift", None, "apply a domain shift to the data first (e.g. blur:sigma=1)"),
     Option("val_fraction", 0.2, "validation fraction when the data has no split", float),
     Option("test_fraction", 0.2, "test fraction when the data has no split", float),
     # objective and optimisation
