@@ -11,8 +11,10 @@ from adapters import CallableModel
 from adapters.wrappers import LabelOnly
 from blackbox_dft.multiattr import MultiAttributeTuner
 
+Split = tuple[np.ndarray, np.ndarray]
 
-def _multilabel_problem() -> tuple[CallableModel, tuple, tuple, tuple]:
+
+def _multilabel_problem() -> tuple[CallableModel, Split, Split, Split]:
     """The synthetic 4-class softmax read as 3 one-vs-rest attributes ``P(class a)``."""
     p = make_problem(seed=2)
     model = CallableModel(lambda x: softmax(p.model.predict(x), axis=1)[:, :3],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from adapters.embedding import HOGEmbedding
 from adapters.verification_task import verification_task
 from adapters.wrappers import LabelOnly
 from blackbox_dft import DataFineTuner
+from blackbox_dft.pairs import load_lfw_pairs
 from blackbox_dft.verification import (
     VerificationTuner,
     best_threshold,
@@ -59,7 +62,10 @@ def test_wrong_model_kind_errors_name_the_mode() -> None:
         VerificationTuner(LabelOnly(p.model), threshold=0.5).fit(x, [[0, 1, 1]])
 
 
-def _linear_embedding_problem() -> tuple[CallableModel, tuple, tuple, tuple]:
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def _linear_embedding_problem() -> tuple[CallableModel, Split, Split, Split]:
     """8 identities = 8 smooth face-like templates; a fixed additive pattern (the camera's)
     adds one common vector to every embedding and pulls different identities together."""
     rng = np.random.default_rng(0)
@@ -105,3 +111,22 @@ def test_threshold_needed() -> None:
     model, train, _, _ = _linear_embedding_problem()
     with pytest.raises(ValueError, match="threshold"):
         VerificationTuner(model).fit(*train)
+
+
+def test_lfw_pairs_file_is_read_and_missing_images_named(tmp_path: Any) -> None:
+    root = tmp_path / "lfw"
+    for name, n in (("Ann_A", 1), ("Ann_A", 2), ("Bob_B", 1)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        img = np.full((10, 8, 3), 40 * n, np.uint8)
+        cv2.imwrite(str(root / name / f"{name}_{n:04d}.jpg"), img)
+    pairs_txt = tmp_path / "pairs.txt"
+    pairs_txt.write_text("1\t2\nAnn_A\t1\t2\nAnn_A\t2\tBob_B\t1\n")
+    images, pairs = load_lfw_pairs(str(pairs_txt), str(root), size=(12, 12))
+    assert images.shape == (3, 12, 12, 3) and images.dtype == np.uint8
+    assert pairs.tolist() == [[0, 1, 1], [1, 2, 0]]
+    pairs_txt.write_text("Ann_A\t1\t3\n")
+    with pytest.raises(FileNotFoundError, match="Ann_A_0003.jpg"):
+        load_lfw_pairs(str(pairs_txt), str(root))
+    pairs_txt.write_text("Ann_A\t1\n")
+    with pytest.raises(ValueError, match="pairs.txt:1"):
+        load_lfw_pairs(str(pairs_txt), str(root))
