@@ -51,7 +51,7 @@ def label_only(seeds: list[int], label_budget: int, score_budget: int) -> dict[s
     runs = []
     for seed in seeds:
         row: dict[str, Any] = {"seed": seed}
-        configs = {
+        configs: dict[str, tuple[Any, dict[str, Any]]] = {
             "scores": (task.model, {"query_budget": score_budget}),
             "labels": (LabelOnly(task.model), {
                 "query_budget": label_budget, "scores": "labels", "batch_size": 64,
