@@ -24,6 +24,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import random
 import statistics
 import sys
 import threading
@@ -111,9 +112,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fn()
         rates: dict[str, list[float]] = {name: [] for name in clients}
         cpu: dict[str, list[float]] = {name: [] for name in clients}
-        names = list(clients)
-        for r in range(args.rounds):  # rotate the order: no client always runs first
-            for name in names[r % len(names):] + names[:r % len(names)]:
+        order = random.Random(0)
+        load_before = os.getloadavg()
+        for _ in range(args.rounds):  # a fresh order each round: no client always follows another
+            names = list(clients)
+            order.shuffle(names)
+            for name in names:
                 rate, us = _timed(clients[name], len(x))
                 rates[name].append(rate)
                 cpu[name].append(us)
@@ -141,8 +145,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_vs_raw_post": paired("raw_post"),
         "ratio_vs_raw_session": paired("raw_session"),
         "ratio_vs_preencoded": paired("raw_session_preencoded"),
+        "ratio_of_medians": {name: med["httpmodel"] / med[name] for name in med},
         "target": 0.9,
         "server_images_served": served,
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "requests_per_round": len(chunks),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},
@@ -163,19 +169,24 @@ def write(result: dict[str, Any], out_dir: str) -> None:
         f"{c['images_per_request']}, {c['concurrency']} threads, median of {c['rounds']} "
         "alternating rounds.",
         "",
-        "| client | images/s (median) | HTTPModel / client (median of per-round ratios) "
-        "| client CPU µs per image |",
-        "|---|---:|---:|---:|",
+        "| client | images/s (median) | HTTPModel / client: median of per-round ratios "
+        "| ratio of medians | client CPU µs per image |",
+        "|---|---:|---:|---:|---:|",
     ]
     keys = {"httpmodel": None, "raw_post": "ratio_vs_raw_post",
             "raw_session": "ratio_vs_raw_session", "raw_session_preencoded": "ratio_vs_preencoded"}
     for name, key in keys.items():
         ratio = f"{result[key]:.2f}" if key else "1"
         us = result["client_cpu_us_per_image"][name]
-        lines.append(f"| {name} | {ips[name]['median']:.0f} | {ratio} | {us:.0f} |")
+        rom = result["ratio_of_medians"][name]
+        lines.append(f"| {name} | {ips[name]['median']:.0f} | {ratio} | {rom:.2f} | {us:.0f} |")
     lines += ["", "raw_post and raw_session do the same work as HTTPModel (PNG, base64, JSON, "
               "parse the scores) in the pool's threads; raw_session_preencoded only posts "
               "bodies encoded before the clock starts (transport alone, for reference).",
+              "", f"1-minute load average of this 2-core machine before/after: "
+              f"{result['load_average_before_after'][0]:.1f}/"
+              f"{result['load_average_before_after'][1]:.1f} (other jobs were running: "
+              "per-round ratios scatter widely; compare medians over several runs).",
               "", f"Target: ratio >= {result['target']} against raw_post and raw_session. "
               "Command: `python benchmarks/http_throughput.py`", ""]
     with open(os.path.join(out_dir, "http_throughput.md"), "w") as f:
@@ -189,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--images-per-request", type=int, default=4)
     p.add_argument("--size", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
     result = run(args)
