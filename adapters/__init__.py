@@ -7,6 +7,17 @@ model file and no optional runtime.
 
 from .base import BaseModel, CallableModel
 from .dnn import DNNModel, LiteRTModel, Preprocess
+from .errors import (
+    AuthenticationError,
+    EndpointUnreachable,
+    HTTPModelError,
+    HTTPStatusError,
+    ResponseFormatError,
+    ThrottledError,
+)
+from .http import HTTPModel, safe_url
+from .rekognition import RekognitionModel
+from .server import Faults, StandInServer, serve_main
 from .standins import (
     EMOTION_LABELS,
     STANDINS,
@@ -17,10 +28,15 @@ from .standins import (
     smiling,
 )
 from .tasks import TASKS, Task, face_task, load_task, smiling_task
+from .vendors import PRESETS, make_preset
 
 __all__ = [
     "BaseModel", "CallableModel",
     "DNNModel", "LiteRTModel", "Preprocess",
     "STANDINS", "EMOTION_LABELS", "load_standin", "blazeface", "gender", "emotion", "smiling",
     "Task", "TASKS", "load_task", "face_task", "smiling_task",
+    "HTTPModel", "safe_url", "PRESETS", "make_preset", "RekognitionModel",
+    "StandInServer", "Faults", "serve_main",
+    "HTTPModelError", "EndpointUnreachable", "HTTPStatusError", "AuthenticationError",
+    "ThrottledError", "ResponseFormatError",
 ]
