@@ -280,7 +280,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--model", required=True, help="stand-in model name (see adapters.standins)")
     p.add_argument("--protocol", default="oip", choices=sorted(PRESETS), help="wire format")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
-    p.add_argument("--model-name", default="standin", help="model name in the URL path")
+    p.add_argument("--model-name", default=None,
+                   help="model name in the URL path (default: the --model name)")
     p.add_argument("--labels", default=None, help="comma-separated labels, in score order")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
     p.add_argument("--throttle", type=float, default=0.0, help="probability of a throttle answer")
@@ -313,7 +314,7 @@ def serve_main(argv: list[str] | None = None, *, block: bool = True) -> int:
     if args.labels:
         options["labels"] = [s.strip() for s in args.labels.split(",") if s.strip()]
     server = StandInServer(_load_model(args.model), args.protocol, port=args.port,
-                           model_name=args.model_name, faults=faults, api_key=key,
+                           model_name=args.model_name or args.model, faults=faults, api_key=key,
                            verbose=args.verbose, **options)
     url = server.start()
     print(f"serving stand-in {args.model!r} as {args.protocol} at {url} (Ctrl-C to stop)",
