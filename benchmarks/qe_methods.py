@@ -1,0 +1,279 @@
+"""Methods compared by ``query_efficiency.py``: ours, peers, controls and the limit.
+
+Every method works on the same problem: a latent ``z`` of the library's perturbation
+family, ``|delta| <= epsilon``, the library's loss (:class:`blackbox_dft.Objective`), and
+one query per image sent to the model (training and validation images alike, counted
+by :class:`blackbox_dft.model.QueryCounter`). Each run returns snapshots
+``[(queries, best latent so far)]``, the best latent being chosen on the validation
+split exactly as ``DataFineTuner`` does (accuracy, ties broken by lower loss); the
+caller scores the snapshots on the held-out test split, which costs no budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from blackbox_dft import DataFineTuner, FullResolution, LowResolution
+from blackbox_dft.estimators import ESTIMATORS
+from blackbox_dft.images import apply_delta, apply_deltas
+from blackbox_dft.metrics import classification_metrics
+from blackbox_dft.model import QueryCounter
+from blackbox_dft.objectives import Objective
+from blackbox_dft.optimizers import SGD, Adam, Schedule, SignSGD
+from blackbox_dft.perturbation import Perturbation
+
+Snapshots = list[tuple[int, np.ndarray]]
+EPSILON = 8.0
+
+
+def task_kind(task: Any) -> str:
+    """``"binary"`` for two-class tasks, else ``"multiclass"``."""
+    return "binary" if int(task.train[1].max()) <= 1 else "multiclass"
+
+
+def make_perturbation(latent: str) -> Perturbation:
+    """``"full"`` or ``"HxW"`` (e.g. ``"8x8"``) -> a perturbation family."""
+    if latent == "full":
+        return FullResolution()
+    h, w = (int(s) for s in latent.split("x"))
+    return LowResolution((h, w))
+
+
+@dataclass
+class Problem:
+    """A task's splits, model and perturbation family behind one query counter."""
+
+    task: Any
+    latent: str
+    budget: int | None
+    seed: int
+    pert: Perturbation = field(init=False)
+    counter: QueryCounter = field(init=False)
+    objective: Objective = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pert = make_perturbation(self.latent)
+        self.counter = QueryCounter(self.task.model, self.budget)
+        self.kind = task_kind(self.task)
+        self.objective = Objective(self.kind, getattr(self.task, "scores", "probabilities"))
+        self.n_classes = int(self.task.train[1].max()) + 1
+        h, w = self.task.train[0].shape[1:3]
+        self.shape = (int(h), int(w))
+        self.dim_shape = self.pert.latent_shape(self.shape)
+
+    def losses(self, zs: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        """Mean training loss of each latent in ``zs (M, *latent)`` on rows ``idx``.
+
+        Sent in chunks of at most ~2,000 images: a model adapter may hold every image
+        of one call at its input resolution (BlazeFace: 128x128x3 float32 each).
+        """
+        n = self.task.train[0].shape[0] if idx is None else len(idx)
+        per_call = max(1, 2000 // n)
+        if zs.shape[0] > per_call:
+            return np.concatenate([self.losses(zs[i:i + per_call], idx)
+                                   for i in range(0, zs.shape[0], per_call)])
+        x, y = self.task.train
+        if idx is not None:
+            x, y = x[idx], y[idx]
+        deltas = self.pert.to_deltas(zs, self.shape, EPSILON)
+        raw = self.counter.predict(apply_deltas(x, deltas))
+        per = self.objective.loss(raw, np.concatenate([y] * zs.shape[0]))
+        return per.reshape(zs.shape[0], x.shape[0]).mean(axis=1)
+
+    def validation_score(self, z: np.ndarray) -> list[float]:
+        """``[validation accuracy, -validation loss]`` of ``z`` (costs the validation set)."""
+        x, y = self.task.val
+        raw = self.counter.predict(apply_delta(x, self.pert.to_delta(z, self.shape, EPSILON)))
+        acc = classification_metrics(y, self.objective.predict_labels(raw), self.kind,
+                                     self.n_classes)
+        return [acc["accuracy"], -float(self.objective.loss(raw, y).mean())]
+
+
+class Selector:
+    """Keeps the best latent by validation and its snapshots at each validation."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        z0 = np.zeros(problem.dim_shape)
+        self.best_z, self.best = z0, problem.validation_score(z0)
+        self.snapshots: Snapshots = [(problem.counter.queries, z0)]
+
+    def offer(self, z: np.ndarray) -> None:
+        score = self.problem.validation_score(np.asarray(z).reshape(self.problem.dim_shape))
+        if score > self.best:
+            self.best, self.best_z = score, np.asarray(z).reshape(self.problem.dim_shape).copy()
+        self.snapshots.append((self.problem.counter.queries, self.best_z))
+
+
+# -- ours --------------------------------------------------------------------------------------
+def build_optimizer(name: str, lr: float | Schedule) -> Any:
+    """One of adam, sgd, momentum, nesterov, sign_sgd as an optimizer object."""
+    return {"adam": lambda: Adam(lr), "sgd": lambda: SGD(lr),
+            "momentum": lambda: SGD(lr, momentum=0.9),
+            "nesterov": lambda: SGD(lr, momentum=0.9, nesterov=True),
+            "sign_sgd": lambda: SignSGD(lr, momentum=0.5)}[name]()
+
+
+def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapshots:
+    """DataFineTuner with ``spec`` overrides (empty spec: the library defaults)."""
+    spec = dict(spec)
+    kwargs: dict[str, Any] = {}
+    if "latent" in spec:
+        kwargs["perturbation"] = make_perturbation(spec.pop("latent"))
+    if "estimator" in spec:
+        kind, est_kw = spec.pop("estimator")
+        kwargs["estimator"] = ESTIMATORS[kind](**est_kw)
+    if "optimizer" in spec:
+        lr = spec.pop("learning_rate", EPSILON / 8)
+        if "lr_schedule" in spec:
+            lr = Schedule(lr, kind=spec.pop("lr_schedule"), total=spec.pop("total_steps"))
+        kwargs["optimizer"] = build_optimizer(spec.pop("optimizer"), lr)
+    kwargs.update(spec)
+    snaps: Snapshots = []
+
+    def record(rec: dict[str, Any], state: Any) -> bool:
+        if "val_accuracy" in rec or not snaps:
+            snaps.append((int(state.queries), np.array(state.best_z, copy=True)))
+        return False
+
+    kwargs.setdefault("scores", getattr(task, "scores", "probabilities"))
+    tuner = DataFineTuner(task.model, task_kind(task), epsilon=EPSILON, query_budget=budget,
+                          seed=seed, progress=False, **kwargs)
+    tuner.fit(task.train[0], task.train[1], validation=task.val, callback=record)
+    snaps.append((int(tuner.queries_), np.array(tuner.latent_, dtype=np.float64)))
+    return snaps
+
+
+# -- peers -------------------------------------------------------------------------------------
+def run_peer(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapshots:
+    """A peer optimizer, ask/tell on the same loss; validation selection every ``period``.
+
+    spec: ``peer`` (nevergrad name, ``"cma"`` or ``"random"``), ``latent``, ``batch``
+    (training images per evaluation; all 100 by default, a deterministic loss) and
+    ``sigma`` (initial mutation scale in grey levels).
+    """
+    prob = Problem(task, spec.get("latent", "8x8"), budget, seed)
+    rng = np.random.default_rng(seed)
+    n = task.train[0].shape[0]
+    batch = min(int(spec.get("batch", n)), n)
+    period = int(spec.get("period", 640))
+    val_cost = task.val[0].shape[0]
+    d = int(np.prod(prob.dim_shape))
+    sigma = float(spec.get("sigma", EPSILON / 4))
+    sel = Selector(prob)
+    n_evals = (budget - 2 * val_cost) // batch
+    ask, tell, recommend = _peer_interface(spec["peer"], d, sigma, n_evals, seed, rng)
+    since = 0
+    while prob.counter.remaining >= batch + val_cost:
+        x = np.clip(ask(), -EPSILON, EPSILON)
+        idx = rng.choice(n, size=batch, replace=False) if batch < n else None
+        loss = float(prob.losses(x.reshape(1, *prob.dim_shape), idx)[0])
+        tell(loss)
+        since += batch
+        if since >= period or prob.counter.remaining < 2 * batch + val_cost:
+            sel.offer(np.clip(recommend(), -EPSILON, EPSILON))
+            since = 0
+    return sel.snapshots
+
+
+def _peer_interface(name: str, d: int, sigma: float, n_evals: int, seed: int,
+                    rng: np.random.Generator) -> tuple[Any, Any, Any]:
+    """``(ask() -> x, tell(loss), recommend() -> x)`` closures around one peer."""
+    if name == "random":
+        best: dict[str, Any] = {"x": np.zeros(d), "loss": np.inf, "cur": None}
+
+        def ask_r() -> np.ndarray:
+            best["cur"] = rng.uniform(-EPSILON, EPSILON, size=d)
+            return best["cur"]
+
+        def tell_r(loss: float) -> None:
+            if loss < best["loss"]:
+                best["x"], best["loss"] = best["cur"], loss
+
+        return ask_r, tell_r, lambda: best["x"]
+    if name == "cma":
+        import cma
+        es = cma.CMAEvolutionStrategy(np.zeros(d), sigma, {
+            "bounds": [-EPSILON, EPSILON], "CMA_diagonal": True, "seed": seed + 1,
+            "verbose": -9, "maxfevals": max(n_evals, 1)})
+        pending: list[np.ndarray] = []
+        told: list[tuple[np.ndarray, float]] = []
+
+        def ask_c() -> np.ndarray:
+            if not pending:
+                pending.extend(es.ask())
+            return np.asarray(pending[0])
+
+        def tell_c(loss: float) -> None:
+            told.append((pending.pop(0), loss))
+            if not pending:
+                es.tell([t[0] for t in told], [t[1] for t in told])
+                told.clear()
+
+        return ask_c, tell_c, lambda: np.asarray(es.result.xfavorite)
+    import nevergrad as ng
+    param = ng.p.Array(init=np.zeros(d)).set_bounds(-EPSILON, EPSILON).set_mutation(sigma=sigma)
+    param.random_state = np.random.RandomState(seed)
+    opt = ng.optimizers.registry[name](parametrization=param, budget=max(n_evals, 1))
+    cur: dict[str, Any] = {}
+
+    def ask_n() -> np.ndarray:
+        cur["c"] = opt.ask()
+        return np.asarray(cur["c"].value)
+
+    def tell_n(loss: float) -> None:
+        opt.tell(cur["c"], loss)
+
+    return ask_n, tell_n, lambda: np.asarray(opt.provide_recommendation().value)
+
+
+# -- the limit ---------------------------------------------------------------------------------
+def run_limit(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapshots:
+    """Near-exact gradient: coordinate-wise central differences on the whole training set.
+
+    Each step costs ``2 d n_train`` queries (no budget cap: ``budget`` is ignored);
+    Adam steps of ``lr`` grey levels, ``steps`` of them, validation after each.
+    """
+    prob = Problem(task, spec.get("latent", "8x8"), None, seed)
+    c, lr, steps = float(spec.get("fd_step", 2.0)), float(spec.get("lr", 2.0)), spec["steps"]
+    d = int(np.prod(prob.dim_shape))
+    eye = np.eye(d).reshape(d, *prob.dim_shape)
+    opt = Adam(lr)
+    z = np.zeros(prob.dim_shape)
+    state = opt.init(z)
+    sel = Selector(prob)
+    for _ in range(int(steps)):
+        losses = prob.losses(np.concatenate([z + c * eye, z - c * eye]))
+        g = ((losses[:d] - losses[d:]) / (2 * c)).reshape(prob.dim_shape)
+        step, state = opt.update(g, state)
+        z = prob.pert.project(z - step, EPSILON)
+        sel.offer(z)
+    return sel.snapshots
+
+
+# -- controls (no optimization) ----------------------------------------------------------------
+def random_latents(task: Any, latent: str, draws: int, seed: int) -> list[np.ndarray]:
+    """``draws`` random latents with entries ``+-epsilon`` (the corners of the budget box)."""
+    h, w = task.train[0].shape[1:3]
+    shape = make_perturbation(latent).latent_shape((int(h), int(w)))
+    rng = np.random.default_rng([seed, 7])
+    return [EPSILON * (2.0 * rng.integers(0, 2, size=shape) - 1.0) for _ in range(draws)]
+
+
+def best_constant_offset(task: Any) -> tuple[np.ndarray, int]:
+    """The grey offset in ``-eps..eps`` (whole levels) with the lowest training loss.
+
+    Returns the 1x1x3 latent and the queries spent choosing it (all training images
+    for every offset).
+    """
+    prob = Problem(task, "1x1", None, 0)
+    offsets = np.arange(-EPSILON, EPSILON + 1)
+    zs = np.stack([np.full(prob.dim_shape, o) for o in offsets])
+    losses = prob.losses(zs)
+    return zs[int(np.argmin(losses))], prob.counter.queries
+
+
+RUNNERS = {"ours": run_ours, "peer": run_peer, "limit": run_limit}

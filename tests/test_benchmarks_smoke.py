@@ -1,0 +1,37 @@
+"""Smoke test of benchmarks/query_efficiency.py --quick: it runs and writes its outputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "benchmarks", "query_efficiency.py")
+
+
+def test_query_efficiency_quick_writes_json_markdown_and_png(tmp_path):
+    pytest.importorskip("nevergrad")
+    pytest.importorskip("cma")
+    pytest.importorskip("matplotlib")
+    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for ext in ("json", "md", "png"):
+        assert (tmp_path / f"query_efficiency.{ext}").stat().st_size > 0
+    doc = json.loads((tmp_path / "query_efficiency.json").read_text())
+    assert doc["benchmark"] == "query_efficiency" and doc["quick"] is True
+    assert {"python", "numpy", "cpus", "nevergrad", "cma"} <= set(doc["machine"])
+    summary = doc["summary"]["synthetic"]
+    assert summary["limit"] is not None and summary["limit_gain"] is not None
+    groups = {doc["methods"][m]["group"] for m in summary["methods"]}
+    assert groups == {"ours", "peer"}
+    assert "default" in summary["methods"]
+    for m in summary["methods"].values():
+        for p in m["points"].values():
+            assert 0.0 <= p["accuracy_mean"] <= 1.0 and p["n"] == len(doc["seeds"])
+    ctrl = doc["controls"]["synthetic"]
+    assert {"baseline", "random 8x8", "random full", "constant offset"} <= set(ctrl)
+    assert len(ctrl["random full"]["draws"]) == 5
+    assert "default" in (tmp_path / "query_efficiency.md").read_text()
