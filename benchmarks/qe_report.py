@@ -106,10 +106,11 @@ def markdown(doc: dict[str, Any]) -> str:
     for task, s in doc["summary"].items():
         ctrl = doc["controls"][task]
         lines += [f"### {task} ({doc['tasks'][task] or 'synthetic'}), epsilon "
-                  f"{doc['epsilon']:g}, {len(doc['seeds'])} seeds", "",
-                  "| method | group | " + " | ".join(f"acc @ {m:,}" for m in doc["milestones"])
+                  f"{doc['epsilon']:g}, mean ± std over seeds", "",
+                  "| method | group | seeds | "
+                  + " | ".join(f"acc @ {m:,}" for m in doc["milestones"])
                   + " | bal. acc @ 10,000 | % of limit gain @ 10,000 | queries to 90% |",
-                  "|---|---|" + "---|" * (len(doc["milestones"]) + 3)]
+                  "|---|---|---|" + "---|" * (len(doc["milestones"]) + 3)]
         for name, m in s["methods"].items():
             pts = m["points"]
             ten = pts.get("10000")
@@ -117,6 +118,7 @@ def markdown(doc: dict[str, Any]) -> str:
             q = m["queries_to_90pct_of_limit_gain"]
             lines.append(
                 f"| {name} | {doc['methods'].get(name, {}).get('group', '')} | "
+                f"{max(p['n'] for p in pts.values())} | "
                 + " | ".join(_cell(pts.get(str(x))) for x in doc["milestones"])
                 + f" | {_cell(ten, 'balanced_accuracy')} | "
                 + (f"{100 * frac:.0f}%" if frac is not None else "-")
