@@ -10,6 +10,7 @@ gradient run ("limit") and the no-optimization controls frame the gains.
     python benchmarks/query_efficiency.py            # full run, writes results/query_efficiency.*
     python benchmarks/query_efficiency.py --quick    # CI smoke run on a synthetic black box
     python benchmarks/query_efficiency.py --tasks face --seeds 3
+    python benchmarks/query_efficiency.py --methods none --merge a.json b.partial.jsonl
 
 Methods without a budget-dependent schedule (all of ours with constant step sizes,
 all peers, whose update rules do not read the budget) run ONCE per seed at the
@@ -236,19 +237,24 @@ def main(argv: list[str] | None = None) -> int:
         jobs = [j for j in jobs if j["method"] in keep]
     t0 = time.perf_counter()
     results = []
-    with mp.get_context("spawn").Pool(args.workers) as pool:
+    os.makedirs(args.out, exist_ok=True)
+    partial = os.path.join(args.out, f"{args.name}.partial.jsonl")
+    with mp.get_context("spawn").Pool(args.workers) as pool, open(partial, "w") as log:
         for r in pool.imap_unordered(run_job, jobs):
             results.append(r)
+            log.write(json.dumps(r) + "\n")  # kept if the run is interrupted (--merge it)
+            log.flush()
             print(f"[{time.perf_counter() - t0:6.0f}s] {r['task']:8s} {r['method']:26s} "
                   f"seed {r['seed']} budget {r['budget']:6d}: test acc "
                   f"{r['points'][-1]['accuracy']:.3f} ({r['wall_s']:.0f}s)", flush=True)
     for old_path in args.merge:
         with open(old_path) as fh:
-            old = json.load(fh)
+            old_runs = ([json.loads(line) for line in fh if line.strip()]
+                        if old_path.endswith(".jsonl") else json.load(fh)["runs"])
         rerun = {(r["task"], r["method"]) for r in results}
-        results += [r for r in old["runs"] if (r["task"], r["method"]) not in rerun]
+        results += [r for r in old_runs if (r["task"], r["method"]) not in rerun]
         tasks = [t for t in tasks if t in {r["task"] for r in results}]
-        seeds = sorted(set(seeds) | set(old["seeds"]))
+        seeds = sorted(set(seeds) | {r["seed"] for r in old_runs})
     ctrl = {t: controls(t) for t in tasks}
     doc = {"benchmark": "query_efficiency", "quick": args.quick, "epsilon": EPSILON,
            "seeds": seeds, "milestones": [500, 1000, 2000] if args.quick else list(MILESTONES),
