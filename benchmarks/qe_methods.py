@@ -35,11 +35,12 @@ def task_kind(task: Any) -> str:
 
 
 def make_perturbation(latent: str) -> Perturbation:
-    """``"full"`` or ``"HxW"`` (e.g. ``"8x8"``) -> a perturbation family."""
+    """``"full"``, ``"HxW"`` (bilinear, e.g. ``"8x8"``) or ``"HxW-nearest"`` -> a family."""
     if latent == "full":
         return FullResolution()
-    h, w = (int(s) for s in latent.split("x"))
-    return LowResolution((h, w))
+    size, _, interpolation = latent.partition("-")
+    h, w = (int(s) for s in size.split("x"))
+    return LowResolution((h, w), interpolation or "linear")
 
 
 @dataclass

@@ -138,6 +138,9 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"({ctrl['constant offset']['offset']:+g}, {ctrl['constant offset']['queries']:,}"
                   f" queries): test accuracy {ctrl['constant offset']['test'][0]:.3f}",
                   f"- best control: {s['best_control_accuracy']:.3f}"]
+        if lim and lim["accuracy"] >= 1.0:
+            lines.append("- the limit reaches 100% held-out accuracy, so its gain is the largest "
+                         "any perturbation family can reach on this split")
         f = s["figures"]
         if f:
             frac = f.get("default_fraction_of_limit_gain_at_10k")

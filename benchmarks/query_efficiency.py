@@ -17,6 +17,8 @@ all peers, whose update rules do not read the budget) run ONCE per seed at the
 largest budget and are read at every milestone (the best latent by validation so far,
 exactly what a run stopped at that budget would return, up to its final validation);
 methods with a budget-dependent schedule (cosine) run once per budget.
+Peers run on the library default's latent (16x16, nearest) and on 8x8 bilinear; the
+limit runs on 8x8 bilinear (192 coordinates; 5 steps of ``2 x 192 x 100`` queries).
 Needs the ``bench`` extra (nevergrad, cma, matplotlib) and the ``standins`` extra.
 """
 
@@ -65,6 +67,7 @@ def methods(quick: bool, variants_top: int = 10000) -> dict[str, Method]:
 
     m: dict[str, Method] = {
         "default": ("ours", "ours", {}, False, top),
+        "SPSA+Adam 8x8": ("ours", "ours", ours("SPSA", "adam"), False, top),
         "old default (Adam lr eps/8)": ("ours", "ours", {**ours("SPSA", "adam"),
                                                          "learning_rate": 1.0}, False, mid),
         "SPSA+Adam full": ("ours", "ours", ours("SPSA", "adam", "full"), False, mid),
@@ -74,16 +77,18 @@ def methods(quick: bool, variants_top: int = 10000) -> dict[str, Method]:
         "SPSA+Nesterov 8x8": ("ours", "ours", ours("SPSA", "nesterov"), False, mid),
         "SPSA+signSGD 8x8": ("ours", "ours", ours("SPSA", "sign_sgd"), False, mid),
         "SPSA+signSGD full": ("ours", "ours", ours("SPSA", "sign_sgd", "full"), False, mid),
-        "ng OnePlusOne": ("peer", "peer", {"peer": "OnePlusOne"}, False, top),
-        "ng DiagonalCMA": ("peer", "peer", {"peer": "DiagonalCMA"}, False, top),
-        "ng SPSA": ("peer", "peer", {"peer": "SPSA", "batch": 32}, False, top),
-        "ng TBPSA": ("peer", "peer", {"peer": "TBPSA", "batch": 32}, False, top),
-        "pycma diagonal": ("peer", "peer", {"peer": "cma"}, False, top),
-        "random search": ("peer", "peer", {"peer": "random"}, False, top),
     }
+    # Peers on the default's latent (16x16, nearest) and on 8x8 bilinear.
+    peers: dict[str, dict[str, Any]] = {
+             "ng OnePlusOne": {"peer": "OnePlusOne"}, "ng DiagonalCMA": {"peer": "DiagonalCMA"},
+             "ng SPSA": {"peer": "SPSA", "batch": 32}, "ng TBPSA": {"peer": "TBPSA", "batch": 32},
+             "pycma diagonal": {"peer": "cma"}, "random search": {"peer": "random"}}
+    for name, spec in peers.items():
+        m[name] = ("peer", "peer", {**spec, "latent": "16x16-nearest"}, False, top)
+        m[f"{name} 8x8"] = ("peer", "peer", {**spec, "latent": "8x8"}, False, top)
     if quick:
         keep = ("default", "SPSA+signSGD 8x8", "ng OnePlusOne", "pycma diagonal",
-                "random search")
+                "random search", "ng SPSA")
         m = {k: (g, r, s, sched, 2000) for k, (g, r, s, sched, _) in m.items() if k in keep}
     return m
 
@@ -158,7 +163,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def _latent_name(pert: Any) -> str:
     cfg = pert.get_config()
-    return "full" if cfg["type"] == "FullResolution" else "x".join(map(str, cfg["size"]))
+    if cfg["type"] == "FullResolution":
+        return "full"
+    size = "x".join(map(str, cfg["size"]))
+    return size if cfg["interpolation"] == "linear" else f"{size}-{cfg['interpolation']}"
 
 
 def make_jobs(task_names: list[str], seeds: list[int], quick: bool,
