@@ -161,17 +161,19 @@ def plot(doc: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tasks = list(doc["summary"])
-    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(10 * len(tasks), 6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         s = doc["summary"][task]
-        for name, m in s["methods"].items():
+        colors = [plt.get_cmap("tab20")(k) for k in range(20)]
+        for i, (name, m) in enumerate(s["methods"].items()):
             qs = sorted(int(q) for q in m["points"])
             mean = np.array([m["points"][str(q)]["accuracy_mean"] for q in qs])
             std = np.array([m["points"][str(q)]["accuracy_std"] for q in qs])
             group = doc["methods"].get(name, {}).get("group", "")
             style = {"ours": "-", "peer": "--"}.get(group, ":")
             lw = 2.8 if name == "default" else 1.3
-            (line,) = ax.plot(qs, mean, style, lw=lw, marker="o", ms=2.5, label=name)
+            (line,) = ax.plot(qs, mean, style, lw=lw, marker="o", ms=2.5, label=name,
+                              color=colors[i % len(colors)])
             ax.fill_between(qs, mean - std, mean + std, color=line.get_color(), alpha=0.12)
         ax.axhline(s["baseline_accuracy"], color="k", lw=1, label="baseline (no delta)")
         ax.axhline(s["best_control_accuracy"], color="grey", lw=1, ls="-.", label="best control")
@@ -183,7 +185,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
         ax.set_ylabel("held-out accuracy")
         ax.set_title(f"{task}: {doc['tasks'][task] or 'synthetic'}, epsilon {doc['epsilon']:g}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

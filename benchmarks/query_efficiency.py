@@ -270,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
            "methods": {k: {"group": g, "spec": s, "budget_dependent_schedule": sch}
                        for k, (g, _, s, sch, _) in methods(args.quick).items()},
            "machine": machine_facts(), "wall_seconds": time.perf_counter() - t0,
-           "workers": args.workers, "controls": ctrl, "runs": results}
+           "workers": args.workers, "merged_from": [os.path.basename(m) for m in args.merge],
+           "job_seconds_total": sum(r["wall_s"] for r in results),
+           "controls": ctrl, "runs": results}
     doc["summary"] = summarize(doc)
     write_outputs(doc, args.out, args.name)
     print(f"done in {doc['wall_seconds']:.0f}s")
