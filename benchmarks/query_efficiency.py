@@ -169,12 +169,17 @@ def _latent_name(pert: Any) -> str:
     return size if cfg["interpolation"] == "linear" else f"{size}-{cfg['interpolation']}"
 
 
-def make_jobs(task_names: list[str], seeds: list[int], quick: bool,
-              limit_steps: int) -> list[dict[str, Any]]:
-    """All jobs, longest first (better packing on the worker pool)."""
+def make_jobs(task_names: list[str], seeds: list[int], quick: bool, limit_steps: int,
+              peers_8x8: bool = False) -> list[dict[str, Any]]:
+    """All jobs, longest first (better packing on the worker pool).
+
+    Peers on the 8x8 bilinear latent only with ``peers_8x8`` (they double the peers' cost).
+    """
     jobs = []
     for t in task_names:
-        for name, (_, runner, spec, scheduled, top) in methods(quick).items():
+        for name, (group, runner, spec, scheduled, top) in methods(quick).items():
+            if group == "peer" and name.endswith(" 8x8") and not peers_8x8:
+                continue
             budgets = [b for b in MILESTONES if b <= top] or [top]
             if quick:
                 budgets = [top]
@@ -232,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=None, help="comma list of method names to run")
     ap.add_argument("--limit-steps", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--peers-8x8", action="store_true",
+                    help="also run the peers on the 8x8 bilinear latent")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--name", default="query_efficiency")
     ap.add_argument("--merge", nargs="*", default=[], metavar="JSON",
@@ -239,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tasks = ["synthetic"] if args.quick else (args.tasks or "face,smiling").split(",")
     seeds = list(range(2 if args.quick else args.seeds))
-    jobs = make_jobs(tasks, seeds, args.quick, 2 if args.quick else args.limit_steps)
+    jobs = make_jobs(tasks, seeds, args.quick, 2 if args.quick else args.limit_steps,
+                     args.peers_8x8)
     if args.methods:
         keep = set(args.methods.split(","))
         jobs = [j for j in jobs if j["method"] in keep]
