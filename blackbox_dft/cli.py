@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("fit", help="learn a perturbation; writes a run folder",
                        description="Learn a perturbation. Options may come from --config "
-                       "(JSON or TOML, keys = option names); flags override it.")
+                       "(JSON or TOML, keys = option names); flags override it. Modes: "
+                       "classification (--data); many attributes (--data with attribute "
+                       "columns, --attribute-mode shared|per_attribute); face verification "
+                       "(--pairs pairs.txt --image-root DIR with an embedding model, e.g. "
+                       "--model standin:hog-embedding).")
     p.add_argument("--config", default=None, help="JSON or TOML file of options")
     add_fit_options(p)
     p.add_argument("--force", action="store_true", help="replace the run files in --out")
@@ -71,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue an interrupted fit from its checkpoint")
     p.add_argument("run", help="run folder")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    p = sub.add_parser("evaluate", help="accuracy before/after, PSNR, SSIM on a dataset")
+    p = sub.add_parser("evaluate", help="accuracy before/after, PSNR, SSIM on a dataset",
+                       description="Accuracy before/after a run's perturbation on a dataset; "
+                       "for an --attribute-mode per_attribute run, per attribute. Face "
+                       "verification runs (fit --pairs) are not handled: see their report.json.")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--data", required=True, help="dataset (same formats as fit)")
     p.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
@@ -81,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite --json")
     p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    p = sub.add_parser("apply", help="write perturbed, lossless copies of a folder of images")
+    p = sub.add_parser("apply", help="write perturbed, lossless copies of a folder of images",
+                       description="Write perturbed, lossless copies of a folder of images "
+                       "(classification and face-verification runs; not per_attribute runs, "
+                       "which hold one perturbation per attribute).")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--input", required=True, help="folder of images (searched recursively)")
     p.add_argument("--output", required=True, help="folder for the perturbed copies")
@@ -106,20 +116,31 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     opts = resolve_options(config, flags)
     job = fit_job(opts)  # data and model first: bad input leaves no run folder behind
     run = RunFolder.create(opts["out"], force=args.force)
-    run.write_config({"command": "fit", "options": opts, "params": job.params})
+    run.write_config({"command": "fit", "kind": job.kind, "options": opts,
+                      "params": job.params})
     return _execute(job, run, args.progress, execute, print_summary)
 
 
 def _execute(job: Any, run: Any, progress: bool, execute: Any, print_summary: Any) -> int:
+    resumable = getattr(job, "kind", "classification") == "classification"
     try:
         report = execute(job, run, progress=progress)
     except KeyboardInterrupt:
-        print(f"interrupted; checkpoint written: continue with 'blackbox-dft resume {run.path}'",
-              file=sys.stderr)
+        if resumable:
+            print(f"interrupted; checkpoint written: continue with 'blackbox-dft resume "
+                  f"{run.path}'", file=sys.stderr)
+        else:
+            print(f"interrupted; {job.kind} fits keep no checkpoint: re-run the fit with "
+                  "--force (the query cache keeps the answers already paid for)",
+                  file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ModelError, BudgetExhausted) as exc:
-        print(f"model failed: {_one_line(exc)}; the run is resumable: "
-              f"'blackbox-dft resume {run.path}'", file=sys.stderr)
+        if resumable:
+            print(f"model failed: {_one_line(exc)}; the run is resumable: "
+                  f"'blackbox-dft resume {run.path}'", file=sys.stderr)
+        else:
+            print(f"model failed: {_one_line(exc)}; re-run the fit with --force (the query "
+                  "cache keeps the answers already paid for)", file=sys.stderr)
         return EXIT_MODEL
     print_summary(report, run)
     return EXIT_OK
@@ -132,6 +153,14 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     run = RunFolder.open(args.run)
     cfg = run.read_config()
+    kind = cfg.get("kind", "classification")
+    if kind != "classification":
+        if os.path.exists(run.report_json):
+            print(f"run {run.path} is complete; nothing to resume (see 'blackbox-dft info')")
+            return EXIT_OK
+        raise UsageError(f"resume does not handle run {run.path} ({kind} fits keep no "
+                         "checkpoint); re-run its fit with --force (the query cache keeps the "
+                         "answers already paid for)")
     if os.path.exists(run.report_json) and os.path.exists(run.delta):
         print(f"run {run.path} is complete; nothing to resume (see 'blackbox-dft info')")
         return EXIT_OK

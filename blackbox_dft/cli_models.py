@@ -4,6 +4,8 @@
 spec                            model
 =============================== ==================================================
 ``standin:blazeface``           a stand-in (blazeface, gender, emotion, smiling)
+``standin:hog-embedding``       the HOG + random-projection face-embedding stand-in
+                                (output_kind "embedding": for ``fit --pairs``)
 ``path/to/net.onnx``            a model file run by cv2.dnn (``dnn:`` prefix optional);
                                 options: input_size, color, mean, scale, layout, ...
 ``litert:path/to/net.tflite``   a TFLite file run by LiteRT
@@ -121,9 +123,17 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
         if spec.startswith("standin:"):
             if opts:
                 raise SpecError(f"stand-in models take no options, got {sorted(opts)}")
-            from adapters.standins import load_standin
+            name = spec.split(":", 1)[1]
+            if name == "hog-embedding":
+                from adapters.embedding import HOGEmbedding
 
-            return load_standin(spec.split(":", 1)[1])
+                return HOGEmbedding()
+            from adapters.standins import STANDINS, load_standin
+
+            if name not in STANDINS:
+                raise SpecError(f"unknown stand-in {name!r}; valid names: "
+                                f"{', '.join(sorted([*STANDINS, 'hog-embedding']))}")
+            return load_standin(name)
         if spec.startswith(("http://", "https://")):
             _check_url(spec)
             from adapters.http import HTTPModel

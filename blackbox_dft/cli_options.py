@@ -20,7 +20,8 @@ from .objectives import SCORES
 from .perturbation import FullResolution, LowResolution
 
 __all__ = ["Option", "FIT_OPTIONS", "add_fit_options", "read_config_file", "resolve_options",
-           "tuner_kwargs", "ConfigError"]
+           "tuner_kwargs", "multiattr_kwargs", "verification_kwargs", "check_mode_options",
+           "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -56,17 +57,30 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("cost_per_1000", None, "price of 1000 images sent: shows money spent and projected",
            float),
     # data
-    Option("data", None, "dataset: ImageFolder, .csv, list_attr_celeba.txt or .npz"),
+    Option("data", None, "dataset: ImageFolder, .csv, list_attr_celeba.txt or .npz "
+           "(or --pairs for face verification)"),
     Option("size", None, "image size N or HxW (resize or crop to it)"),
     Option("size_mode", "resize", "how --size is reached", choices=("resize", "crop")),
     Option("skip_bad", False, "skip unreadable images instead of stopping", flag="bool"),
     Option("classes", None, "class names in the model's output order, comma-separated", _csv),
     Option("attributes", None, "attribute columns to use (CSV, CelebA), comma-separated", _csv),
-    Option("image_root", None, "folder that CSV / CelebA image paths are relative to"),
+    Option("image_root", None, "folder that CSV / CelebA image paths are relative to (with "
+           "--pairs: the LFW folder, one sub-folder per person)"),
     Option("limit", None, "use a seeded random subset of this many images", int),
     Option("shift", None, "apply a domain shift to the data first (e.g. blur:sigma=1)"),
     Option("val_fraction", 0.2, "validation fraction when the data has no split", float),
     Option("test_fraction", 0.2, "test fraction when the data has no split", float),
+    Option("attribute_mode", "shared", "multilabel data (CSV attribute columns, CelebA list): "
+           "'shared' fits one perturbation for all attributes (task multilabel); "
+           "'per_attribute' fits one perturbation per attribute, the attributes' queries sent "
+           "together in one call (report.json: per-attribute accuracy, queries saved)",
+           choices=("shared", "per_attribute")),
+    Option("pairs", None, "face verification instead of classification: an LFW pairs.txt "
+           "('name n1 n2' same, 'name1 n1 name2 n2' different; images "
+           "<image-root>/<name>/<name>_<n:04d>.jpg); needs --image-root and an embedding model "
+           "(e.g. standin:hog-embedding); replaces --data"),
+    Option("far", None, "face verification: false accept rate of the reported TAR (default "
+           "0.1)", float),
     # objective and optimisation
     Option("task", None, "objective: multiclass, binary or multilabel (default: from the data)",
            choices=("multiclass", "binary", "multilabel")),
@@ -173,10 +187,85 @@ def resolve_options(config: dict[str, Any], flags: dict[str, Any]) -> dict[str, 
     for name in ("classes", "attributes"):
         if isinstance(opts[name], str):
             opts[name] = _csv(opts[name])
-    for name in ("model", "data", "out"):
+    for name in ("model", "out"):
         if not opts[name]:
             raise ConfigError(f"--{name} is required (as a flag or a config key)")
+    if opts["pairs"] and opts["data"]:
+        raise ConfigError("give --data (classification) or --pairs (face verification), "
+                          "not both")
+    if not opts["pairs"] and not opts["data"]:
+        raise ConfigError("--data is required (as a flag or a config key), or --pairs for "
+                          "face verification")
+    if opts["pairs"] and not opts["image_root"]:
+        raise ConfigError(f"--pairs {opts['pairs']} needs --image-root DIR (the folder with one "
+                          "sub-folder per person)")
     return opts
+
+
+# Options each fitting mode ignores: setting one is an error rather than a silent no-op.
+_UNUSED = {
+    "per_attribute": ("task", "label_map", "class_weight", "selection", "lr_schedule", "far"),
+    "verification": ("task", "scores", "label_map", "class_weight", "selection", "lr_schedule",
+                     "classes", "attributes", "limit", "skip_bad"),
+}
+_MODE_FLAG = {"per_attribute": "--attribute-mode per_attribute", "verification": "--pairs"}
+
+
+def check_mode_options(opts: dict[str, Any], mode: str) -> None:
+    """ConfigError naming the first option that ``mode`` (``per_attribute``,
+    ``verification`` or ``classification``) would ignore."""
+    if mode == "classification":
+        if opts.get("far") is not None:
+            raise ConfigError("--far is a face-verification option; it needs --pairs")
+        return
+    for name in _UNUSED[mode]:
+        if opts.get(name) not in (None, _BY_NAME[name].default):
+            raise ConfigError(f"--{name.replace('_', '-')} does not apply to {_MODE_FLAG[mode]}")
+    if mode == "verification" and opts.get("attribute_mode") != "shared":
+        raise ConfigError(f"--attribute-mode {opts['attribute_mode']} does not apply to --pairs "
+                          "(face verification)")
+
+
+def _component_kwargs(opts: dict[str, Any], budget: int | None) -> dict[str, Any]:
+    """Arguments shared by MultiAttributeTuner and VerificationTuner (library defaults kept)."""
+    kw: dict[str, Any] = {k: opts[k] for k in ("epsilon", "batch_size", "validation_every",
+                                                "optimizer", "learning_rate")
+                          if opts.get(k) is not None}
+    kw["seed"] = opts["seed"]
+    if budget is not None:
+        kw["query_budget"] = budget
+    if opts.get("perturbation") is not None:
+        kw["perturbation"] = _perturbation(opts["perturbation"])
+    est = _estimator(opts)
+    if est is not None:
+        kw["estimator"] = est
+    return kw
+
+
+def multiattr_kwargs(opts: dict[str, Any], budget: int | None,
+                     attributes: list[str]) -> dict[str, Any]:
+    """Keyword arguments of :class:`MultiAttributeTuner` (mode per_attribute)."""
+    kw = _component_kwargs(opts, budget)
+    if opts.get("scores") is not None:
+        kw["scores"] = opts["scores"]
+    return {"attributes": list(attributes), "mode": "per_attribute", **kw}
+
+
+def verification_kwargs(opts: dict[str, Any], budget: int | None) -> dict[str, Any]:
+    """Keyword arguments of :class:`VerificationTuner` (threshold chosen on validation)."""
+    kw = _component_kwargs(opts, budget)
+    if opts.get("far") is not None:
+        kw["far"] = opts["far"]
+    return kw
+
+
+def _estimator(opts: dict[str, Any]) -> Any:
+    est_args = {k: opts[o] for k, o in (("directions", "directions"), ("step", "fd_step"),
+                                        ("step_decay", "fd_step_decay")) if opts[o] is not None}
+    if opts.get("estimator") is None and not est_args:
+        return None
+    cls = {"spsa": SPSA, "nes": NES, "rd": RandomDirections}[opts.get("estimator") or "spsa"]
+    return cls(**est_args)
 
 
 def _perturbation(text: str) -> Any:
@@ -200,11 +289,9 @@ def tuner_kwargs(opts: dict[str, Any], budget: int | None, multilabel: bool) -> 
         kw["query_budget"] = budget
     if opts.get("perturbation") is not None:
         kw["perturbation"] = _perturbation(opts["perturbation"])
-    est_args = {k: opts[o] for k, o in (("directions", "directions"), ("step", "fd_step"),
-                                        ("step_decay", "fd_step_decay")) if opts[o] is not None}
-    if opts.get("estimator") is not None or est_args:
-        cls = {"spsa": SPSA, "nes": NES, "rd": RandomDirections}[opts.get("estimator") or "spsa"]
-        kw["estimator"] = cls(**est_args)
+    est = _estimator(opts)
+    if est is not None:
+        kw["estimator"] = est
     if opts.get("label_map") is not None:
         lm = opts["label_map"]
         items = lm if isinstance(lm, list) else _csv(lm)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .cache import CachedModel
 from .cli_models import build_model, model_key
-from .cli_options import tuner_kwargs
+from .cli_options import check_mode_options, tuner_kwargs
 from .data import Dataset, parse_size, split_dataset
 from .loaders import load_dataset
 from .meter import Meter, money, parse_budget
@@ -25,7 +25,8 @@ from .shifts import parse_shift
 from .state import FitState
 from .tuner import DataFineTuner
 
-__all__ = ["Job", "fit_job", "demo_job", "execute", "load_data", "DEMO_MODELS", "print_summary"]
+__all__ = ["Job", "fit_job", "fit_budget", "demo_job", "execute", "load_data", "DEMO_MODELS",
+           "print_summary"]
 
 Split = tuple[np.ndarray, np.ndarray]
 DEMO_MODELS = {"face": "standin:blazeface", "smiling": "standin:smiling"}
@@ -46,6 +47,7 @@ class Job:
     params: dict[str, Any]
     title: str
     test_clean: np.ndarray | None = None
+    kind: str = "classification"  # or "per_attribute" / "verification" (see cli_beyond)
 
 
 def _xy(ds: Dataset | None) -> Split | None:
@@ -65,20 +67,37 @@ def load_data(opts: dict[str, Any], data: str | None = None) -> Dataset:
     return ds
 
 
+def fit_budget(opts: dict[str, Any], eval_cost: int, what: str) -> int | None:
+    """The fit's query budget from ``--budget``: a money budget also pays for the final
+    evaluation (``eval_cost`` images, described by ``what``)."""
+    if opts["budget"] is None:
+        return None
+    budget = parse_budget(opts["budget"], opts["cost_per_1000"])
+    if not str(opts["budget"]).strip().isdigit() and opts["evaluate"] and eval_cost:
+        budget -= eval_cost
+        if budget < 1:
+            raise ValueError(f"--budget {opts['budget']} does not even pay for evaluating "
+                             f"{what}")
+    return budget
+
+
 def fit_job(opts: dict[str, Any]) -> Job:
-    """A job from resolved ``fit`` options: loads the data and builds the model."""
+    """A job from resolved ``fit`` options: loads the data and builds the model (face
+    verification and per-attribute fits are built by :mod:`blackbox_dft.cli_beyond`)."""
+    from . import cli_beyond
+
+    if opts.get("pairs"):
+        return cli_beyond.verification_job(opts)
     train, val, test = split_dataset(load_data(opts), opts["val_fraction"],
                                      opts["test_fraction"], opts["seed"])
     model = build_model(opts["model"], preset=opts["preset"], options=opts["model_options"],
                         api_key_env=opts["api_key_env"], api_secret_env=opts["api_secret_env"])
-    budget = None
-    if opts["budget"] is not None:
-        budget = parse_budget(opts["budget"], opts["cost_per_1000"])
-        if not str(opts["budget"]).strip().isdigit() and opts["evaluate"] and test is not None:
-            budget -= 2 * len(test)  # a money budget also pays for the final evaluation
-            if budget < 1:
-                raise ValueError(f"--budget {opts['budget']} does not even pay for evaluating "
-                                 f"the {len(test)} test images twice")
+    cli_beyond.check_classifier(model, opts)
+    if opts.get("attribute_mode") == "per_attribute":
+        return cli_beyond.attribute_job(opts, model, train, val, test)
+    check_mode_options(opts, "classification")
+    budget = fit_budget(opts, 2 * len(test) if test is not None else 0,
+                        f"the {len(test) if test is not None else 0} test images twice")
     params = DataFineTuner(model, **tuner_kwargs(opts, budget, train.multilabel)).get_params()
     parts = ", ".join(f"{n} {len(d)}" for n, d in (("train", train), ("val", val), ("test", test))
                       if d is not None)
@@ -143,6 +162,10 @@ def _summary_lines(job: Job, tuner: DataFineTuner, metrics: dict[str, Any] | Non
 
 def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any]:
     """Fit (or continue) ``job`` in ``run`` and write delta, history and reports."""
+    if job.kind != "classification":
+        from .cli_beyond import execute_beyond
+
+        return execute_beyond(job, run, progress=progress)
     t0 = time.time()
     opts = job.options
     tuner = DataFineTuner.from_params(None, job.params, progress=False)
@@ -191,7 +214,8 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
             cache.close()
     spend = meter.totals()
     report = {
-        "command": job.command, "title": job.title, "model": model_name(job.model),
+        "command": job.command, "kind": job.kind, "title": job.title,
+        "model": model_name(job.model),
         "classes": job.classes, "params": job.params,
         "fit": {"queries": tuner.queries_, "steps": tuner.n_steps_,
                 "best_step": tuner.best_step_, "baseline": tuner.baseline_,
@@ -222,6 +246,11 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
 
 def print_summary(report: dict[str, Any], run: RunFolder) -> None:
     """The end-of-run summary on stdout."""
+    if report.get("kind", "classification") != "classification":
+        from .cli_beyond import print_beyond_summary
+
+        print_beyond_summary(report, run)
+        return
     m = report.get("test")
     spend = report["spend"]
     print(f"run folder: {run.path}")

@@ -18,6 +18,7 @@ from .meter import Meter, money, read_ledger
 from .runs import RunError, RunFolder, read_json, write_json
 from .state import FitState
 from .tuner import DataFineTuner
+from .verification import VerificationTuner
 
 __all__ = ["evaluate_run", "apply_run", "info_run", "run_options"]
 
@@ -43,9 +44,15 @@ def evaluate_run(run_path: str, data: str, *, split: str = "all", shift: str | N
                  size: str | None = None, json_out: str | None = None, force: bool = False,
                  cache: bool = True, progress: bool = True) -> dict[str, Any]:
     """Accuracy before/after the run's delta on ``data``; prints a summary, returns the metrics."""
+    from .cli_beyond import evaluate_attributes, not_for
+
     run = RunFolder.open(run_path)
-    _fitted(run)
     cfg = run.read_config()
+    kind = cfg.get("kind", "classification")
+    if kind == "verification":
+        raise not_for(kind, "evaluate", run)
+    if kind == "classification":
+        _fitted(run)
     opts = run_options(cfg)
     if shift is not None:
         opts["shift"] = None if shift in ("", "none") else shift
@@ -67,12 +74,16 @@ def evaluate_run(run_path: str, data: str, *, split: str = "all", shift: str | N
     cached = CachedModel(model, opts.get("cache_path") or run.cache,
                          model_key(opts["model"], opts["preset"], opts["model_options"])
                          ) if cache else None
-    bar = tqdm(total=2 * len(ds), unit="img", desc="evaluate", disable=not progress,
+    planned = (1 + len(ds.classes) if kind == "per_attribute" else 2) * len(ds)
+    bar = tqdm(total=planned, unit="img", desc="evaluate", disable=not progress,
                file=sys.stderr)
-    meter = Meter(cached or model, bar, cached, opts.get("cost_per_1000"), 2 * len(ds))
+    meter = Meter(cached or model, bar, cached, opts.get("cost_per_1000"), planned)
     try:
-        tuner = DataFineTuner.load(run.delta, meter)
-        metrics = tuner.evaluate(ds.images, ds.labels)
+        if kind == "per_attribute":
+            metrics = evaluate_attributes(run, opts, ds, meter)
+        else:
+            tuner = DataFineTuner.load(run.delta, meter)
+            metrics = tuner.evaluate(ds.images, ds.labels)
     finally:
         bar.close()
         if cached is not None:
@@ -80,6 +91,11 @@ def evaluate_run(run_path: str, data: str, *, split: str = "all", shift: str | N
     metrics["spend"] = meter.totals()
     metrics["data"] = data
     metrics["split"] = split
+    if kind == "per_attribute":
+        _print_spend(metrics["spend"])
+        if json_out:
+            write_json(json_out, metrics)
+        return metrics
     print(f"{data} ({split}, {len(ds)} images): accuracy before {metrics['accuracy_before']:.3f}"
           f"  after {metrics['accuracy_after']:.3f}")
     print(f"balanced accuracy before {metrics['balanced_accuracy_before']:.3f}  after "
@@ -97,26 +113,36 @@ def evaluate_run(run_path: str, data: str, *, split: str = "all", shift: str | N
                               for n, a in zip(ds.classes, att, strict=False))
             print(f"accuracy per attribute {tag}: {shown}")
     print(f"PSNR {metrics['psnr']:.2f} dB   SSIM {metrics['ssim']:.4f}")
-    sp = metrics["spend"]
-    line = f"queries: {sp['asked']} asked, {sp['paid']} paid, {sp['saved']} answered by the cache"
-    if sp.get("cost") is not None:
-        line += f"; money spent {money(sp['cost'])}"
-    print(line)
+    _print_spend(metrics["spend"])
     if json_out:
         write_json(json_out, metrics)
     return metrics
 
 
+def _print_spend(sp: dict[str, Any]) -> None:
+    line = f"queries: {sp['asked']} asked, {sp['paid']} paid, {sp['saved']} answered by the cache"
+    if sp.get("cost") is not None:
+        line += f"; money spent {money(sp['cost'])}"
+    print(line)
+
+
 def apply_run(run_path: str, input_dir: str, output_dir: str, *, force: bool = False,
               skip_bad: bool = False) -> int:
     """Write perturbed, lossless copies of every image under ``input_dir``; returns the count."""
+    from .cli_beyond import not_for
+
     run = RunFolder.open(run_path)
+    kind = run.read_config().get("kind", "classification")
+    if kind == "per_attribute":
+        raise not_for(kind, "apply", run, f"it holds one perturbation per attribute "
+                      f"({run.deltas}), and apply writes images with one")
     _fitted(run)
     if not os.path.isdir(input_dir):
         raise DataError(f"input folder not found: {input_dir}")
     if os.path.abspath(input_dir) == os.path.abspath(output_dir):
         raise DataError("--output must differ from --input (the originals would be overwritten)")
-    tuner = DataFineTuner.load(run.delta, None)
+    tuner: Any = VerificationTuner.load(run.delta, None) if kind == "verification" \
+        else DataFineTuner.load(run.delta, None)
     files = list_images(input_dir)
     if not files:
         raise DataError(f"no images under {input_dir}")
@@ -166,9 +192,16 @@ def info_run(run_path: str) -> dict[str, Any]:
     if cfg.get("command") == "demo":
         what += f"; task {opts.get('task')} under shift {opts.get('shift')}"
     else:
-        what += f"; data: {opts.get('data')}" + (f", shift {opts['shift']}" if opts.get("shift")
-                                                 else "")
+        source = f"pairs: {opts['pairs']}" if opts.get("pairs") else f"data: {opts.get('data')}"
+        what += f"; {source}" + (f", shift {opts['shift']}" if opts.get("shift") else "")
     print(what)
+    if cfg.get("kind", "classification") != "classification":
+        from .cli_beyond import info_beyond
+
+        report = read_json(run.report_json) if os.path.exists(run.report_json) else None
+        info_beyond(run, cfg, report, out)
+        _info_spend(run, opts, out, budget, int(out.get("queries", 0)), report)
+        return out
     print(f"epsilon {params.get('epsilon')} grey levels, budget {budget} queries, "
           f"seed {params.get('seed')}")
     status, queries = "not started", 0
@@ -192,6 +225,12 @@ def info_run(run_path: str) -> dict[str, Any]:
         print(f"test accuracy {m['accuracy_before']:.3f} -> {m['accuracy_after']:.3f}, "
               f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}")
         out["test"] = m
+    _info_spend(run, opts, out, budget, queries, report)
+    return out
+
+
+def _info_spend(run: RunFolder, opts: dict[str, Any], out: dict[str, Any], budget: int,
+                queries: int, report: Any) -> None:
     spend = read_ledger(run.spend)
     if spend:
         print(f"images asked {spend.get('asked', 0)}, paid {spend.get('paid', 0)}, answered by "
@@ -204,4 +243,3 @@ def info_run(run_path: str) -> dict[str, Any]:
               f" (at {money(price)} per 1000 images)")
         out.update(spent=spent, projected=spent + rest * price / 1000)
     out["spend"] = spend
-    return out

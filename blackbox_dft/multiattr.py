@@ -14,17 +14,20 @@ not moved), and in :meth:`evaluate` the clean "before" pass.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from .estimators import SPSA, Estimator
+from . import __version__
+from .estimators import SPSA, Estimator, estimator_from_config
 from .images import apply_deltas, check_images
 from .metrics import classification_metrics
 from .model import QueryCounter, model_name
 from .objectives import Objective
-from .optimizers import Optimizer, Schedule, make_optimizer
-from .perturbation import LowResolution, Perturbation
+from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
+from .perturbation import LowResolution, Perturbation, perturbation_from_config
+from .state import read_npz_json, write_npz_json
 from .tuner import DataFineTuner
 
 __all__ = ["MultiAttributeTuner", "MODES"]
@@ -239,6 +242,71 @@ class MultiAttributeTuner:
                 "accuracy_after": float(np.mean([r["accuracy_after"] for r in per.values()])),
                 "queries": sender.counter.queries, "queries_separate": 2 * n_attr * x.shape[0],
                 "n_images": int(x.shape[0])}
+
+    # -- parameters and files -------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments except the model, JSON-able (components as configs, None
+        where the default is used)."""
+        return {
+            "attributes": None if self.attributes is None else list(self.attributes),
+            "mode": self.mode, "epsilon": float(self.epsilon),
+            "perturbation": None if self.perturbation is None else self.perturbation.get_config(),
+            "estimator": None if self.estimator is None else self.estimator.get_config(),
+            "optimizer": self.optimizer if isinstance(self.optimizer, str)
+            else self.optimizer.get_config(),
+            "learning_rate": None if self.learning_rate is None else float(self.learning_rate),
+            "batch_size": int(self.batch_size), "query_budget": int(self.query_budget),
+            "scores": self.scores, "validation_every": int(self.validation_every),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_params(cls, model: Any, params: dict[str, Any]) -> MultiAttributeTuner:
+        """Rebuild a tuner from :meth:`get_params` output."""
+        p = dict(params)
+        if p.get("perturbation") is not None:
+            p["perturbation"] = perturbation_from_config(p["perturbation"])
+        if p.get("estimator") is not None:
+            p["estimator"] = estimator_from_config(p["estimator"])
+        if isinstance(p.get("optimizer"), dict):
+            p["optimizer"] = optimizer_from_config(p["optimizer"])
+        attributes = p.pop("attributes", None)
+        return cls(model, attributes, **p)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted deltas ``(A, H, W, 3)`` and latents to ``path`` (``.npz`` arrays
+        plus one JSON document: attributes, parameters, queries; no pickle)."""
+        if not hasattr(self, "deltas_"):
+            raise ValueError("this MultiAttributeTuner is not fitted yet; call fit first")
+        write_npz_json(path, {"deltas": self.deltas_, "latents": self.latents_}, {
+            "kind": "multiattr_result", "params": self.get_params(), "version": __version__,
+            "attributes": self.attributes_, "perturbation": self.perturbation_.get_config(),
+            "image_shape": list(self.image_shape_), "queries": int(self.queries_),
+            "queries_separate": int(self.queries_separate_),
+            "queries_saved": int(self.queries_saved_), "history": self.history_,
+            "best_step": [int(b) for b in self.best_step_], "n_steps": int(self.n_steps_),
+            "model": model_name(self.model)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: Any) -> MultiAttributeTuner:
+        """Load a result written by :meth:`save` and attach it to ``model``."""
+        arrays, meta = read_npz_json(path)
+        if meta.get("kind") != "multiattr_result":
+            raise ValueError(f"{os.fspath(path)} is not a saved MultiAttributeTuner result")
+        tuner = cls.from_params(model, meta["params"])
+        tuner.objective_ = Objective("binary", tuner.scores)
+        tuner.attributes_ = [str(a) for a in meta["attributes"]]
+        tuner.perturbation_ = perturbation_from_config(meta["perturbation"])
+        tuner.image_shape_ = (int(meta["image_shape"][0]), int(meta["image_shape"][1]))
+        tuner.latents_ = arrays["latents"].astype(np.float32)
+        tuner.deltas_ = arrays["deltas"].astype(np.float32)
+        tuner.queries_ = int(meta["queries"])
+        tuner.queries_separate_ = int(meta["queries_separate"])
+        tuner.queries_saved_ = int(meta["queries_saved"])
+        tuner.history_ = meta["history"]
+        tuner.best_step_ = [int(b) for b in meta["best_step"]]
+        tuner.n_steps_ = int(meta["n_steps"])
+        return tuner
 
     def __repr__(self) -> str:
         fitted = f", fitted: {self.queries_} queries" if hasattr(self, "deltas_") else ""

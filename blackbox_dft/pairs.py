@@ -15,7 +15,9 @@ import os
 import cv2
 import numpy as np
 
-__all__ = ["read_pairs", "load_lfw_pairs", "lfw_image_path"]
+from .data import DataError, _stratified
+
+__all__ = ["read_pairs", "load_lfw_pairs", "lfw_image_path", "split_pairs"]
 
 Pair = tuple[str, int, str, int, int]  # name a, number a, name b, number b, same
 
@@ -86,3 +88,42 @@ def load_lfw_pairs(pairs_file: str, root: str, size: tuple[int, int] | None = No
     idx = np.array([[keys[(a, na)], keys[(b, nb)], same] for a, na, b, nb, same in pairs],
                    dtype=np.int64)
     return np.stack(images).astype(np.uint8), idx
+
+
+PairSplit = tuple[np.ndarray, np.ndarray]  # images (n, H, W, 3), pairs int64 (P, 3)
+
+
+def split_pairs(images: np.ndarray, pairs: np.ndarray, val_fraction: float = 0.2,
+                test_fraction: float = 0.2, seed: int | None = 0
+                ) -> tuple[PairSplit, PairSplit | None, PairSplit | None]:
+    """Train / validation / test parts of verification pairs, seeded and stratified by
+    *same* / *different*; each part keeps only the images its pairs name (re-indexed).
+
+    Pairs are split, not identities: an image named by pairs of two parts is in both.
+    Parts with fraction 0 (or no pairs) are None; the training part must not be empty.
+    """
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= float(frac) < 1.0:
+            raise DataError(f"{name} must be in [0, 1), got {frac!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(f"val_fraction + test_fraction must be < 1, got "
+                        f"{val_fraction} + {test_fraction}")
+    p = np.asarray(pairs, dtype=np.int64)
+    rest, parts = _stratified(p[:, 2], (val_fraction, test_fraction),
+                              np.random.default_rng(seed))
+
+    def part(idx: np.ndarray) -> PairSplit | None:
+        if idx.size == 0:
+            return None
+        sub = p[idx]
+        used, inv = np.unique(sub[:, :2], return_inverse=True)
+        local = np.concatenate([inv.reshape(-1, 2), sub[:, 2:3]], axis=1).astype(np.int64)
+        return images[used], local
+
+    train = part(rest)
+    if train is None:
+        raise DataError(f"the training split of the {p.shape[0]} pairs is empty")
+    if val_fraction > 0 and parts[0].size == 0:
+        raise DataError(f"the validation split of the {p.shape[0]} pairs is empty; list more "
+                        "pairs or use a larger --val-fraction")
+    return train, part(parts[0]), part(parts[1])

@@ -6,7 +6,10 @@ file                contents
 ``config.json``     options of the run (no secrets), run-format version
 ``checkpoint.npz``  fit state (latent, optimizer, RNG, step, queries), atomic
 ``history.jsonl``   one JSON line per optimizer step
-``delta.npz``       the learned perturbation (:meth:`DataFineTuner.save`)
+``delta.npz``       the learned perturbation (:meth:`DataFineTuner.save`; with
+                    ``fit --pairs``: :meth:`VerificationTuner.save`)
+``deltas.npz``      one perturbation per attribute (``fit --attribute-mode
+                    per_attribute``: :meth:`MultiAttributeTuner.save`)
 ``report.json``     metrics, queries, cost; ``report.png`` the figure
 ``spend.json``      images asked, paid and answered by the cache; money
 ``cache.sqlite``    the query cache (kept by ``--force``: its answers stay valid)
@@ -25,8 +28,8 @@ from . import __version__
 __all__ = ["RUN_FORMAT", "RunError", "RunFolder", "write_json", "read_json", "jsonable"]
 
 RUN_FORMAT = 1
-_OUTPUTS = ("config.json", "checkpoint.npz", "history.jsonl", "delta.npz", "report.json",
-            "report.png", "spend.json")
+_OUTPUTS = ("config.json", "checkpoint.npz", "history.jsonl", "delta.npz", "deltas.npz",
+            "report.json", "report.png", "spend.json")
 
 
 class RunError(ValueError):
@@ -88,6 +91,7 @@ class RunFolder:
     checkpoint = property(lambda self: self.file("checkpoint.npz"))
     history = property(lambda self: self.file("history.jsonl"))
     delta = property(lambda self: self.file("delta.npz"))
+    deltas = property(lambda self: self.file("deltas.npz"))
     report_json = property(lambda self: self.file("report.json"))
     report_png = property(lambda self: self.file("report.png"))
     cache = property(lambda self: self.file("cache.sqlite"))

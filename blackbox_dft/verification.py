@@ -18,16 +18,19 @@ Metrics: verification accuracy at a threshold, the threshold that maximises accu
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from .estimators import SPSA, Estimator
+from . import __version__
+from .estimators import SPSA, Estimator, estimator_from_config
 from .images import apply_delta, apply_deltas, check_images, psnr
 from .metrics import ssim
 from .model import QueryCounter, model_name
-from .optimizers import Optimizer, Schedule, make_optimizer
-from .perturbation import LowResolution, Perturbation
+from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
+from .perturbation import LowResolution, Perturbation, perturbation_from_config
+from .state import read_npz_json, write_npz_json
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
            "verification_accuracy", "tar_at_far", "roc_auc", "verification_metrics"]
@@ -280,6 +283,66 @@ class VerificationTuner:
                    n_pairs=int(p.shape[0]), threshold_before=self.baseline_threshold_,
                    threshold_after=self.threshold_, far=float(self.far))
         return out
+
+    # -- parameters and files -------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments except the model, JSON-able (components as configs, None
+        where the default is used)."""
+        return {
+            "epsilon": float(self.epsilon),
+            "perturbation": None if self.perturbation is None else self.perturbation.get_config(),
+            "estimator": None if self.estimator is None else self.estimator.get_config(),
+            "optimizer": self.optimizer if isinstance(self.optimizer, str)
+            else self.optimizer.get_config(),
+            "learning_rate": None if self.learning_rate is None else float(self.learning_rate),
+            "batch_size": int(self.batch_size), "query_budget": int(self.query_budget),
+            "threshold": None if self.threshold is None else float(self.threshold),
+            "loss": self.loss, "sharpness": float(self.sharpness), "far": float(self.far),
+            "validation_every": int(self.validation_every), "seed": self.seed,
+        }
+
+    @classmethod
+    def from_params(cls, model: Any, params: dict[str, Any]) -> VerificationTuner:
+        """Rebuild a tuner from :meth:`get_params` output."""
+        p = dict(params)
+        if p.get("perturbation") is not None:
+            p["perturbation"] = perturbation_from_config(p["perturbation"])
+        if p.get("estimator") is not None:
+            p["estimator"] = estimator_from_config(p["estimator"])
+        if isinstance(p.get("optimizer"), dict):
+            p["optimizer"] = optimizer_from_config(p["optimizer"])
+        return cls(model, **p)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted delta, latent and thresholds to ``path`` (``.npz`` + JSON, no
+        pickle)."""
+        if not hasattr(self, "delta_"):
+            raise ValueError("this VerificationTuner is not fitted yet; call fit first")
+        write_npz_json(path, {"delta": self.delta_, "latent": self.latent_}, {
+            "kind": "verification_result", "params": self.get_params(), "version": __version__,
+            "perturbation": self.perturbation_.get_config(),
+            "image_shape": list(self.image_shape_), "threshold": self.threshold_,
+            "baseline_threshold": self.baseline_threshold_, "queries": int(self.queries_),
+            "history": self.history_, "best_step": int(self.best_step_),
+            "model": model_name(self.model)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: Any) -> VerificationTuner:
+        """Load a result written by :meth:`save` and attach it to ``model``."""
+        arrays, meta = read_npz_json(path)
+        if meta.get("kind") != "verification_result":
+            raise ValueError(f"{os.fspath(path)} is not a saved VerificationTuner result")
+        tuner = cls.from_params(model, meta["params"])
+        tuner.perturbation_ = perturbation_from_config(meta["perturbation"])
+        tuner.image_shape_ = (int(meta["image_shape"][0]), int(meta["image_shape"][1]))
+        tuner.latent_ = arrays["latent"].astype(np.float32)
+        tuner.delta_ = arrays["delta"].astype(np.float32)
+        tuner.threshold_ = float(meta["threshold"])
+        tuner.baseline_threshold_ = float(meta["baseline_threshold"])
+        tuner.queries_ = int(meta["queries"])
+        tuner.history_ = meta["history"]
+        tuner.best_step_ = int(meta["best_step"])
+        return tuner
 
     def __repr__(self) -> str:
         fitted = f", fitted: {self.queries_} queries" if hasattr(self, "delta_") else ""

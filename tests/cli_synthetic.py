@@ -1,4 +1,5 @@
-"""The synthetic black box as a ``python:cli_synthetic:predict`` model spec for CLI tests.
+"""The synthetic black box as a ``python:cli_synthetic:predict`` model spec for CLI tests
+(``predict_attributes``: the same box as a 3-attribute API), and data writers for the CLI.
 
 With ``tests/`` on PYTHONPATH, ``blackbox-dft fit --model python:cli_synthetic:predict``
 imports :func:`predict`. Environment variables make it observable and slow enough to
@@ -43,3 +44,56 @@ def write_npz(path: str) -> None:
     p = PROBLEM
     np.savez(path, x_train=p.train[0], y_train=p.train[1], x_val=p.val[0], y_val=p.val[1],
              x_test=p.test[0], y_test=p.test[1])
+
+
+ATTRIBUTES = ("a0", "a1", "a2")
+
+
+def predict_attributes(images: np.ndarray) -> np.ndarray:
+    """``P(class a)`` of the synthetic softmax for a = 0, 1, 2: an attribute API ``(N, 3)``."""
+    s = PROBLEM.model.predict(images)
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True))[:, :len(ATTRIBUTES)]
+
+
+def write_attribute_csv(folder: str, per_split: int = 60) -> str:
+    """The problem's splits as PNGs plus ``attributes.csv`` (path, split, a0, a1, a2)."""
+    from blackbox_dft.data import write_image
+
+    os.makedirs(folder, exist_ok=True)
+    rows = ["path,split," + ",".join(ATTRIBUTES)]
+    for split, (x, y) in (("train", PROBLEM.train), ("val", PROBLEM.val),
+                          ("test", PROBLEM.test)):
+        for i in range(min(per_split, len(y))):
+            name = f"{split}_{i:03d}.png"
+            write_image(os.path.join(folder, name), x[i])
+            rows.append(f"{name},{split}," + ",".join(str(int(y[i] == a))
+                                                      for a in range(len(ATTRIBUTES))))
+    path = os.path.join(folder, "attributes.csv")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(rows) + "\n")
+    return path
+
+
+def write_lfw_pairs(root: str, pairs_file: str, n_people: int = 40) -> None:
+    """An LFW-style tree (``root/<name>/<name>_<n:04d>.png`` -> .jpg) and its ``pairs.txt``:
+    two jittered, blurred views of each of ``n_people`` LFW-subset crops, one same pair per
+    person and one different pair (to the next person)."""
+    import cv2
+
+    from adapters.verification_task import verification_task
+
+    task = verification_task(shift="blur:sigma=1", seed=0)
+    views = np.concatenate([task.train[0], task.val[0], task.test[0]])[:2 * n_people]
+    lines = [f"1\t{2 * n_people}"]
+    for p in range(n_people):
+        name = f"Person_{p:02d}"
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for v in (1, 2):
+            bgr = cv2.cvtColor(views[2 * p + v - 1], cv2.COLOR_RGB2BGR)
+            cv2.imwrite(os.path.join(root, name, f"{name}_{v:04d}.jpg"), bgr,
+                        [cv2.IMWRITE_JPEG_QUALITY, 100])
+        lines.append(f"{name}\t1\t2")
+        lines.append(f"{name}\t1\tPerson_{(p + 1) % n_people:02d}\t2")
+    with open(pairs_file, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
