@@ -44,7 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EPSILON = 8.0
 MILESTONES = (1000, 3000, 10000, 30000)
 GRID = (250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7000, 10000, 14000, 20000, 30000)
-TASKS = {"face": "blur:sigma=1", "smiling": "contrast:factor=0.3"}
+TASKS = {"face": "blur:sigma=1", "smiling": "blur:sigma=0.7"}
 
 # name -> (group, runner, spec, budget-dependent schedule?, largest budget)
 Method = tuple[str, str, dict[str, Any], bool, int]

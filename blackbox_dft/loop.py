@@ -124,6 +124,8 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
             idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
             xb, yb = x[idx], y[idx]
             g, loss, _ = est.estimate(partial(scorer.losses, xb=xb, yb=yb), state.z, rng, t)
+            if tuner.energy_penalty:
+                g = g + float(tuner.energy_penalty) * state.z
             step, opt_state = optimizer.update(g, state.opt_state)
             z = pert.project(state.z - step, float(tuner.epsilon))
             rec: dict[str, Any] = {"step": t + 1, "queries": counter.queries, "loss": loss,

@@ -35,3 +35,21 @@ def test_query_efficiency_quick_writes_json_markdown_and_png(tmp_path):
     assert {"baseline", "random 8x8", "random full", "constant offset"} <= set(ctrl)
     assert len(ctrl["random full"]["draws"]) == 5
     assert "default" in (tmp_path / "query_efficiency.md").read_text()
+
+
+def test_standin_tasks_quick_writes_json_and_markdown(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("skimage")
+    script = os.path.join(ROOT, "benchmarks", "standin_tasks.py")
+    proc = subprocess.run([sys.executable, script, "--quick", "--workers", "1",
+                           "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "standin_tasks.json").read_text())
+    assert doc["benchmark"] == "standin_tasks" and doc["quick"] is True
+    assert set(doc["summary"]) == {"face", "smiling"}
+    for run in doc["runs"]:
+        assert run["queries"] <= doc["budget"] and run["max_abs_delta"] <= doc["epsilon"]
+        assert len(run["random_noise"]["accuracy"]) == 5
+        assert run["psnr_db"] >= 30.0  # |delta| <= 8 grey levels: MSE <= 64, PSNR >= 30.07 dB
+    assert "balanced acc." in (tmp_path / "standin_tasks.md").read_text()

@@ -1,5 +1,7 @@
 """End-to-end and unit tests of DataFineTuner on the synthetic black box (tests/synthetic.py)."""
 
+import re
+
 import numpy as np
 import pytest
 from adapter_contract import check_model_contract
@@ -218,3 +220,20 @@ def test_callback_sees_every_step_and_can_stop_early(problem):
     t = tuner(problem.model, query_budget=20_000).fit(*problem.train, callback=cb)
     assert [s[0] for s in seen] == list(range(1, 8)) and t.n_steps_ == 7
     assert all(a == b for a, b, _ in seen) and seen[-1][2] == t.queries_
+
+
+def test_energy_penalty_shrinks_the_perturbation(problem):
+    kw = dict(query_budget=3_000, selection="loss")
+    plain = tuner(problem.model, **kw).fit(*problem.train, validation=problem.val)
+    pen = tuner(problem.model, energy_penalty=0.05, **kw).fit(*problem.train,
+                                                              validation=problem.val)
+    rms = lambda t: float(np.sqrt(np.mean(t.delta_.astype(np.float64) ** 2)))  # noqa: E731
+    assert rms(pen) < 0.8 * rms(plain), (rms(pen), rms(plain))
+    assert pen.get_params()["energy_penalty"] == 0.05
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), "0.1", True])
+def test_energy_penalty_must_be_a_finite_non_negative_number(problem, bad):
+    with pytest.raises(ValueError, match=r"energy_penalty must be a finite number >= 0.*"
+                       + re.escape(repr(bad))):
+        tuner(problem.model, energy_penalty=bad).fit(*problem.train)
