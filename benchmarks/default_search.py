@@ -40,8 +40,9 @@ def job(args: tuple[str, dict[str, Any], int, str, int]) -> dict[str, Any]:
     task = qe.get_task("face")
     t0 = time.perf_counter()
     snaps = run_ours(task, seed, 10_000, dict(spec))
-    from blackbox_dft.images import apply_delta, psnr
     from qe_methods import make_perturbation
+
+    from blackbox_dft.images import apply_delta, psnr
     acc = {}
     for m in (3000, 10000):
         z = [z for q, z in snaps if q <= m][-1]
