@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         if old_path.endswith(".jsonl") else json.load(fh)["runs"])
         rerun = {(r["task"], r["method"]) for r in results}
         results += [r for r in old_runs if (r["task"], r["method"]) not in rerun]
-        tasks = [t for t in tasks if t in {r["task"] for r in results}]
+        seen = {r["task"] for r in results}
+        tasks = [t for t in dict.fromkeys(tasks + [r["task"] for r in results]) if t in seen]
         seeds = sorted(set(seeds) | {r["seed"] for r in old_runs})
     ctrl = {t: controls(t) for t in tasks}
     doc = {"benchmark": "query_efficiency", "quick": args.quick, "epsilon": EPSILON,

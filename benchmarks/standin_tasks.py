@@ -44,7 +44,7 @@ def _metrics(task: Any, images: np.ndarray) -> tuple[float, float]:
     return float(m["accuracy"]), float(m["balanced_accuracy"])
 
 
-def run_one(job: tuple[str, str, int, int]) -> dict[str, Any]:
+def run_one(job: tuple[str, str, int, int, float]) -> dict[str, Any]:
     """Fit the defaults on one task and seed; score the test split and the controls."""
     import cv2
     cv2.setNumThreads(1)
@@ -52,12 +52,12 @@ def run_one(job: tuple[str, str, int, int]) -> dict[str, Any]:
     from blackbox_dft import DataFineTuner
     from blackbox_dft.images import apply_delta
 
-    name, shift, seed, budget = job
+    name, shift, seed, budget, energy_penalty = job
     task = load_task(name, shift=shift)
     x, _ = task.test
     t0 = time.perf_counter()
     tuner = DataFineTuner(task.model, "binary", epsilon=EPSILON, query_budget=budget,
-                          seed=seed, progress=False)
+                          energy_penalty=energy_penalty, seed=seed, progress=False)
     tuner.fit(*task.train, validation=task.val)
     wall = time.perf_counter() - t0
     ev = tuner.evaluate(*task.test)
@@ -152,14 +152,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--energy-penalty", type=float, default=0.0,
+                    help="DataFineTuner energy_penalty (default 0: the library default)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--name", default="standin_tasks", help="output file stem")
     args = ap.parse_args(argv)
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in names if t not in TASKS]
     if bad:
         ap.error(f"unknown task(s) {bad}; choose from {sorted(TASKS)}")
     seeds, budget = (1, 600) if args.quick else (args.seeds, args.budget)
-    jobs = [(t, TASKS[t], s, budget) for t in names for s in range(seeds)]
+    jobs = [(t, TASKS[t], s, budget, args.energy_penalty) for t in names for s in range(seeds)]
     t0 = time.perf_counter()
     if args.workers > 1:
         with mp.get_context("spawn").Pool(args.workers) as pool:
@@ -171,17 +174,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import blackbox_dft
     doc = {"benchmark": "standin_tasks", "quick": args.quick, "epsilon": EPSILON,
-           "budget": budget, "seeds": list(range(seeds)), "summary": summary, "runs": runs,
+           "budget": budget, "seeds": list(range(seeds)),
+           "energy_penalty": args.energy_penalty, "summary": summary, "runs": runs,
            "wall_s": time.perf_counter() - t0,
-           "command": "python benchmarks/standin_tasks.py" + (" --quick" if args.quick else ""),
+           "command": "python " + " ".join(["benchmarks/standin_tasks.py", *sys.argv[1:]]),
            "machine": {"python": platform.python_version(), "platform": platform.platform(),
                        "cpus": os.cpu_count(), "numpy": np.__version__, "cv2": cv2.__version__,
                        "blackbox_dft": blackbox_dft.__version__}}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "standin_tasks.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump(doc, f, indent=2)
     md = markdown(runs, summary, budget)
-    with open(os.path.join(args.out, "standin_tasks.md"), "w") as f:
+    if args.energy_penalty:
+        md = md.replace("library defaults,", f"library defaults + energy_penalty "
+                        f"{args.energy_penalty:g},", 1)
+    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
         f.write(md)
     print(md)
     return 0

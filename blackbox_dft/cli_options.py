@@ -104,6 +104,8 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("selection", None, "validation metric that picks the kept delta",
            choices=("accuracy", "balanced_accuracy", "loss")),
     Option("validation_every", None, "steps between validation checks", int),
+    Option("energy_penalty", None, "weight of an exact |z|^2 penalty: smaller perturbation "
+           "(higher PSNR) at some cost in accuracy (default 0)", float),
     Option("seed", 0, "seed of the split and of the fit", int),
     # run
     Option("checkpoint_every", 10, "steps between checkpoints", int),
@@ -115,7 +117,7 @@ FIT_OPTIONS: tuple[Option, ...] = (
 )
 _BY_NAME = {o.name: o for o in FIT_OPTIONS}
 _TUNER_KEYS = ("epsilon", "batch_size", "scores", "selection", "validation_every",
-               "optimizer", "learning_rate", "lr_schedule")
+               "optimizer", "learning_rate", "lr_schedule", "energy_penalty")
 
 
 def add_fit_options(parser: argparse.ArgumentParser) -> None:

@@ -268,3 +268,16 @@ def test_cli_fit_on_an_image_folder_equals_the_library_call(tmp_path, capsys):
     want = lib.evaluate(*ordered["test"])
     assert report["test"]["accuracy_after"] == want["accuracy_after"]
     assert report["test"]["psnr"] == pytest.approx(want["psnr"])
+
+
+def test_energy_penalty_flag_reaches_the_tuner_and_bad_values_exit_2(tmp_path, data, capsys):
+    out = str(tmp_path / "e")
+    assert main(["fit", "--model", SPEC, "--data", data, "--scores", "logits", "--budget", "600",
+                 "--energy-penalty", "0.01", "--out", out, "--no-progress"]) == 0
+    params = json.load(open(os.path.join(out, "config.json")))["params"]
+    assert params["energy_penalty"] == 0.01
+    capsys.readouterr()
+    assert main(["fit", "--model", SPEC, "--data", data, "--scores", "logits", "--budget", "600",
+                 "--energy-penalty", "-1", "--out", str(tmp_path / "f"), "--no-progress"]) == 2
+    line = _error_line(capsys)
+    assert "energy_penalty" in line and "-1" in line
