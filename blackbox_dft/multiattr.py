@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .estimators import SPSA, Estimator, estimator_from_config
+from .estimators import SPSA, Estimator
 from .images import apply_deltas, check_images
 from .metrics import classification_metrics
 from .model import QueryCounter, model_name
 from .objectives import Objective
-from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
+from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
 from .state import read_npz_json, write_npz_json
-from .tuner import DataFineTuner
+from .tuner import DataFineTuner, decode_params
 
 __all__ = ["MultiAttributeTuner", "MODES"]
 
@@ -263,13 +263,7 @@ class MultiAttributeTuner:
     @classmethod
     def from_params(cls, model: Any, params: dict[str, Any]) -> MultiAttributeTuner:
         """Rebuild a tuner from :meth:`get_params` output."""
-        p = dict(params)
-        if p.get("perturbation") is not None:
-            p["perturbation"] = perturbation_from_config(p["perturbation"])
-        if p.get("estimator") is not None:
-            p["estimator"] = estimator_from_config(p["estimator"])
-        if isinstance(p.get("optimizer"), dict):
-            p["optimizer"] = optimizer_from_config(p["optimizer"])
+        p = decode_params(params)
         attributes = p.pop("attributes", None)
         return cls(model, attributes, **p)
 

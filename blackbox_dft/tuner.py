@@ -31,6 +31,21 @@ __all__ = ["DataFineTuner", "NotFittedError"]
 SELECTIONS = ("accuracy", "balanced_accuracy", "loss")
 
 
+def decode_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``get_params`` output with its component configs (perturbation, estimator,
+    optimizer, learning-rate schedule) turned back into objects; ``None`` stays ``None``."""
+    p = dict(params)
+    if p.get("perturbation") is not None:
+        p["perturbation"] = perturbation_from_config(p["perturbation"])
+    if p.get("estimator") is not None:
+        p["estimator"] = estimator_from_config(p["estimator"])
+    if isinstance(p.get("optimizer"), dict):
+        p["optimizer"] = optimizer_from_config(p["optimizer"])
+    if isinstance(p.get("learning_rate"), dict):
+        p["learning_rate"] = Schedule(**p["learning_rate"])
+    return p
+
+
 class NotFittedError(ValueError, AttributeError):
     """``transform``/``evaluate``/``save`` was called before ``fit``."""
 
@@ -149,13 +164,7 @@ class DataFineTuner:
     @classmethod
     def from_params(cls, model: Any, params: dict[str, Any], **overrides: Any) -> DataFineTuner:
         """Rebuild a tuner from :meth:`get_params` output."""
-        p = dict(params)
-        p["perturbation"] = perturbation_from_config(p["perturbation"])
-        p["estimator"] = estimator_from_config(p["estimator"])
-        if isinstance(p["optimizer"], dict):
-            p["optimizer"] = optimizer_from_config(p["optimizer"])
-        if isinstance(p.get("learning_rate"), dict):
-            p["learning_rate"] = Schedule(**p["learning_rate"])
+        p = decode_params(params)
         p.update(overrides)
         task = p.pop("task")
         return cls(model, task, **p)

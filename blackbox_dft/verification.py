@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .estimators import SPSA, Estimator, estimator_from_config
+from .estimators import SPSA, Estimator
 from .images import apply_delta, apply_deltas, check_images, psnr
 from .metrics import ssim
 from .model import QueryCounter, model_name
-from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
+from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
 from .state import read_npz_json, write_npz_json
+from .tuner import decode_params
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
            "verification_accuracy", "tar_at_far", "roc_auc", "verification_metrics"]
@@ -304,13 +305,7 @@ class VerificationTuner:
     @classmethod
     def from_params(cls, model: Any, params: dict[str, Any]) -> VerificationTuner:
         """Rebuild a tuner from :meth:`get_params` output."""
-        p = dict(params)
-        if p.get("perturbation") is not None:
-            p["perturbation"] = perturbation_from_config(p["perturbation"])
-        if p.get("estimator") is not None:
-            p["estimator"] = estimator_from_config(p["estimator"])
-        if isinstance(p.get("optimizer"), dict):
-            p["optimizer"] = optimizer_from_config(p["optimizer"])
+        p = decode_params(params)
         return cls(model, **p)
 
     def save(self, path: str | os.PathLike[str]) -> None:
