@@ -46,7 +46,6 @@ class _Scorer:
         self.n_classes = n_classes
         self.weights = objective.class_weights(y, n_classes or 0, tuner.class_weight)
         self.max_label = int(y.max())
-        self.last_per_image: np.ndarray | None = None  # (M, B) losses of the last call
 
     def _probe(self, raw: np.ndarray) -> None:
         if self.task == "multilabel":
@@ -65,8 +64,7 @@ class _Scorer:
         self._probe(raw)
         labels = np.concatenate([yb] * zs.shape[0])
         per_image = self.objective.loss(raw, labels, self.weights)
-        self.last_per_image = per_image.reshape(zs.shape[0], xb.shape[0])
-        return self.last_per_image.mean(axis=1)
+        return per_image.reshape(zs.shape[0], xb.shape[0]).mean(axis=1)
 
     def validate(self, z: np.ndarray, val: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
         """Validation accuracy, balanced accuracy and loss of latent ``z``."""
@@ -79,20 +77,6 @@ class _Scorer:
         m = classification_metrics(yv, self.objective.predict_labels(raw), self.task, k)
         return {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
                 "val_loss": float(self.objective.loss(raw, yv, self.weights).mean())}
-
-
-def _draw(rng: np.random.Generator, n: int, b: int, image_loss: np.ndarray | None) -> np.ndarray:
-    """Minibatch indices: uniform, or (``image_loss`` given) half uniform, half in proportion
-    to each image's last seen loss; images not seen yet count as the hardest seen."""
-    if b >= n:
-        return np.arange(n)
-    if image_loss is None:
-        return rng.choice(n, size=b, replace=False)
-    seen = np.isfinite(image_loss)
-    top = float(image_loss[seen].max()) if seen.any() else 1.0
-    w = np.where(seen, image_loss, top) + 1e-12
-    p = 0.5 / n + 0.5 * w / w.sum()
-    return rng.choice(n, size=b, replace=False, p=p / p.sum())
 
 
 def _score(m: dict[str, Any], selection: str) -> list[float]:
@@ -135,17 +119,11 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
             state.baseline = {"queries": counter.queries, **m}
             state.best_z, state.best_score = state.z.copy(), _score(m, tuner.selection)
             state.queries = counter.queries
-        if tuner.sampling == "hard" and state.image_loss is None:
-            state.image_loss = np.full(n, np.nan)
         while not state.done and counter.remaining >= step_cost + val_cost:
             t = state.step
-            idx = _draw(rng, n, b, state.image_loss)
+            idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
             xb, yb = x[idx], y[idx]
             g, loss, _ = est.estimate(partial(scorer.losses, xb=xb, yb=yb), state.z, rng, t)
-            image_loss = state.image_loss
-            if image_loss is not None and scorer.last_per_image is not None:
-                image_loss = image_loss.copy()
-                image_loss[idx] = scorer.last_per_image.mean(axis=0)
             if tuner.energy_penalty:
                 g = g + float(tuner.energy_penalty) * state.z
             step, opt_state = optimizer.update(g, state.opt_state)
@@ -162,7 +140,6 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
                     state.best_step = t + 1
             # Commit the whole step at once.
             state.z, state.opt_state, state.step = z, opt_state, t + 1
-            state.image_loss = image_loss
             state.queries, state.rng_state = counter.queries, dict(rng.bit_generator.state)
             state.history.append(rec)
             bar.update(counter.queries - bar.n)

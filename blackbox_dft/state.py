@@ -80,15 +80,12 @@ class FitState:
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     lost_queries: int = 0  # sent for steps that failed or were interrupted (replayed on resume)
-    image_loss: np.ndarray | None = None  # last loss seen per training image (sampling="hard")
 
     def save(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
         """Write the state (and caller metadata such as the config) atomically."""
         arrays = {"z": self.z}
         if self.best_z is not None:
             arrays["best_z"] = self.best_z
-        if self.image_loss is not None:
-            arrays["image_loss"] = self.image_loss
         counters = {}
         for k, v in self.opt_state.items():
             if isinstance(v, np.ndarray):
@@ -119,6 +116,5 @@ class FitState:
                     step=s["step"], queries=s["queries"], best_z=arrays.get("best_z"),
                     best_score=s["best_score"], best_step=s["best_step"],
                     baseline=s["baseline"], history=s["history"], done=s["done"],
-                    lost_queries=s.get("lost_queries", 0),
-                    image_loss=arrays.get("image_loss"))
+                    lost_queries=s.get("lost_queries", 0))
         return state, meta

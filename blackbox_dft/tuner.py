@@ -29,7 +29,6 @@ from .state import FitState, read_npz_json, write_npz_json
 __all__ = ["DataFineTuner", "NotFittedError"]
 
 SELECTIONS = ("accuracy", "balanced_accuracy", "loss")
-SAMPLINGS = ("uniform", "hard")
 
 
 def decode_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -81,9 +80,6 @@ class DataFineTuner:
         the loss; its gradient ``lam * z`` is exact and costs no queries. It pulls latent
         coordinates whose estimated gradient is mostly noise back towards 0, so the
         perturbation is smaller (higher PSNR) for the same accuracy.
-    sampling: how minibatches are drawn: ``"uniform"``, or ``"hard"`` (half uniform, half
-        in proportion to each training image's last seen loss, so that fewer queries go to
-        images the model already gets right with confidence).
     """
 
     def __init__(self, model: Any, task: str = "multiclass", *, epsilon: float = 8.0,
@@ -94,7 +90,6 @@ class DataFineTuner:
                  scores: str = "probabilities", label_map: list[int | None] | None = None,
                  class_weight: Any = None, selection: str = "accuracy",
                  validation_every: int = 10, energy_penalty: float = 0.0,
-                 sampling: str = "uniform",
                  seed: int | None = 0, progress: bool = True) -> None:
         self.model = model
         self.task = task
@@ -112,7 +107,6 @@ class DataFineTuner:
         self.selection = selection
         self.validation_every = validation_every
         self.energy_penalty = energy_penalty
-        self.sampling = sampling
         self.seed = seed
         self.progress = progress
 
@@ -129,8 +123,6 @@ class DataFineTuner:
         if isinstance(pen, bool) or not isinstance(pen, (int, float, np.number)) \
                 or not (np.isfinite(pen) and pen >= 0):
             raise ValueError(f"energy_penalty must be a finite number >= 0, got {pen!r}")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if not isinstance(self.validation_every, (int, np.integer)) or self.validation_every < 1:
@@ -166,8 +158,7 @@ class DataFineTuner:
             "query_budget": int(self.query_budget), "scores": self.scores,
             "label_map": self.label_map, "class_weight": self.class_weight,
             "selection": self.selection, "validation_every": int(self.validation_every),
-            "energy_penalty": float(self.energy_penalty), "sampling": self.sampling,
-            "seed": self.seed,
+            "energy_penalty": float(self.energy_penalty), "seed": self.seed,
         }
 
     @classmethod
