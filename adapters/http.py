@@ -85,6 +85,9 @@ class _RateLimiter:
             time.sleep(start - now)
 
 
+OUTPUT_KINDS = ("scores", "labels", "ordinal", "embedding")
+
+
 class _Aborted(Exception):
     """Another request of the same call failed for good: do not send this one."""
 
@@ -104,6 +107,11 @@ class HTTPModel(BaseModel):
     request (capped by the vendor's limit). rate_limit: request starts per second.
     encoding: ``"png"`` (lossless, default) or ``"jpeg"`` (warns: it erodes a small
     perturbation).
+    output_kind: what the endpoint returns: ``"scores"`` (default), ``"labels"`` (a
+    decision per image, e.g. ``scores_path="results.*.label"`` with ``labels=[...]``: each
+    label string, or a boolean for two classes, becomes a one-hot row; fit it with
+    ``scores="labels"``), ``"ordinal"`` (coarse likelihood levels) or ``"embedding"``.
+    The tuners refuse a loss that does not fit the declared kind.
     """
 
     def __init__(self, url: str, *, preset: str | Preset = "json",
@@ -113,10 +121,13 @@ class HTTPModel(BaseModel):
                  backoff: float = 0.5, max_backoff: float = 30.0, concurrency: int = 4,
                  images_per_request: int | None = None, rate_limit: float | None = None,
                  encoding: str = "png", jpeg_quality: int = 95, name: str | None = None,
-                 **preset_options: Any) -> None:
+                 output_kind: str = "scores", **preset_options: Any) -> None:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"url must be an http(s) URL, got {safe_url(str(url))!r}")
         self.url = url
+        if output_kind not in OUTPUT_KINDS:
+            raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {output_kind!r}")
+        self.output_kind = output_kind
         self.preset = make_preset(preset, **preset_options)
         if encoding not in ("png", "jpeg"):
             raise ValueError(f"encoding must be 'png' or 'jpeg', got {encoding!r}")

@@ -74,13 +74,19 @@ def decode_stack(items: Sequence[bytes]) -> np.ndarray:
 def get_path(body: Any, path: str) -> Any:
     """Follow a dotted path (``"outputs.0.data"``; integers index lists) into parsed JSON.
 
+    ``*`` maps the rest of the path over a list (``"results.*.label"``: one label per item).
     Raises :class:`KeyError` with the part that was missing and the keys present there.
     """
     node = body
     if not path:
         return node
-    for i, part in enumerate(path.split(".")):
-        where = ".".join(path.split(".")[:i]) or "<top>"
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i]) or "<top>"
+        if part == "*":
+            if not isinstance(node, list):
+                raise KeyError(f"'*' needs a list at {where}, found a {type(node).__name__}")
+            return [get_path(item, ".".join(parts[i + 1:])) for item in node]
         if isinstance(node, list):
             if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
                 raise KeyError(f"{part!r} is not an index into the list of {len(node)} at {where}")
@@ -106,13 +112,22 @@ def _row(entry: Any, labels: Sequence[str] | None, i: int) -> list[float]:
             raise ValueError(f"image {i}: labels {missing} not in the answer "
                              f"(keys: {sorted(entry)[:12]})")
         return [float(entry[k]) for k in labels]
-    if isinstance(entry, (int, float)) and not isinstance(entry, bool):
+    if isinstance(entry, bool):  # a yes / no decision: [no, yes]
+        return [float(not entry), float(entry)]
+    if isinstance(entry, str):  # a decision by name: one-hot in the order of labels
+        if not labels:
+            raise ValueError(f"image {i}: the answer is the label {entry[:40]!r}; pass "
+                             "labels=[...] (every label it can return, in class order)")
+        if entry not in labels:
+            raise ValueError(f"image {i}: label {entry[:40]!r} is not one of {list(labels)}")
+        return [float(k == entry) for k in labels]
+    if isinstance(entry, (int, float)):
         return [float(entry)]
     if isinstance(entry, list) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in entry
     ):
         return [float(v) for v in entry]
-    raise ValueError(f"image {i}: expected numbers or a mapping of label -> score, "
+    raise ValueError(f"image {i}: expected numbers, a label, or a mapping of label -> score, "
                      f"got {str(entry)[:80]}")
 
 

@@ -43,18 +43,21 @@ from qe_report import summarize, write_outputs  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 EPSILON = 8.0
 MILESTONES = (1000, 3000, 10000, 30000)
-GRID = (250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7000, 10000, 14000, 20000, 30000)
+GRID = (250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7000, 10000, 14000, 20000, 30000,
+        36000, 42000, 45000, 60000)
 TASKS = {"face": "blur:sigma=1", "smiling": "blur:sigma=0.7"}
 
 # name -> (group, runner, spec, budget-dependent schedule?, largest budget)
 Method = tuple[str, str, dict[str, Any], bool, int]
 
 
-def methods(quick: bool, variants_top: int = 10000) -> dict[str, Method]:
+def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> dict[str, Method]:
     """Every method in the comparison; ``quick`` keeps one of each kind.
 
     The library default and the peers run to 30,000 queries; our other variants to
-    ``variants_top`` (10,000 by default, to keep the run under 30 minutes on 2 cores).
+    ``variants_top`` (10,000 by default, to keep the run under 30 minutes on 2 cores); the
+    peers to ``peer_top`` (30,000 by default; 45,000 tells whether a peer needs 3x the
+    default's queries to reach 90% of the limit's gain).
     """
     top, mid = 30000, variants_top
     # Step sizes put each variant's typical step near the default's (SPSA gradient RMS is
@@ -84,8 +87,8 @@ def methods(quick: bool, variants_top: int = 10000) -> dict[str, Method]:
              "ng SPSA": {"peer": "SPSA", "batch": 32}, "ng TBPSA": {"peer": "TBPSA", "batch": 32},
              "pycma diagonal": {"peer": "cma"}, "random search": {"peer": "random"}}
     for name, spec in peers.items():
-        m[name] = ("peer", "peer", {**spec, "latent": "16x16-nearest"}, False, top)
-        m[f"{name} 8x8"] = ("peer", "peer", {**spec, "latent": "8x8"}, False, top)
+        m[name] = ("peer", "peer", {**spec, "latent": "16x16-nearest"}, False, peer_top)
+        m[f"{name} 8x8"] = ("peer", "peer", {**spec, "latent": "8x8"}, False, peer_top)
     if quick:
         keep = ("default", "SPSA+signSGD 8x8", "ng OnePlusOne", "pycma diagonal",
                 "random search", "ng SPSA")
@@ -170,14 +173,15 @@ def _latent_name(pert: Any) -> str:
 
 
 def make_jobs(task_names: list[str], seeds: list[int], quick: bool, limit_steps: int,
-              peers_8x8: bool = False) -> list[dict[str, Any]]:
+              peers_8x8: bool = False, peer_top: int = 30000) -> list[dict[str, Any]]:
     """All jobs, longest first (better packing on the worker pool).
 
     Peers on the 8x8 bilinear latent only with ``peers_8x8`` (they double the peers' cost).
     """
     jobs = []
     for t in task_names:
-        for name, (group, runner, spec, scheduled, top) in methods(quick).items():
+        for name, (group, runner, spec, scheduled, top) in methods(
+                quick, peer_top=peer_top).items():
             if group == "peer" and name.endswith(" 8x8") and not peers_8x8:
                 continue
             budgets = [b for b in MILESTONES if b <= top] or [top]
@@ -239,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--peers-8x8", action="store_true",
                     help="also run the peers on the 8x8 bilinear latent")
+    ap.add_argument("--peer-budget", type=int, default=30000,
+                    help="largest budget of the peers (default 30000)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--name", default="query_efficiency")
     ap.add_argument("--merge", nargs="*", default=[], metavar="JSON",
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = ["synthetic"] if args.quick else (args.tasks or "face,smiling").split(",")
     seeds = list(range(2 if args.quick else args.seeds))
     jobs = make_jobs(tasks, seeds, args.quick, 2 if args.quick else args.limit_steps,
-                     args.peers_8x8)
+                     args.peers_8x8, args.peer_budget)
     if args.methods:
         keep = set(args.methods.split(","))
         jobs = [j for j in jobs if j["method"] in keep]
@@ -278,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
            "tasks": {t: TASKS.get(t) for t in tasks},
            "methods": {k: {"group": g, "spec": s, "budget_dependent_schedule": sch}
                        for k, (g, _, s, sch, _) in methods(args.quick).items()},
+           "peer_budget": args.peer_budget,
            "machine": machine_facts(), "wall_seconds": time.perf_counter() - t0,
            "workers": args.workers, "merged_from": [os.path.basename(m) for m in args.merge],
            "job_seconds_total": sum(r["wall_s"] for r in results),

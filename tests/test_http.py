@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -347,3 +348,36 @@ def test_environment_secrets_and_missing_secret_message(monkeypatch):
     m = HTTPModel("http://h/facepp/v3/detect", preset="facepp")
     assert "from-env" not in repr(m) and "also-env" not in repr(m)
     assert os.environ["FACEPP_API_KEY"] == "from-env"
+
+
+def test_a_decision_only_api_is_read_as_one_hot_labels_and_needs_the_label_loss():
+    from adapters.wire import get_path, rows_from_entries
+    from blackbox_dft import DataFineTuner
+    body = {"results": [{"label": "smiling"}, {"label": "not_smiling"}, {"label": "smiling"},
+                        {"label": "not_smiling"}]}
+    handler = type("H", (_Canned,), {"answer": (200, "application/json",
+                                                json.dumps(body).encode()), "hits": 0})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/predict"
+        m = HTTPModel(url, scores_path="results.*.label", labels=["not_smiling", "smiling"],
+                      output_kind="labels", images_per_request=4, **FAST)
+        got = m.predict(np.zeros((4, 8, 8, 3), np.uint8))
+        assert got.tolist() == [[0, 1], [1, 0], [0, 1], [1, 0]]
+        x, y = np.zeros((8, 8, 8, 3), np.uint8), np.array([0, 1] * 4)
+        with pytest.raises(ValueError, match="returns only labels.*scores='labels'"):
+            DataFineTuner(m, "binary", query_budget=100, progress=False).fit(x, y)
+        assert handler.hits == 1  # refused before any paid request
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert rows_from_entries([True, False], 2).tolist() == [[0, 1], [1, 0]]
+    with pytest.raises(ResponseFormatError, match="'happy' is not one of"):
+        rows_from_entries(["happy"], 1, ["not_smiling", "smiling"])
+    with pytest.raises(ResponseFormatError, match="pass labels="):
+        rows_from_entries(["smiling"], 1)
+    with pytest.raises(KeyError, match="'\\*' needs a list"):
+        get_path({"results": {"a": 1}}, "results.*.label")
+    with pytest.raises(ValueError, match="output_kind must be one of"):
+        HTTPModel(url, output_kind="decision")
