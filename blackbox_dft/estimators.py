@@ -11,6 +11,13 @@ minibatch (common random numbers). ``queries`` is the number of candidates
 evaluated (``candidates_per_step``); the tuner multiplies by the batch size.
 Steps are in the latent's units (grey levels); ``t`` is the step index, used by
 a decaying finite-difference step ``step / (1 + t) ** step_decay``.
+
+With ``per_image=True`` every image of the minibatch gets its own directions:
+``estimate(f, z, rng, t, batch=B)`` hands ``f`` candidates ``(M, B, *z.shape)``
+(candidate ``m`` for image ``b``) and ``f`` returns per-image losses ``(M, B)``. The
+queries are the same (``M x B`` images), but the estimate averages ``q x B``
+directions instead of ``q``: each image's loss difference is its own probe of the
+shared perturbation's gradient.
 """
 
 from __future__ import annotations
@@ -28,16 +35,20 @@ LossFn = Callable[[np.ndarray], np.ndarray]
 class Estimator:
     """Base class: owns argument checks and the call to ``f``; subclasses draw directions."""
 
-    def __init__(self, directions: int = 1, step: float = 2.0, step_decay: float = 0.0) -> None:
+    def __init__(self, directions: int = 1, step: float = 2.0, step_decay: float = 0.0,
+                 per_image: bool = False) -> None:
         if not isinstance(directions, (int, np.integer)) or directions < 1:
             raise ValueError(f"directions must be an int >= 1, got {directions!r}")
         if not np.isfinite(step) or step <= 0:
             raise ValueError(f"step must be > 0 (grey levels), got {step!r}")
         if not np.isfinite(step_decay) or step_decay < 0:
             raise ValueError(f"step_decay must be >= 0, got {step_decay!r}")
+        if not isinstance(per_image, (bool, np.bool_)):
+            raise ValueError(f"per_image must be True or False, got {per_image!r}")
         self.directions = int(directions)
         self.step = float(step)
         self.step_decay = float(step_decay)
+        self.per_image = bool(per_image)
 
     @property
     def candidates_per_step(self) -> int:
@@ -49,36 +60,48 @@ class Estimator:
         return self.step / (1.0 + t) ** self.step_decay
 
     def estimate(self, f: LossFn, z: np.ndarray, rng: np.random.Generator,
-                 t: int = 0) -> tuple[np.ndarray, float, int]:
-        """Estimate the gradient of ``f`` at ``z``: ``(gradient like z, loss, candidates)``."""
+                 t: int = 0, batch: int | None = None) -> tuple[np.ndarray, float, int]:
+        """Estimate the gradient of ``f`` at ``z``: ``(gradient like z, loss, candidates)``.
+
+        batch: images in the minibatch; needed (and used) only with ``per_image``.
+        """
         z = np.asarray(z, dtype=np.float64)
         c = self.step_at(t)
-        u = self._directions(z.shape, rng)  # (q, *z.shape)
+        lead: tuple[int, ...] = ()
+        if self.per_image:
+            if not isinstance(batch, (int, np.integer)) or batch < 1:
+                raise ValueError(f"per_image estimation needs batch >= 1, got {batch!r}")
+            lead = (int(batch),)
+        u = self._directions(lead, z.shape, rng)  # (q, *lead, *z.shape)
         cands = self._candidates(z, u, c)
         losses = np.asarray(f(cands), dtype=np.float64)
-        if losses.shape != (cands.shape[0],):
-            raise ValueError(
-                f"the loss function returned shape {losses.shape} for {cands.shape[0]} candidates"
-            )
+        if losses.shape != cands.shape[:1 + len(lead)]:
+            raise ValueError(f"the loss function returned shape {losses.shape} for candidates "
+                             f"{cands.shape[:1 + len(lead)]}")
         g, loss = self._combine(losses, u, c)
         return g.reshape(z.shape), float(loss), int(cands.shape[0])
 
-    def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    def _directions(self, lead: tuple[int, ...], shape: tuple[int, ...],
+                    rng: np.random.Generator) -> np.ndarray:
+        """Directions ``(q, *lead, *shape)``: ``lead`` is ``(batch,)`` with ``per_image``."""
         raise NotImplementedError
 
     def _candidates(self, z: np.ndarray, u: np.ndarray, c: float) -> np.ndarray:
         # Two-sided: [z + c u_1, ..., z + c u_q, z - c u_1, ..., z - c u_q]
-        return np.concatenate([z[None] + c * u, z[None] - c * u])
+        return np.concatenate([z + c * u, z - c * u])
 
     def _combine(self, losses: np.ndarray, u: np.ndarray, c: float) -> tuple[np.ndarray, float]:
         q = u.shape[0]
-        diff = (losses[:q] - losses[q:]) / (2.0 * c)
-        g = np.tensordot(diff, u, axes=1) / q
+        diff = (losses[:q] - losses[q:]) / (2.0 * c)  # (q,) or (q, batch)
+        g = np.tensordot(diff, u, axes=diff.ndim) / diff.size
         return g, float(losses.mean())
 
     def get_config(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "directions": self.directions,
-                "step": self.step, "step_decay": self.step_decay}
+        cfg: dict[str, Any] = {"type": type(self).__name__, "directions": self.directions,
+                               "step": self.step, "step_decay": self.step_decay}
+        if self.per_image:
+            cfg["per_image"] = True
+        return cfg
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "type")
@@ -96,8 +119,9 @@ class SPSA(Estimator):
     def candidates_per_step(self) -> int:
         return 2 * self.directions
 
-    def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        signs = rng.integers(0, 2, size=(self.directions, *shape), dtype=np.int8)
+    def _directions(self, lead: tuple[int, ...], shape: tuple[int, ...],
+                    rng: np.random.Generator) -> np.ndarray:
+        signs = rng.integers(0, 2, size=(self.directions, *lead, *shape), dtype=np.int8)
         return signs * 2.0 - 1.0
 
 
@@ -112,8 +136,9 @@ class NES(Estimator):
     def candidates_per_step(self) -> int:
         return 2 * self.directions
 
-    def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        return rng.standard_normal(size=(self.directions, *shape))
+    def _directions(self, lead: tuple[int, ...], shape: tuple[int, ...],
+                    rng: np.random.Generator) -> np.ndarray:
+        return rng.standard_normal(size=(self.directions, *lead, *shape))
 
 
 class RandomDirections(Estimator):
@@ -129,17 +154,18 @@ class RandomDirections(Estimator):
     def candidates_per_step(self) -> int:
         return self.directions + 1
 
-    def _directions(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        v = rng.standard_normal(size=(self.directions, int(np.prod(shape))))
-        v *= np.sqrt(v.shape[1]) / np.linalg.norm(v, axis=1, keepdims=True)
-        return v.reshape(self.directions, *shape)
+    def _directions(self, lead: tuple[int, ...], shape: tuple[int, ...],
+                    rng: np.random.Generator) -> np.ndarray:
+        v = rng.standard_normal(size=(self.directions, *lead, int(np.prod(shape))))
+        v *= np.sqrt(v.shape[-1]) / np.linalg.norm(v, axis=-1, keepdims=True)
+        return v.reshape(self.directions, *lead, *shape)
 
     def _candidates(self, z: np.ndarray, u: np.ndarray, c: float) -> np.ndarray:
-        return np.concatenate([z[None], z[None] + c * u])
+        return np.concatenate([np.broadcast_to(z, u.shape[1:])[None], z + c * u])
 
     def _combine(self, losses: np.ndarray, u: np.ndarray, c: float) -> tuple[np.ndarray, float]:
-        diff = (losses[1:] - losses[0]) / c
-        return np.tensordot(diff, u, axes=1) / u.shape[0], float(losses[0])
+        diff = (losses[1:] - losses[:1]) / c  # (q,) or (q, batch)
+        return np.tensordot(diff, u, axes=diff.ndim) / diff.size, float(losses[0].mean())
 
 
 ESTIMATORS: dict[str, type[Estimator]] = {

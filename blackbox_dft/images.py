@@ -64,27 +64,45 @@ def resize_delta(delta: np.ndarray, height: int, width: int) -> np.ndarray:
     return out.reshape(height, width, 3)
 
 
+def _up_down(deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rounded deltas split into uint8 magnitudes to add and to subtract."""
+    q = np.rint(np.asarray(deltas, dtype=np.float32))
+    return np.clip(q, 0, 255).astype(np.uint8), np.clip(-q, 0, 255).astype(np.uint8)
+
+
 def apply_deltas(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     """Every image under every delta: uint8 ``(M * N, H, W, 3)``, candidate-major.
 
     images: uint8 ``(N, H, W, 3)``; deltas: float ``(M, H, W, 3)`` grey levels.
     Each output is ``clip(images + round(delta), 0, 255)``, which equals
     ``clip(round(images + delta))`` because images are integers (up to how exact
-    .5 ties round). Saturating uint8 arithmetic keeps this ~10x cheaper than
-    going through float32, which matters at 224x224 where it is the library's
+    .5 ties round). OpenCV's saturating uint8 add and subtract keep this far cheaper
+    than going through float32, which matters at 224x224 where it is the library's
     main cost per query.
     """
-    q = np.rint(np.asarray(deltas, dtype=np.float32))
-    up = np.clip(q, 0, 255).astype(np.uint8)
-    down = np.clip(-q, 0, 255).astype(np.uint8)
-    out = np.empty((q.shape[0], *images.shape), dtype=np.uint8)
-    for m in range(q.shape[0]):
-        o = out[m]
-        np.minimum(images, 255 - up[m], out=o)  # x + up cannot overflow from here
-        o += up[m]
-        np.maximum(o, down[m], out=o)  # nor o - down underflow
-        o -= down[m]
+    images = np.ascontiguousarray(images)
+    up, down = _up_down(deltas)
+    out = np.empty((up.shape[0], *images.shape), dtype=np.uint8)
+    for m in range(up.shape[0]):
+        for n in range(images.shape[0]):
+            cv2.add(images[n], up[m], dst=out[m, n])
+            cv2.subtract(out[m, n], down[m], dst=out[m, n])
     return out.reshape(-1, *images.shape[1:])
+
+
+def apply_paired(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """Image ``i`` under delta ``i``: uint8 ``(N, H, W, 3)``, ``clip(x_i + round(d_i))``.
+
+    images: uint8 ``(N, H, W, 3)``; deltas: float ``(N, H, W, 3)`` grey levels (the
+    per-image probes of an estimator with one direction per image).
+    """
+    images = np.ascontiguousarray(images)
+    up, down = _up_down(deltas)
+    out = np.empty_like(images)
+    for n in range(images.shape[0]):
+        cv2.add(images[n], up[n], dst=out[n])
+        cv2.subtract(out[n], down[n], dst=out[n])
+    return out
 
 
 def apply_delta(images: np.ndarray, delta: np.ndarray) -> np.ndarray:

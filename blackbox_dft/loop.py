@@ -66,6 +66,16 @@ class _Scorer:
         per_image = self.objective.loss(raw, labels, self.weights)
         return per_image.reshape(zs.shape[0], xb.shape[0]).mean(axis=1)
 
+    def losses_per_image(self, zs: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
+        """Loss of image ``b`` under candidate ``zs[m, b]`` for each ``(m, b)``: ``(M, B)``."""
+        m = zs.shape[0]
+        images = np.concatenate([self.pert.perturb_paired(xb, zs[i], self.eps)
+                                 for i in range(m)])
+        raw = self.counter.predict(images)
+        self._probe(raw)
+        per_image = self.objective.loss(raw, np.concatenate([yb] * m), self.weights)
+        return per_image.reshape(m, xb.shape[0])
+
     def validate(self, z: np.ndarray, val: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
         """Validation accuracy, balanced accuracy and loss of latent ``z``."""
         xv, yv = val
@@ -123,7 +133,11 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
             t = state.step
             idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
             xb, yb = x[idx], y[idx]
-            g, loss, _ = est.estimate(partial(scorer.losses, xb=xb, yb=yb), state.z, rng, t)
+            if est.per_image:
+                g, loss, _ = est.estimate(partial(scorer.losses_per_image, xb=xb, yb=yb),
+                                          state.z, rng, t, batch=b)
+            else:
+                g, loss, _ = est.estimate(partial(scorer.losses, xb=xb, yb=yb), state.z, rng, t)
             if tuner.energy_penalty:
                 g = g + float(tuner.energy_penalty) * state.z
             step, opt_state = optimizer.update(g, state.opt_state)

@@ -106,6 +106,9 @@ class MultiAttributeTuner:
         eps = float(self.epsilon)
         pert = self.perturbation or LowResolution((8, 8))
         est = self.estimator or SPSA(directions=1, step=2.0)
+        if est.per_image:
+            raise ValueError(f"MultiAttributeTuner takes estimators with per_image=False, "
+                             f"got {est!r}; one direction per image is for DataFineTuner")
         hw = (int(x.shape[1]), int(x.shape[2]))
         b = min(int(self.batch_size), x.shape[0])
         step_cost = n_attr * est.candidates_per_step * b
@@ -145,7 +148,7 @@ class MultiAttributeTuner:
             idx = rng.choice(x.shape[0], size=b, replace=False) if b < x.shape[0] \
                 else np.arange(x.shape[0])
             c = est.step_at(step)
-            dirs = [est._directions(zs[a].shape, rng) for a in range(n_attr)]
+            dirs = [est._directions((), zs[a].shape, rng) for a in range(n_attr)]
             cands = np.stack([est._candidates(zs[a], dirs[a], c) for a in range(n_attr)])
             m = cands.shape[1]
             s = sender.scores(x[idx], pert.to_deltas(cands.reshape(-1, *zs.shape[1:]), hw, eps))

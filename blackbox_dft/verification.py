@@ -191,6 +191,9 @@ class VerificationTuner:
         eps = float(self.epsilon)
         pert = self.perturbation or LowResolution((8, 8))
         est = self.estimator or SPSA(directions=1, step=2.0)
+        if est.per_image:
+            raise ValueError(f"VerificationTuner takes estimators with per_image=False, "
+                             f"got {est!r}; one direction per image is for DataFineTuner")
         hw = (int(x.shape[1]), int(x.shape[2]))
         b = min(int(self.batch_size), p.shape[0])
         val_cost = 0 if val is None else int(np.unique(val[1][:, :2]).size)

@@ -108,3 +108,67 @@ def test_bad_arguments_raise_value_error_naming_the_value(cls, bad):
 def test_loss_function_returning_wrong_shape_is_reported():
     with pytest.raises(ValueError, match="returned shape"):
         SPSA().estimate(lambda zs: np.zeros(3), np.zeros(SHAPE), np.random.default_rng(0))
+
+
+# -- one direction per image ---------------------------------------------------------------
+PER_IMAGE = [SPSA(directions=1, step=0.5, per_image=True),
+             NES(directions=2, step=0.5, per_image=True),
+             RandomDirections(directions=2, step=0.5, per_image=True)]
+PER_IMAGE_IDS = [repr(e) for e in PER_IMAGE]
+BATCH = 8
+
+
+class PerImage:
+    """Image b's loss is a Smooth of its own (seed b): candidates (M, B, *SHAPE) -> (M, B)."""
+
+    def __init__(self) -> None:
+        self.parts = [Smooth(b) for b in range(BATCH)]
+        self.calls = 0
+
+    def __call__(self, zs: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        assert zs.shape[1] == BATCH
+        return np.stack([p(zs[:, b]) for b, p in enumerate(self.parts)], axis=1)
+
+    def grad(self, z: np.ndarray) -> np.ndarray:  # of the batch-mean loss
+        return np.mean([p.grad(z) for p in self.parts], axis=0)
+
+
+@pytest.mark.parametrize("est", PER_IMAGE, ids=PER_IMAGE_IDS)
+def test_per_image_mean_estimate_matches_the_batch_mean_gradient(est):
+    f = PerImage()
+    z = np.random.default_rng(1).normal(size=SHAPE)
+    rng = np.random.default_rng(2)
+    gs = np.stack([est.estimate(f, z, rng, batch=BATCH)[0] for _ in range(1500)])
+    mean, true = gs.mean(axis=0).ravel(), f.grad(z).ravel()
+    cos = mean @ true / (np.linalg.norm(mean) * np.linalg.norm(true))
+    assert cos >= 0.95, f"cosine {cos:.3f}"
+    assert 0.8 <= np.linalg.norm(mean) / np.linalg.norm(true) <= 1.25
+    assert f.calls == 1500  # one call per step, whatever the batch
+    assert est.get_config()["per_image"] is True
+
+
+def test_per_image_directions_cut_the_variance_for_the_same_queries():
+    """Same images sent (2 x batch); B directions instead of one: lower error to the truth."""
+    f = PerImage()
+    z = np.random.default_rng(5).normal(size=SHAPE)
+    true = f.grad(z)
+
+    def shared(zs):  # the shared-direction estimator sees the batch-mean loss
+        return f(np.repeat(zs[:, None], BATCH, axis=1)).mean(axis=1)
+
+    def err(est, fn, **kw):
+        rng = np.random.default_rng(0)
+        return np.mean([np.sum((est.estimate(fn, z, rng, **kw)[0] - true) ** 2)
+                        for _ in range(400)])
+
+    e_shared = err(SPSA(step=0.5), shared)
+    e_image = err(SPSA(step=0.5, per_image=True), f, batch=BATCH)
+    assert e_image < 0.4 * e_shared, (e_image, e_shared)
+
+
+def test_per_image_needs_the_batch_and_a_boolean():
+    with pytest.raises(ValueError, match="needs batch >= 1, got None"):
+        SPSA(per_image=True).estimate(PerImage(), np.zeros(SHAPE), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="per_image must be True or False, got 'yes'"):
+        SPSA(per_image="yes")

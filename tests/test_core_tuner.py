@@ -49,8 +49,9 @@ def test_the_shift_costs_at_least_15_points(problem):
     assert clean - shifted >= 0.15, (clean, shifted)
 
 
-@pytest.mark.parametrize("estimator", [SPSA(directions=1, step=2.0), NES(directions=1, step=2.0)],
-                         ids=["SPSA", "NES"])
+@pytest.mark.parametrize("estimator", [SPSA(directions=1, step=2.0), NES(directions=1, step=2.0),
+                                       SPSA(directions=1, step=2.0, per_image=True)],
+                         ids=["SPSA", "NES", "SPSA per image"])
 def test_fit_recovers_at_least_10_points_on_held_out_data(problem, estimator):
     model = Counting(problem.model)
     t = tuner(model, estimator=estimator).fit(*problem.train, validation=problem.val)
@@ -85,7 +86,9 @@ def test_same_seed_same_result_other_seed_other_result(problem):
 
 
 @pytest.mark.parametrize("pert", [FullResolution(), LowResolution((4, 4))], ids=repr)
-@pytest.mark.parametrize("est", [RandomDirections(directions=2), SPSA(directions=2)], ids=repr)
+@pytest.mark.parametrize("est", [RandomDirections(directions=2), SPSA(directions=2),
+                                 RandomDirections(directions=2, per_image=True),
+                                 NES(directions=1, per_image=True)], ids=repr)
 def test_every_estimator_and_perturbation_runs_within_budget(problem, pert, est):
     t = tuner(problem.model, perturbation=pert, estimator=est, query_budget=2_000)
     t.fit(*problem.train)
@@ -237,3 +240,15 @@ def test_energy_penalty_must_be_a_finite_non_negative_number(problem, bad):
     with pytest.raises(ValueError, match=r"energy_penalty must be a finite number >= 0.*"
                        + re.escape(repr(bad))):
         tuner(problem.model, energy_penalty=bad).fit(*problem.train)
+
+
+def test_per_image_estimator_round_trips_and_is_refused_where_unsupported(problem, tmp_path):
+    from blackbox_dft.multiattr import MultiAttributeTuner
+    est = SPSA(directions=1, step=2.0, per_image=True)
+    t = tuner(problem.model, estimator=est, query_budget=1_000).fit(*problem.train)
+    t.save(tmp_path / "d.npz")
+    back = DataFineTuner.load(tmp_path / "d.npz", problem.model)
+    assert back.get_params()["estimator"] == est.get_config()
+    with pytest.raises(ValueError, match="per_image=False"):
+        MultiAttributeTuner(problem.model, estimator=est, query_budget=500).fit(
+            problem.train[0], np.eye(2, dtype=int)[problem.train[1] % 2])
