@@ -228,11 +228,12 @@ def check_mode_options(opts: dict[str, Any], mode: str) -> None:
                           "(face verification)")
 
 
-def _component_kwargs(opts: dict[str, Any], budget: int | None) -> dict[str, Any]:
-    """Arguments shared by MultiAttributeTuner and VerificationTuner (library defaults kept)."""
-    kw: dict[str, Any] = {k: opts[k] for k in ("epsilon", "batch_size", "validation_every",
-                                                "optimizer", "learning_rate")
-                          if opts.get(k) is not None}
+def _component_kwargs(opts: dict[str, Any], budget: int | None,
+                      keys: tuple[str, ...] = ("epsilon", "batch_size", "validation_every",
+                                               "optimizer", "learning_rate")) -> dict[str, Any]:
+    """Arguments every tuner takes: the options in ``keys`` that were given, the seed, the
+    budget, the perturbation and the estimator (library defaults kept otherwise)."""
+    kw: dict[str, Any] = {k: opts[k] for k in keys if opts.get(k) is not None}
     kw["seed"] = opts["seed"]
     if budget is not None:
         kw["query_budget"] = budget
@@ -283,17 +284,9 @@ def _perturbation(text: str) -> Any:
 
 def tuner_kwargs(opts: dict[str, Any], budget: int | None, multilabel: bool) -> dict[str, Any]:
     """Keyword arguments of :class:`DataFineTuner` from resolved options (library defaults kept)."""
-    kw: dict[str, Any] = {k: opts[k] for k in _TUNER_KEYS if opts.get(k) is not None}
+    kw = _component_kwargs(opts, budget, _TUNER_KEYS)
     kw["task"] = opts["task"] or ("multilabel" if multilabel else "multiclass")
-    kw["seed"] = opts["seed"]
     kw["progress"] = False
-    if budget is not None:
-        kw["query_budget"] = budget
-    if opts.get("perturbation") is not None:
-        kw["perturbation"] = _perturbation(opts["perturbation"])
-    est = _estimator(opts)
-    if est is not None:
-        kw["estimator"] = est
     if opts.get("label_map") is not None:
         lm = opts["label_map"]
         items = lm if isinstance(lm, list) else _csv(lm)

@@ -214,6 +214,16 @@ def _strata(ds: Dataset) -> np.ndarray:
     return inverse.reshape(-1)
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """DataError unless both fractions are in [0, 1) and leave room for training."""
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= float(frac) < 1.0:
+            raise DataError(f"{name} must be in [0, 1), got {frac!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise DataError(f"val_fraction + test_fraction must be < 1, got "
+                        f"{val_fraction} + {test_fraction}")
+
+
 def split_dataset(ds: Dataset, val_fraction: float = 0.2, test_fraction: float = 0.2,
                   seed: int | None = 0) -> tuple[Dataset, Dataset | None, Dataset | None]:
     """Train / validation / test parts: the data's own split if it has one, else a seeded
@@ -222,12 +232,7 @@ def split_dataset(ds: Dataset, val_fraction: float = 0.2, test_fraction: float =
     A data split with no validation part gets one carved out of its training part.
     Parts with fraction 0 are None.
     """
-    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= float(frac) < 1.0:
-            raise DataError(f"{name} must be in [0, 1), got {frac!r}")
-    if val_fraction + test_fraction >= 1.0:
-        raise DataError(f"val_fraction + test_fraction must be < 1, got "
-                        f"{val_fraction} + {test_fraction}")
+    check_fractions(val_fraction, test_fraction)
     rng = np.random.default_rng(seed)
     if ds.split is not None:
         parts = {s: np.flatnonzero(ds.split == s) for s in SPLITS}

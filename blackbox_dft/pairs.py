@@ -15,7 +15,7 @@ import os
 import cv2
 import numpy as np
 
-from .data import DataError, _stratified
+from .data import DataError, _stratified, check_fractions
 
 __all__ = ["read_pairs", "load_lfw_pairs", "lfw_image_path", "split_pairs"]
 
@@ -102,12 +102,7 @@ def split_pairs(images: np.ndarray, pairs: np.ndarray, val_fraction: float = 0.2
     Pairs are split, not identities: an image named by pairs of two parts is in both.
     Parts with fraction 0 (or no pairs) are None; the training part must not be empty.
     """
-    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 <= float(frac) < 1.0:
-            raise DataError(f"{name} must be in [0, 1), got {frac!r}")
-    if val_fraction + test_fraction >= 1.0:
-        raise DataError(f"val_fraction + test_fraction must be < 1, got "
-                        f"{val_fraction} + {test_fraction}")
+    check_fractions(val_fraction, test_fraction)
     p = np.asarray(pairs, dtype=np.int64)
     rest, parts = _stratified(p[:, 2], (val_fraction, test_fraction),
                               np.random.default_rng(seed))
