@@ -74,6 +74,9 @@ def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> di
         "old default (Adam lr eps/8)": ("ours", "ours", {**ours("SPSA", "adam"),
                                                          "learning_rate": 1.0}, False, mid),
         "SPSA+Adam full": ("ours", "ours", ours("SPSA", "adam", "full"), False, mid),
+        "per-image SPSA b16": ("ours", "ours", {
+            "estimator": ["SPSA", {"directions": 1, "step": 2.0, "per_image": True}],
+            "batch_size": 16}, False, top),
         "NES+Adam 8x8": ("ours", "ours", ours("NES", "adam"), False, mid),
         "RandomDirections+Adam 8x8": ("ours", "ours", ours("RandomDirections", "adam"), False, mid),
         "SPSA+momentum 8x8": ("ours", "ours", ours("SPSA", "momentum"), False, mid),
@@ -146,11 +149,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     snaps = RUNNERS[job["runner"]](task, job["seed"], job["budget"], job["spec"])
     wall = time.perf_counter() - t0
-    latent = job["spec"].get("latent", "8x8") if job["runner"] != "ours" or job["spec"] \
-        else "8x8"
-    if job["runner"] == "ours" and not job["spec"]:
+    latent = job["spec"].get("latent")
+    if latent is None:  # ours without a latent: the library default's; peers: 8x8
         from blackbox_dft import DataFineTuner
-        latent = _latent_name(DataFineTuner(None)._components()[1])
+        latent = (_latent_name(DataFineTuner(None)._components()[1])
+                  if job["runner"] == "ours" else "8x8")
     points = job["points"] if job["points"] else [q for q, _ in snaps]
     scored: dict[int, tuple[float, float]] = {}
     out = []
