@@ -77,6 +77,9 @@ def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> di
         "per-image SPSA b16": ("ours", "ours", {
             "estimator": ["SPSA", {"directions": 1, "step": 2.0, "per_image": True}],
             "batch_size": 16}, False, top),
+        "per-image SPSA b8": ("ours", "ours", {
+            "estimator": ["SPSA", {"directions": 1, "step": 2.0, "per_image": True}],
+            "batch_size": 8}, False, top),
         "NES+Adam 8x8": ("ours", "ours", ours("NES", "adam"), False, mid),
         "RandomDirections+Adam 8x8": ("ours", "ours", ours("RandomDirections", "adam"), False, mid),
         "SPSA+momentum 8x8": ("ours", "ours", ours("SPSA", "momentum"), False, mid),
