@@ -281,3 +281,13 @@ def test_energy_penalty_flag_reaches_the_tuner_and_bad_values_exit_2(tmp_path, d
                  "--energy-penalty", "-1", "--out", str(tmp_path / "f"), "--no-progress"]) == 2
     line = _error_line(capsys)
     assert "energy_penalty" in line and "-1" in line
+
+
+def test_per_image_flag_reaches_the_estimator(tmp_path, data):
+    out = str(tmp_path / "p")
+    assert main(["fit", "--model", SPEC, "--data", data, "--scores", "logits", "--budget", "600",
+                 "--per-image", "--batch-size", "8", "--out", out, "--no-progress"]) == 0
+    params = json.load(open(os.path.join(out, "config.json")))["params"]
+    assert params["estimator"]["type"] == "SPSA" and params["estimator"]["per_image"] is True
+    fit = json.load(open(os.path.join(out, "report.json")))["fit"]
+    assert fit["kept"]["queries"] <= 600 and fit["best_step"] >= 1
