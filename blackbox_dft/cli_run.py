@@ -30,6 +30,7 @@ __all__ = ["Job", "fit_job", "fit_budget", "demo_job", "execute", "load_data", "
 
 Split = tuple[np.ndarray, np.ndarray]
 DEMO_MODELS = {"face": "standin:blazeface", "smiling": "standin:smiling"}
+DEMO_SHIFTS = {"face": "blur:sigma=1", "smiling": "blur:sigma=0.7"}
 
 
 @dataclass
@@ -112,7 +113,8 @@ def demo_job(opts: dict[str, Any]) -> Job:
     """A job for ``demo``: a ready-made task (face or smiling) under a shift."""
     from adapters.tasks import load_task
 
-    task = load_task(opts["task"], shift=opts["shift"], seed=opts["seed"])
+    shift = opts["shift"] = opts["shift"] or DEMO_SHIFTS.get(opts["task"])
+    task = load_task(opts["task"], shift=shift, seed=opts["seed"])
     kw: dict[str, Any] = {"task": "multiclass", "seed": opts["seed"], "progress": False}
     if opts.get("epsilon") is not None:
         kw["epsilon"] = float(opts["epsilon"])

@@ -291,3 +291,14 @@ def test_per_image_flag_reaches_the_estimator(tmp_path, data):
     assert params["estimator"]["type"] == "SPSA" and params["estimator"]["per_image"] is True
     fit = json.load(open(os.path.join(out, "report.json")))["fit"]
     assert fit["kept"]["queries"] <= 600 and fit["best_step"] >= 1
+
+
+def test_demo_smiling_uses_its_own_default_shift(tmp_path, capsys):
+    pytest.importorskip("ai_edge_litert")
+    out = str(tmp_path / "s")
+    assert main(["demo", "--task", "smiling", "--out", out, "--budget", "600",
+                 "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert "smiling task under blur:sigma=0.7" in cap.out + cap.err
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert "blur:sigma=0.7" in json.dumps(cfg)
