@@ -25,6 +25,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from .model import ModelError
+
 __all__ = ["SpecError", "build_model", "model_key", "parse_option"]
 
 _FILE_EXTS = (".onnx", ".tflite", ".pb", ".caffemodel", ".prototxt", ".t7", ".net", ".weights")
@@ -107,10 +109,33 @@ def _python_model(target: str, options: dict[str, Any]) -> Any:
     if options:
         obj = obj(**options)  # a factory taking the model options
     if hasattr(obj, "predict"):
-        return obj
+        return _Guarded(obj, f"python:{target}")
     if not callable(obj):
         raise SpecError(f"{mod_name}:{attr} is neither callable nor a model with predict()")
-    return CallableModel(obj, name=f"{mod_name}:{attr}")
+    return _Guarded(CallableModel(obj, name=f"{mod_name}:{attr}"), f"python:{target}")
+
+
+class _Guarded:
+    """A user's Python model whose failures during ``predict`` are model failures.
+
+    An exception raised inside the user's code (a lost connection, an SDK error) becomes a
+    :class:`ModelError` naming the model, so the command exits with code 3 and the run can be
+    resumed, instead of being taken for bad arguments. Other attributes pass through.
+    """
+
+    def __init__(self, model: Any, spec: str) -> None:
+        self._model, self._spec = model, spec
+
+    def predict(self, images: Any) -> Any:
+        try:
+            return self._model.predict(images)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"model {self._spec} failed: {type(exc).__name__}: {exc}") from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
 
 
 def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any] | None = None,

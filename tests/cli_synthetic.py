@@ -50,7 +50,18 @@ ATTRIBUTES = ("a0", "a1", "a2")
 
 
 def predict_attributes(images: np.ndarray) -> np.ndarray:
-    """``P(class a)`` of the synthetic softmax for a = 0, 1, 2: an attribute API ``(N, 3)``."""
+    """``P(class a)`` of the synthetic softmax for a = 0, 1, 2: an attribute API ``(N, 3)``.
+
+    ``BBDFT_TEST_COUNTER``: file that counts the images seen; ``BBDFT_TEST_FAIL_AFTER``:
+    raise once more than that many images were seen (an API that goes down mid-fit).
+    """
+    counter = os.environ.get("BBDFT_TEST_COUNTER")
+    if counter:
+        limit = os.environ.get("BBDFT_TEST_FAIL_AFTER")
+        if limit and count(counter) + images.shape[0] > int(limit):
+            raise ConnectionError("the attribute API is down")
+        with open(counter, "a", encoding="utf-8") as fh:
+            fh.write(f"{images.shape[0]}\n")
     s = PROBLEM.model.predict(images)
     e = np.exp(s - s.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True))[:, :len(ATTRIBUTES)]

@@ -182,3 +182,24 @@ def test_fit_help_documents_the_new_options(capsys):
     for word in ("--attribute-mode {shared,per_attribute}", "--pairs", "--far",
                  "standin:hog-embedding"):
         assert word in text, word
+
+
+def test_a_failed_per_attribute_fit_is_rerun_without_paying_twice(tmp_path, attr_csv, capsys,
+                                                                   monkeypatch):
+    from cli_synthetic import count
+    out, first, second = str(tmp_path / "run"), str(tmp_path / "c1"), str(tmp_path / "c2")
+    args = ["fit", "--model", ATTR_SPEC, "--data", attr_csv, "--attribute-mode",
+            "per_attribute", "--budget", "3000", "--out", out, "--no-progress"]
+    monkeypatch.setenv("BBDFT_TEST_COUNTER", first)
+    monkeypatch.setenv("BBDFT_TEST_FAIL_AFTER", "1500")
+    assert main(args) == 3
+    paid_first = count(first)
+    assert 0 < paid_first <= 1500
+    monkeypatch.setenv("BBDFT_TEST_COUNTER", second)
+    monkeypatch.delenv("BBDFT_TEST_FAIL_AFTER")
+    assert main([*args, "--force"]) == 0
+    spend = json.load(open(os.path.join(out, "report.json")))["spend"]
+    # the re-run is seeded like the first: every image the first run paid for is answered
+    # by the run folder's query cache, and only the rest reaches the model
+    assert spend["saved"] == paid_first
+    assert count(second) == spend["paid"] == spend["asked"] - paid_first
