@@ -108,3 +108,12 @@ def write_lfw_pairs(root: str, pairs_file: str, n_people: int = 40) -> None:
         lines.append(f"{name}\t1\tPerson_{(p + 1) % n_people:02d}\t2")
     with open(pairs_file, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
+
+
+def error_line(capsys) -> str:
+    """The one line a failed command printed on stderr (data summaries aside); no traceback."""
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("data:")]
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    return lines[0]

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from cli_synthetic import PROBLEM, write_npz
+from cli_synthetic import PROBLEM, error_line, write_npz
 
 from blackbox_dft.cli import main
 from blackbox_dft.data import read_image, write_image
@@ -27,14 +27,6 @@ def data(tmp_path):
 def _fit(data: str, out: str, *extra: str) -> int:
     return main(["fit", "--model", SPEC, "--data", data, "--out", out, "--scores", "logits",
                  "--budget", "1200", "--no-progress", *extra])
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("data:")]
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_fit_writes_a_complete_run_folder(tmp_path, data, capsys):
@@ -77,7 +69,7 @@ def test_evaluate_apply_info_and_resume_of_a_finished_run(tmp_path, data, capsys
     assert sorted(os.listdir(dst)) == ["a.png", "b.png"]
     capsys.readouterr()
     assert main(["apply", "--run", out, "--input", str(src), "--output", str(dst)]) == 2
-    assert "--force" in _error_line(capsys)
+    assert "--force" in error_line(capsys)
     assert main(["info", out]) == 0
     assert "fit done" in capsys.readouterr().out
     assert main(["resume", out]) == 0
@@ -102,7 +94,7 @@ def test_config_file_json_and_toml_flags_override(tmp_path, data, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({**cfg, "epsilom": 3}))
     capsys.readouterr()
     assert main(["fit", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "c")]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "'epsilom'" in line and "valid keys" in line and "epsilon" in line
     assert not os.path.exists(tmp_path / "c")
 
@@ -126,7 +118,7 @@ def test_force_restarts_but_keeps_the_cache(tmp_path, data, capsys):
     first = read_npz_json(os.path.join(out, "delta.npz"))[0]["delta"]
     capsys.readouterr()
     assert _fit(data, out) == 2
-    assert "resume" in _error_line(capsys)
+    assert "resume" in error_line(capsys)
     assert _fit(data, out, "--force") == 0
     assert np.array_equal(read_npz_json(os.path.join(out, "delta.npz"))[0]["delta"], first)
     spend = json.load(open(os.path.join(out, "report.json")))["spend"]
@@ -185,7 +177,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, data, capsys, case, monkeypa
         argv = base + ["--data", data, "--model-option", "api_key=hunter2"]
         expect = "secret"
     assert main(argv) == 2
-    assert expect in _error_line(capsys)
+    assert expect in error_line(capsys)
     if case != "incompatible_run":
         assert not os.path.exists(out)  # bad input leaves no run folder behind
 
@@ -279,7 +271,7 @@ def test_energy_penalty_flag_reaches_the_tuner_and_bad_values_exit_2(tmp_path, d
     capsys.readouterr()
     assert main(["fit", "--model", SPEC, "--data", data, "--scores", "logits", "--budget", "600",
                  "--energy-penalty", "-1", "--out", str(tmp_path / "f"), "--no-progress"]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "energy_penalty" in line and "-1" in line
 
 

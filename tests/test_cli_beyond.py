@@ -9,7 +9,13 @@ import os
 
 import numpy as np
 import pytest
-from cli_synthetic import ATTRIBUTES, write_attribute_csv, write_lfw_pairs, write_npz
+from cli_synthetic import (
+    ATTRIBUTES,
+    error_line,
+    write_attribute_csv,
+    write_lfw_pairs,
+    write_npz,
+)
 
 from blackbox_dft.cli import main
 from blackbox_dft.multiattr import MultiAttributeTuner
@@ -17,14 +23,6 @@ from blackbox_dft.state import read_npz_json
 from blackbox_dft.verification import VerificationTuner
 
 ATTR_SPEC = "python:cli_synthetic:predict_attributes"
-
-
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("data:")]
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +88,7 @@ def test_per_attribute_run_with_evaluate_info_apply_resume(tmp_path, attr_csv, c
     assert "per_attribute" in printed and "fit done" in printed and "saved by sharing" in printed
     assert main(["apply", "--run", out, "--input", os.path.dirname(attr_csv),
                  "--output", str(tmp_path / "o")]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "apply" in line and "per attribute" in line
     assert not os.path.exists(tmp_path / "o")
     assert main(["resume", out]) == 0
@@ -133,7 +131,7 @@ def test_verification_fit_writes_report_with_tar(tmp_path, lfw, capsys):
     assert main(["info", out]) == 0
     assert "TAR at FAR" in capsys.readouterr().out
     assert main(["evaluate", "--run", out, "--data", pairs]) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     assert "evaluate does not handle" in line and "--pairs" in line
     assert main(["apply", "--run", out, "--input", root, "--output", str(tmp_path / "o")]) == 0
     assert len(os.listdir(tmp_path / "o")) == len(os.listdir(root))
@@ -169,7 +167,7 @@ def test_mode_errors_are_one_line_and_exit_2(tmp_path, lfw, case, capsys):
         argv = verify + ["--model", "standin:hog-embedding", "--label-map", "0,1"]
         expect = ["--label-map", "--pairs"]
     assert main(argv) == 2
-    line = _error_line(capsys)
+    line = error_line(capsys)
     for word in expect:
         assert word in line, line
     assert not os.path.exists(out)  # bad input leaves no run folder behind
