@@ -27,7 +27,7 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import read_npz_json, write_npz_json
+from .state import read_result, write_npz_json
 from .tuner import DataFineTuner, decode_params
 
 __all__ = ["MultiAttributeTuner", "MODES"]
@@ -287,9 +287,7 @@ class MultiAttributeTuner:
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Any) -> MultiAttributeTuner:
         """Load a result written by :meth:`save` and attach it to ``model``."""
-        arrays, meta = read_npz_json(path)
-        if meta.get("kind") != "multiattr_result":
-            raise ValueError(f"{os.fspath(path)} is not a saved MultiAttributeTuner result")
+        arrays, meta = read_result(path, "multiattr_result", "MultiAttributeTuner")
         tuner = cls.from_params(model, meta["params"])
         tuner.objective_ = Objective("binary", tuner.scores)
         tuner.attributes_ = [str(a) for a in meta["attributes"]]

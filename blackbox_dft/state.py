@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FitState", "write_npz_json", "read_npz_json", "FORMAT_VERSION"]
+__all__ = ["FitState", "write_npz_json", "read_npz_json", "read_result", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _META_KEY = "__meta_json__"
@@ -61,6 +61,15 @@ def read_npz_json(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], 
             f"{path} has format version {version!r}; this blackbox_dft reads version "
             f"{FORMAT_VERSION}"
         )
+    return arrays, meta
+
+
+def read_result(path: str | os.PathLike[str], kind: str,
+                owner: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a fitted result written by ``owner.save``; ValueError if it is another kind."""
+    arrays, meta = read_npz_json(path)
+    if meta.get("kind") != kind:
+        raise ValueError(f"{os.fspath(path)} is not a saved {owner} result")
     return arrays, meta
 
 

@@ -24,7 +24,7 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, read_npz_json, write_npz_json
+from .state import FitState, read_result, write_npz_json
 
 __all__ = ["DataFineTuner", "NotFittedError"]
 
@@ -330,9 +330,7 @@ class DataFineTuner:
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Any) -> DataFineTuner:
         """Load a result written by :meth:`save` and attach it to ``model``."""
-        arrays, meta = read_npz_json(path)
-        if meta.get("kind") != "result":
-            raise ValueError(f"{os.fspath(path)} is not a saved DataFineTuner result")
+        arrays, meta = read_result(path, "result", "DataFineTuner")
         tuner = cls.from_params(model, meta["params"])
         objective, pert, _ = tuner._components()
         tuner.objective_, tuner.perturbation_ = objective, pert

@@ -30,7 +30,7 @@ from .metrics import ssim
 from .model import QueryCounter, model_name
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import read_npz_json, write_npz_json
+from .state import read_result, write_npz_json
 from .tuner import decode_params
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
@@ -327,9 +327,7 @@ class VerificationTuner:
     @classmethod
     def load(cls, path: str | os.PathLike[str], model: Any) -> VerificationTuner:
         """Load a result written by :meth:`save` and attach it to ``model``."""
-        arrays, meta = read_npz_json(path)
-        if meta.get("kind") != "verification_result":
-            raise ValueError(f"{os.fspath(path)} is not a saved VerificationTuner result")
+        arrays, meta = read_result(path, "verification_result", "VerificationTuner")
         tuner = cls.from_params(model, meta["params"])
         tuner.perturbation_ = perturbation_from_config(meta["perturbation"])
         tuner.image_shape_ = (int(meta["image_shape"][0]), int(meta["image_shape"][1]))
