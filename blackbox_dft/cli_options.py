@@ -94,7 +94,7 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("estimator", None, "gradient estimator", choices=("spsa", "nes", "rd")),
     Option("directions", None, "random directions per step", int),
     Option("per_image", None, "one random direction per image of the minibatch (same queries, "
-           "better estimates; ~4x the library's CPU per query)", flag="bool"),
+           "better estimates; ~3.5x the library's CPU per query)", flag="bool"),
     Option("fd_step", None, "finite-difference step in grey levels", float),
     Option("fd_step_decay", None, "decay exponent of the finite-difference step", float),
     Option("optimizer", None, "optimizer",

@@ -64,10 +64,18 @@ def resize_delta(delta: np.ndarray, height: int, width: int) -> np.ndarray:
     return out.reshape(height, width, 3)
 
 
-def _up_down(deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rounded deltas split into uint8 magnitudes to add and to subtract."""
+def split_rounded(deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rounded deltas (any shape) split into uint8 magnitudes to add and to subtract."""
     q = np.rint(np.asarray(deltas, dtype=np.float32))
     return np.clip(q, 0, 255).astype(np.uint8), np.clip(-q, 0, 255).astype(np.uint8)
+
+
+def add_saturating(image: np.ndarray, up: np.ndarray, down: np.ndarray,
+                   out: np.ndarray) -> None:
+    """``out = clip(image + up - down, 0, 255)`` for one uint8 ``(H, W, 3)`` image, with
+    OpenCV's saturating add then subtract (exact: ``up`` and ``down`` never both > 0)."""
+    cv2.add(image, up, dst=out)
+    cv2.subtract(out, down, dst=out)
 
 
 def apply_deltas(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
@@ -81,12 +89,11 @@ def apply_deltas(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     main cost per query.
     """
     images = np.ascontiguousarray(images)
-    up, down = _up_down(deltas)
+    up, down = split_rounded(deltas)
     out = np.empty((up.shape[0], *images.shape), dtype=np.uint8)
     for m in range(up.shape[0]):
         for n in range(images.shape[0]):
-            cv2.add(images[n], up[m], dst=out[m, n])
-            cv2.subtract(out[m, n], down[m], dst=out[m, n])
+            add_saturating(images[n], up[m], down[m], out[m, n])
     return out.reshape(-1, *images.shape[1:])
 
 
@@ -97,11 +104,10 @@ def apply_paired(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     per-image probes of an estimator with one direction per image).
     """
     images = np.ascontiguousarray(images)
-    up, down = _up_down(deltas)
+    up, down = split_rounded(deltas)
     out = np.empty_like(images)
     for n in range(images.shape[0]):
-        cv2.add(images[n], up[n], dst=out[n])
-        cv2.subtract(out[n], down[n], dst=out[n])
+        add_saturating(images[n], up[n], down[n], out[n])
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .images import apply_paired
+from .images import add_saturating, apply_paired, split_rounded
 
 __all__ = ["Perturbation", "FullResolution", "LowResolution", "perturbation_from_config"]
 
@@ -118,14 +118,13 @@ class LowResolution(Perturbation):
         # commute with it: round on the small grid, upsample uint8 magnitudes, and add them
         # with OpenCV's saturating arithmetic (the same result, a fraction of the work).
         h, w = int(images.shape[1]), int(images.shape[2])
-        q = np.rint(np.clip(np.asarray(zs, dtype=np.float32), -epsilon, epsilon))
-        up = np.clip(q, 0, 255).astype(np.uint8)
-        down = np.clip(-q, 0, 255).astype(np.uint8)
+        images = np.ascontiguousarray(images)
+        up, down = split_rounded(np.clip(np.asarray(zs, dtype=np.float32), -epsilon, epsilon))
         out = np.empty_like(images)
         for i in range(images.shape[0]):
             u = cv2.resize(up[i], (w, h), interpolation=cv2.INTER_NEAREST).reshape(h, w, 3)
             d = cv2.resize(down[i], (w, h), interpolation=cv2.INTER_NEAREST).reshape(h, w, 3)
-            out[i] = cv2.subtract(cv2.add(images[i], u), d)
+            add_saturating(images[i], u, d, out[i])
         return out
 
     def get_config(self) -> dict[str, Any]:

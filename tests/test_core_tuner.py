@@ -252,3 +252,14 @@ def test_per_image_estimator_round_trips_and_is_refused_where_unsupported(proble
     with pytest.raises(ValueError, match="per_image=False"):
         MultiAttributeTuner(problem.model, estimator=est, query_budget=500).fit(
             problem.train[0], np.eye(2, dtype=int)[problem.train[1] % 2])
+
+
+@pytest.mark.parametrize("pert", [LowResolution((5, 4), interpolation="nearest"),
+                                  LowResolution((5, 4)), FullResolution()], ids=repr)
+def test_perturb_paired_is_exactly_clip_of_image_plus_rounded_delta(pert):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(8, 40, 30, 3), dtype=np.uint8)
+    zs = rng.uniform(-9.0, 9.0, size=(8, *pert.latent_shape((40, 30))))
+    zs[0, 0, 0, 0], zs[1, 0, 0, 0] = 2.5, -0.5  # rounding ties
+    want = np.clip(x + np.rint(pert.to_deltas(zs, (40, 30), 8.0)), 0, 255).astype(np.uint8)
+    assert np.array_equal(pert.perturb_paired(x, zs, 8.0), want)
