@@ -21,6 +21,9 @@ class BaseModel:
     """
 
     name: str = "model"
+    #: what a row of ``predict`` is: "scores" (class scores), "labels" (one-hot decisions),
+    #: "ordinal" (likelihood levels) or "embedding" (a feature vector per image).
+    output_kind: str = "scores"
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Scores for uint8 RGB images ``(N, H, W, 3)``: float64 ``(N, K)``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -266,9 +267,11 @@ class LiteRTModel(_FileModel):
     """A TFLite file run by LiteRT (``ai_edge_litert``) behind a declared preprocessing.
 
     Same arguments as :class:`DNNModel` (layout defaults to ``"nhwc"``, TFLite's own);
-    output: output tensor name (None: the first output). Integer-quantized input/output
-    tensors are (de)quantized with their ``(scale, zero_point)``. batch=True resizes the
-    input tensor to the batch (checked equal to one-by-one results in the tests).
+    output: output tensor name (None: the first output), or the name of any tensor of the
+    graph (an inner feature map read as an embedding; the interpreter then keeps every
+    intermediate tensor). Integer-quantized input/output tensors are (de)quantized with
+    their ``(scale, zero_point)``. batch=True resizes the input tensor to the batch (checked
+    equal to one-by-one results in the tests).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, input_size: tuple[int, int],
@@ -287,17 +290,24 @@ class LiteRTModel(_FileModel):
                 f"{self.name} needs the LiteRT runtime (package ai-edge-litert): {LITERT_PIP}"
             ) from exc
         self._interp = Interpreter(model_path=self.path, num_threads=num_threads)
-        self._interp.allocate_tensors()
-        self._in = self._interp.get_input_details()[0]
         outs = self._interp.get_output_details()
         if output is None:
             self._out = outs[0]
         else:
             match = [d for d in outs if d["name"] == output]
-            if not match:
-                raise ValueError(f"{self.name}: no output {output!r}; outputs are "
-                                 f"{[d['name'] for d in outs]}")
+            if not match:  # an inner tensor: only readable if the interpreter keeps them all
+                inner = [d for d in self._interp.get_tensor_details() if d["name"] == output]
+                if not inner:
+                    raise ValueError(f"{self.name}: no output or tensor {output!r}; outputs "
+                                     f"are {[d['name'] for d in outs]}")
+                with warnings.catch_warnings():  # "for debugging": it costs memory, not speed
+                    warnings.simplefilter("ignore", UserWarning)
+                    self._interp = Interpreter(model_path=self.path, num_threads=num_threads,
+                                               experimental_preserve_all_tensors=True)
+                match = inner
             self._out = match[0]
+        self._interp.allocate_tensors()
+        self._in = self._interp.get_input_details()[0]
         self.output = self._out["name"]
         shape = tuple(int(s) for s in self._in["shape"])
         want = (*pre.input_size, pre.channels) if layout == "nhwc" else (pre.channels,

@@ -105,8 +105,8 @@ def verification_job(opts: dict[str, Any]) -> Any:
     train, val, test = split_pairs(images, pairs, opts["val_fraction"], opts["test_fraction"],
                                    opts["seed"])
     if val is None:
-        raise ConfigError("--pairs needs validation pairs to choose the threshold: use "
-                          "--val-fraction > 0")
+        raise ConfigError("--pairs needs validation pairs (they choose the threshold, or with "
+                          "--threshold keep the best perturbation): use --val-fraction > 0")
     model = build_model(opts["model"], preset=opts["preset"], options=opts["model_options"],
                         api_key_env=opts["api_key_env"], api_secret_env=opts["api_secret_env"])
     if not _is_embedding(model):

@@ -4,8 +4,9 @@
 spec                            model
 =============================== ==================================================
 ``standin:blazeface``           a stand-in (blazeface, gender, emotion, smiling)
-``standin:hog-embedding``       the HOG + random-projection face-embedding stand-in
-                                (output_kind "embedding": for ``fit --pairs``)
+``standin:emotion-embedding``   face-embedding stand-ins (output_kind "embedding": for
+``standin:hog-embedding``       ``fit --pairs``): a CNN's last feature map; HOG + a
+                                random projection
 ``path/to/net.onnx``            a model file run by cv2.dnn (``dnn:`` prefix optional);
                                 options: input_size, color, mean, scale, layout, ...
 ``litert:path/to/net.tflite``   a TFLite file run by LiteRT

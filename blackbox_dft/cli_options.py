@@ -81,6 +81,8 @@ FIT_OPTIONS: tuple[Option, ...] = (
            "(e.g. standin:hog-embedding); replaces --data"),
     Option("far", None, "face verification: false accept rate of the reported TAR (default "
            "0.1)", float),
+    Option("threshold", None, "face verification: the vendor's fixed match threshold on the "
+           "cosine similarity (default: re-chosen on the validation pairs)", float),
     # objective and optimisation
     Option("task", None, "objective: multiclass, binary or multilabel (default: from the data)",
            choices=("multiclass", "binary", "multilabel")),
@@ -208,7 +210,8 @@ def resolve_options(config: dict[str, Any], flags: dict[str, Any]) -> dict[str, 
 
 # Options each fitting mode ignores: setting one is an error rather than a silent no-op.
 _UNUSED = {
-    "per_attribute": ("task", "label_map", "class_weight", "selection", "lr_schedule", "far"),
+    "per_attribute": ("task", "label_map", "class_weight", "selection", "lr_schedule", "far",
+                      "threshold"),
     "verification": ("task", "scores", "label_map", "class_weight", "selection", "lr_schedule",
                      "classes", "attributes", "limit", "skip_bad"),
 }
@@ -219,8 +222,9 @@ def check_mode_options(opts: dict[str, Any], mode: str) -> None:
     """ConfigError naming the first option that ``mode`` (``per_attribute``,
     ``verification`` or ``classification``) would ignore."""
     if mode == "classification":
-        if opts.get("far") is not None:
-            raise ConfigError("--far is a face-verification option; it needs --pairs")
+        for name in ("far", "threshold"):
+            if opts.get(name) is not None:
+                raise ConfigError(f"--{name} is a face-verification option; it needs --pairs")
         return
     for name in _UNUSED[mode]:
         if opts.get(name) not in (None, _BY_NAME[name].default):
@@ -257,10 +261,15 @@ def multiattr_kwargs(opts: dict[str, Any], budget: int | None,
 
 
 def verification_kwargs(opts: dict[str, Any], budget: int | None) -> dict[str, Any]:
-    """Keyword arguments of :class:`VerificationTuner` (threshold chosen on validation)."""
+    """Keyword arguments of :class:`VerificationTuner` (threshold chosen on validation
+    unless ``--threshold`` fixes it)."""
     kw = _component_kwargs(opts, budget)
-    if opts.get("far") is not None:
-        kw["far"] = opts["far"]
+    t = opts.get("threshold")
+    if t is not None and not -1.0 <= t <= 1.0:
+        raise ConfigError(f"--threshold is a cosine similarity in [-1, 1], got {t:g}")
+    for name in ("far", "threshold"):
+        if opts.get(name) is not None:
+            kw[name] = opts[name]
     return kw
 
 

@@ -70,6 +70,14 @@ def split_rounded(deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(q, 0, 255).astype(np.uint8), np.clip(-q, 0, 255).astype(np.uint8)
 
 
+def nearest_rows(src: int, dst: int) -> np.ndarray:
+    """Source row of each of ``dst`` rows in cv2's INTER_NEAREST resize from ``src`` rows,
+    int64 ``(dst,)``: read off cv2 itself (a resized column of row numbers), so a row
+    gather with it equals ``cv2.resize`` exactly."""
+    col = np.arange(src, dtype=np.float32).reshape(src, 1)
+    return cv2.resize(col, (1, dst), interpolation=cv2.INTER_NEAREST).ravel().astype(np.int64)
+
+
 def add_saturating(image: np.ndarray, up: np.ndarray, down: np.ndarray,
                    out: np.ndarray) -> None:
     """``out = clip(image + up - down, 0, 255)`` for one uint8 ``(H, W, 3)`` image, with
@@ -97,15 +105,18 @@ def apply_deltas(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     return out.reshape(-1, *images.shape[1:])
 
 
-def apply_paired(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+def apply_paired(images: np.ndarray, deltas: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Image ``i`` under delta ``i``: uint8 ``(N, H, W, 3)``, ``clip(x_i + round(d_i))``.
 
     images: uint8 ``(N, H, W, 3)``; deltas: float ``(N, H, W, 3)`` grey levels (the
-    per-image probes of an estimator with one direction per image).
+    per-image probes of an estimator with one direction per image); out: optional
+    contiguous uint8 ``(N, H, W, 3)`` to write into.
     """
     images = np.ascontiguousarray(images)
     up, down = split_rounded(deltas)
-    out = np.empty_like(images)
+    if out is None:
+        out = np.empty_like(images)
     for n in range(images.shape[0]):
         add_saturating(images[n], up[n], down[n], out[n])
     return out

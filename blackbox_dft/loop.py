@@ -68,9 +68,10 @@ class _Scorer:
 
     def losses_per_image(self, zs: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
         """Loss of image ``b`` under candidate ``zs[m, b]`` for each ``(m, b)``: ``(M, B)``."""
-        m = zs.shape[0]
-        images = np.concatenate([self.pert.perturb_paired(xb, zs[i], self.eps)
-                                 for i in range(m)])
+        m, b = zs.shape[0], xb.shape[0]
+        images = np.empty((m * b, *xb.shape[1:]), dtype=np.uint8)
+        for i in range(m):
+            self.pert.perturb_paired(xb, zs[i], self.eps, out=images[i * b:(i + 1) * b])
         raw = self.counter.predict(images)
         self._probe(raw)
         per_image = self.objective.loss(raw, np.concatenate([yb] * m), self.weights)

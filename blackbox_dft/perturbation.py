@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .images import add_saturating, apply_paired, split_rounded
+from .images import add_saturating, apply_paired, nearest_rows, split_rounded
 
 __all__ = ["Perturbation", "FullResolution", "LowResolution", "perturbation_from_config"]
 
@@ -40,11 +40,12 @@ class Perturbation:
         """Map a stack of latents ``(M, *latent)`` to deltas ``(M, H, W, 3)`` float32."""
         return np.stack([self.to_delta(z, image_shape, epsilon) for z in zs])
 
-    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float) -> np.ndarray:
+    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float,
+                       out: np.ndarray | None = None) -> np.ndarray:
         """Image ``i`` under latent ``zs[i]``: uint8 ``(N, H, W, 3)`` from ``(N, *latent)``,
-        exactly ``clip(x_i + round(delta(z_i)), 0, 255)``."""
+        exactly ``clip(x_i + round(delta(z_i)), 0, 255)``; written into ``out`` if given."""
         h, w = int(images.shape[1]), int(images.shape[2])
-        return apply_paired(images, self.to_deltas(zs, (h, w), epsilon))
+        return apply_paired(images, self.to_deltas(zs, (h, w), epsilon), out)
 
     def project(self, z: np.ndarray, epsilon: float) -> np.ndarray:
         """Clip the latent into the feasible box ``[-epsilon, epsilon]``."""
@@ -111,19 +112,26 @@ class LowResolution(Perturbation):
         d = cv2.resize(z, (w, h), interpolation=_INTERPOLATIONS[self.interpolation])
         return np.clip(d.reshape(h, w, 3), -epsilon, epsilon)
 
-    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float) -> np.ndarray:
+    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float,
+                       out: np.ndarray | None = None) -> np.ndarray:
         if self.interpolation != "nearest":
-            return super().perturb_paired(images, zs, epsilon)
+            return super().perturb_paired(images, zs, epsilon, out)
         # Nearest-neighbour upsampling only replicates values, so rounding and clipping
         # commute with it: round on the small grid, upsample uint8 magnitudes, and add them
         # with OpenCV's saturating arithmetic (the same result, a fraction of the work).
+        # Upsampling is split: cv2 widens the few latent rows, then np.repeat fills the
+        # height with the row counts of cv2's INTER_NEAREST map (monotone, so exact); about
+        # 4x cheaper than one full-size resize at 224x224.
         h, w = int(images.shape[1]), int(images.shape[2])
         images = np.ascontiguousarray(images)
         up, down = split_rounded(np.clip(np.asarray(zs, dtype=np.float32), -epsilon, epsilon))
-        out = np.empty_like(images)
+        lh = up.shape[1]
+        counts = np.bincount(nearest_rows(lh, h), minlength=lh)
+        if out is None:
+            out = np.empty_like(images)
         for i in range(images.shape[0]):
-            u = cv2.resize(up[i], (w, h), interpolation=cv2.INTER_NEAREST).reshape(h, w, 3)
-            d = cv2.resize(down[i], (w, h), interpolation=cv2.INTER_NEAREST).reshape(h, w, 3)
+            u, d = (np.repeat(cv2.resize(a[i], (w, lh), interpolation=cv2.INTER_NEAREST)
+                              .reshape(lh, w, 3), counts, axis=0) for a in (up, down))
             add_saturating(images[i], u, d, out[i])
         return out
 

@@ -120,8 +120,13 @@ class VerificationTuner:
 
     model: ``predict(uint8 (N, H, W, 3)) -> (N, D)`` embeddings. threshold: ``None`` (the
     accuracy-maximising threshold on the validation pairs, re-chosen at every validation)
-    or a fixed float (e.g. the vendor's). sharpness: ``k`` of the softplus loss (per unit of
-    cosine). far: the false accept rate of the TAR metric. batch_size: pairs per minibatch.
+    or a fixed float (e.g. the vendor's: the API answers "match" above it). loss:
+    ``"dprime"`` (separation of same / different similarities in pooled standard
+    deviations: what a re-chosen threshold rewards), ``"margin"`` (softplus of the signed
+    distance to the threshold: what a fixed threshold rewards) or ``"auto"`` (dprime with
+    threshold=None, margin with a fixed one). sharpness: ``k`` of the softplus loss (per
+    unit of cosine). far: the false accept rate of the TAR metric. batch_size: pairs per
+    minibatch.
     Other arguments as in :class:`~blackbox_dft.tuner.DataFineTuner`; query_budget counts
     every image sent during ``fit`` (validation included).
     """
@@ -130,7 +135,7 @@ class VerificationTuner:
                  perturbation: Perturbation | None = None, estimator: Estimator | None = None,
                  optimizer: str | Optimizer = "adam", learning_rate: float | None = None,
                  batch_size: int = 32, query_budget: int = 10_000,
-                 threshold: float | None = None, loss: str = "dprime",
+                 threshold: float | None = None, loss: str = "auto",
                  sharpness: float = 20.0, far: float = 0.1,
                  validation_every: int = 10, seed: int | None = 0) -> None:
         self.model, self.epsilon, self.perturbation = model, epsilon, perturbation
@@ -160,9 +165,14 @@ class VerificationTuner:
         emb = emb.reshape(deltas.shape[0], used.size, -1)
         return np.stack([cosine_similarities(e, local) for e in emb])
 
+    def _loss_name(self) -> str:
+        if self.loss == "auto":
+            return "dprime" if self.threshold is None else "margin"
+        return str(self.loss)
+
     def _loss(self, sims: np.ndarray, same: np.ndarray, t: float) -> np.ndarray:
         """Loss per candidate: sims ``(..., P)``, same ``(P,)``, threshold t -> ``(...)``."""
-        if self.loss == "dprime":
+        if self._loss_name() == "dprime":
             pos, neg = sims[..., same == 1], sims[..., same == 0]
             spread = np.sqrt((pos.var(axis=-1) + neg.var(axis=-1)) / 2.0 + 1e-6)
             return -(pos.mean(axis=-1) - neg.mean(axis=-1)) / spread
@@ -177,8 +187,13 @@ class VerificationTuner:
         optional ``(images, pairs)``: picks the best delta and (threshold=None) the threshold.
         """
         self._check_model()
-        if self.loss not in ("dprime", "margin"):
-            raise ValueError(f"loss must be 'dprime' or 'margin', got {self.loss!r}")
+        if self.loss not in ("auto", "dprime", "margin"):
+            raise ValueError(f"loss must be 'auto', 'dprime' or 'margin', got {self.loss!r}")
+        if self.threshold is not None and not (
+                isinstance(self.threshold, (int, float, np.floating, np.integer))
+                and np.isfinite(self.threshold) and -1.0 <= float(self.threshold) <= 1.0):
+            raise ValueError(f"threshold must be None or a cosine similarity in [-1, 1], "
+                             f"got {self.threshold!r}")
         x = check_images(images)
         p = check_pairs(pairs, x.shape[0])
         val = None

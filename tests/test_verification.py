@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import cv2
@@ -107,10 +108,27 @@ def test_verification_tuner_improves_held_out_pairs() -> None:
     assert np.array_equal(again.delta_, tuner.delta_)
 
 
-def test_threshold_needed() -> None:
+def test_threshold_needed_and_checked() -> None:
     model, train, _, _ = _linear_embedding_problem()
     with pytest.raises(ValueError, match="threshold"):
         VerificationTuner(model).fit(*train)
+    for bad in (1.5, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match=r"threshold must be .* \[-1, 1\], got"):
+            VerificationTuner(model, threshold=bad).fit(*train)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'auto', 'dprime' or 'margin', got 'hinge'"):
+        VerificationTuner(model, threshold=0.5, loss="hinge").fit(*train)
+
+
+def test_fixed_threshold_fits_the_margin_loss_and_keeps_the_threshold() -> None:
+    model, train, val, test = _linear_embedding_problem()
+    kw = {"threshold": 0.2, "query_budget": 1_500, "seed": 3}
+    auto = VerificationTuner(model, **kw).fit(*train, validation=val)
+    margin = VerificationTuner(model, loss="margin", **kw).fit(*train, validation=val)
+    dprime = VerificationTuner(model, loss="dprime", **kw).fit(*train, validation=val)
+    assert np.array_equal(auto.delta_, margin.delta_)
+    assert not np.array_equal(auto.delta_, dprime.delta_)
+    ev = auto.evaluate(*test)
+    assert ev["threshold_before"] == ev["threshold_after"] == 0.2
 
 
 def test_lfw_pairs_file_is_read_and_missing_images_named(tmp_path: Any) -> None:
@@ -130,3 +148,26 @@ def test_lfw_pairs_file_is_read_and_missing_images_named(tmp_path: Any) -> None:
     pairs_txt.write_text("Ann_A\t1\n")
     with pytest.raises(ValueError, match="pairs.txt:1"):
         load_lfw_pairs(str(pairs_txt), str(root))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fer") is None
+                    or importlib.util.find_spec("ai_edge_litert") is None,
+                    reason="fer or ai-edge-litert absent")
+def test_vendor_threshold_fit_on_the_cnn_stand_in_raises_held_out_accuracy() -> None:
+    """End to end on a real network: blur lifts every similarity over the vendor's fixed
+    threshold (different faces match); the fitted perturbation pulls them back."""
+    from adapters.standins import emotion_embedding
+    from blackbox_dft import FullResolution
+    from blackbox_dft.verification import cosine_similarities
+
+    model = emotion_embedding()
+    task = verification_task(shift="blur:sigma=1", seed=0, model=model)
+    xc, pc = verification_task(shift=None, seed=0, model=model).train
+    vendor = best_threshold(cosine_similarities(model.predict(xc), pc), pc[:, 2])
+    tuner = VerificationTuner(model, threshold=vendor, perturbation=FullResolution(),
+                              query_budget=6_000, seed=0)
+    ev = tuner.fit(*task.train, validation=task.val).evaluate(*task.test)
+    assert tuner.queries_ <= 6_000
+    assert ev["accuracy_after"] >= ev["accuracy_before"] + 0.05, ev
+    assert ev["threshold_after"] == vendor
+    assert np.abs(tuner.delta_).max() <= 8.0 + 1e-6
