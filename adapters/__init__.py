@@ -5,7 +5,7 @@ Adapters import ``blackbox_dft``; ``blackbox_dft`` never imports adapters
 model file and no optional runtime.
 """
 
-from .base import BaseModel, CallableModel
+from .base import BaseModel, CallableModel, CallablePairModel
 from .dnn import DNNModel, LiteRTModel, Preprocess
 from .errors import (
     AuthenticationError,
@@ -31,7 +31,7 @@ from .tasks import TASKS, Task, face_task, load_task, smiling_task
 from .vendors import PRESETS, make_preset
 
 __all__ = [
-    "BaseModel", "CallableModel",
+    "BaseModel", "CallableModel", "CallablePairModel",
     "DNNModel", "LiteRTModel", "Preprocess",
     "STANDINS", "EMOTION_LABELS", "load_standin", "blazeface", "gender", "emotion", "smiling",
     "Task", "TASKS", "load_task", "face_task", "smiling_task",

@@ -10,7 +10,7 @@ import numpy as np
 from blackbox_dft.images import check_images
 from blackbox_dft.model import ModelError, check_scores
 
-__all__ = ["BaseModel", "CallableModel"]
+__all__ = ["BaseModel", "CallableModel", "CallablePairModel"]
 
 
 class BaseModel:
@@ -60,3 +60,37 @@ class CallableModel(BaseModel):
                 f"expected n_outputs={self.n_outputs}"
             )
         return scores
+
+
+class CallablePairModel:
+    """Wrap ``fn(images_a, images_b) -> similarities (P,)`` (a face-compare call) as a pair
+    model for :class:`~blackbox_dft.verification.VerificationTuner`.
+
+    fn gets two uint8 RGB ``(P, H, W, 3)`` stacks, image ``i`` of each forming pair ``i``,
+    and returns one similarity per pair (any scale: a cosine, a vendor's 0-100 confidence;
+    the threshold is in the same units). ``output_kind = "similarity"``.
+    """
+
+    output_kind = "similarity"
+
+    def __init__(self, fn: Callable[[np.ndarray, np.ndarray], Any],
+                 name: str | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = str(name or getattr(fn, "__name__", type(fn).__name__))
+
+    def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+        """Similarities float64 ``(P,)`` of pairs ``(images_a[i], images_b[i])``."""
+        a, b = check_images(images_a, "images_a"), check_images(images_b, "images_b")
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(f"images_a and images_b must hold the same number of images "
+                             f"(one per pair), got {a.shape[0]} and {b.shape[0]}")
+        sims = check_scores(self.fn(a, b), a.shape[0], self)
+        if sims.shape[1] != 1:
+            raise ModelError(f"{self.name} must return one similarity per pair, got shape "
+                             f"{sims.shape}")
+        return sims[:, 0]
+
+    def __repr__(self) -> str:
+        return f"CallablePairModel(name={self.name!r})"

@@ -70,6 +70,9 @@ def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> di
 
     m: dict[str, Method] = {
         "default": ("ours", "ours", {}, False, top),
+        "shared SPSA b32 (old default)": ("ours", "ours", {
+            "estimator": ["SPSA", {"directions": 1, "step": 2.0}], "batch_size": 32,
+            "latent": "16x16-nearest"}, False, top),
         "SPSA+Adam 8x8": ("ours", "ours", ours("SPSA", "adam"), False, top),
         "old default (Adam lr eps/8)": ("ours", "ours", {**ours("SPSA", "adam"),
                                                          "learning_rate": 1.0}, False, mid),

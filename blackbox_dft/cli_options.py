@@ -95,8 +95,9 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("perturbation", None, "latent grid HxW (e.g. 8x8, optionally :cubic) or 'full'"),
     Option("estimator", None, "gradient estimator", choices=("spsa", "nes", "rd")),
     Option("directions", None, "random directions per step", int),
-    Option("per_image", None, "one random direction per image of the minibatch (same queries, "
-           "better estimates; ~3.5x the library's CPU per query)", flag="bool"),
+    Option("per_image", None, "one random direction per image of the minibatch (the default "
+           "of classification fits; --no-per-image: one direction shared by the minibatch)",
+           flag="bool"),
     Option("fd_step", None, "finite-difference step in grey levels", float),
     Option("fd_step_decay", None, "decay exponent of the finite-difference step", float),
     Option("optimizer", None, "optimizer",
@@ -236,16 +237,18 @@ def check_mode_options(opts: dict[str, Any], mode: str) -> None:
 
 def _component_kwargs(opts: dict[str, Any], budget: int | None,
                       keys: tuple[str, ...] = ("epsilon", "batch_size", "validation_every",
-                                               "optimizer", "learning_rate")) -> dict[str, Any]:
+                                               "optimizer", "learning_rate"),
+                      per_image_default: bool = False) -> dict[str, Any]:
     """Arguments every tuner takes: the options in ``keys`` that were given, the seed, the
-    budget, the perturbation and the estimator (library defaults kept otherwise)."""
+    budget, the perturbation and the estimator (library defaults kept otherwise; an
+    estimator option given without ``--per-image`` keeps the tuner's per-image default)."""
     kw: dict[str, Any] = {k: opts[k] for k in keys if opts.get(k) is not None}
     kw["seed"] = opts["seed"]
     if budget is not None:
         kw["query_budget"] = budget
     if opts.get("perturbation") is not None:
         kw["perturbation"] = _perturbation(opts["perturbation"])
-    est = _estimator(opts)
+    est = _estimator(opts, per_image_default)
     if est is not None:
         kw["estimator"] = est
     return kw
@@ -273,12 +276,13 @@ def verification_kwargs(opts: dict[str, Any], budget: int | None) -> dict[str, A
     return kw
 
 
-def _estimator(opts: dict[str, Any]) -> Any:
+def _estimator(opts: dict[str, Any], per_image_default: bool = False) -> Any:
     est_args = {k: opts[o] for k, o in (("directions", "directions"), ("step", "fd_step"),
                                         ("step_decay", "fd_step_decay"),
                                         ("per_image", "per_image")) if opts.get(o) is not None}
     if opts.get("estimator") is None and not est_args:
         return None
+    est_args.setdefault("per_image", per_image_default)
     cls = {"spsa": SPSA, "nes": NES, "rd": RandomDirections}[opts.get("estimator") or "spsa"]
     return cls(**est_args)
 
@@ -296,7 +300,7 @@ def _perturbation(text: str) -> Any:
 
 def tuner_kwargs(opts: dict[str, Any], budget: int | None, multilabel: bool) -> dict[str, Any]:
     """Keyword arguments of :class:`DataFineTuner` from resolved options (library defaults kept)."""
-    kw = _component_kwargs(opts, budget, _TUNER_KEYS)
+    kw = _component_kwargs(opts, budget, _TUNER_KEYS, per_image_default=True)
     kw["task"] = opts["task"] or ("multilabel" if multilabel else "multiclass")
     kw["progress"] = False
     if opts.get("label_map") is not None:

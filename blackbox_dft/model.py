@@ -87,7 +87,8 @@ class QueryCounter:
     """
 
     def __init__(self, model: Any, budget: int | None = None, queries: int = 0) -> None:
-        if not hasattr(model, "predict") or not callable(model.predict):
+        if not callable(getattr(model, "predict", None)) and \
+                not callable(getattr(model, "compare", None)):
             raise TypeError(
                 f"model must have a predict(images) -> scores method, got {type(model).__name__}"
             )
@@ -114,6 +115,22 @@ class QueryCounter:
         self.queries += n
         scores = self.model.predict(images)
         return check_scores(scores, n, self.model)
+
+    def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+        """Similarities float64 ``(P,)`` of ``P`` image pairs from a pair model (one whose
+        ``compare(a, b)`` answers a face-compare call); counts ``2 P`` images."""
+        n = 2 * images_a.shape[0]
+        if n > self.remaining:
+            raise BudgetExhausted(
+                f"sending {n} images ({n // 2} pairs) would exceed the query budget "
+                f"({self.queries} used of {self.budget})"
+            )
+        self.queries += n
+        sims = check_scores(self.model.compare(images_a, images_b), n // 2, self.model)
+        if sims.shape[1] != 1:
+            raise ModelError(f"{self.name}.compare must return one similarity per pair, got "
+                             f"{sims.shape[1]} values per pair")
+        return sims[:, 0]
 
     def __repr__(self) -> str:
         return f"QueryCounter({self.name}, queries={self.queries}, budget={self.budget})"

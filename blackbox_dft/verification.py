@@ -5,10 +5,13 @@ The model returns an embedding per image, ``predict(uint8 (N, H, W, 3)) -> (N, D
 least a threshold ``t``. The perturbation is applied to BOTH images of a pair. The loss
 per pair is a softplus on the signed margin, ``softplus(k (t - s) y') / k`` with
 ``y' = +1`` for same pairs and ``-1`` for different ones (``k``: ``sharpness``)
-(``loss="margin"``), or, threshold-free (the default, ``loss="dprime"``), minus the
-separation ``d' = (mean s_same - mean s_diff) / sqrt((var s_same + var s_diff) / 2)`` of
-the minibatch: a shared delta can raise every similarity at once (add a common vector to
-every embedding), which the margin loss partly rewards and d' does not.
+(``loss="margin"``, the default with a fixed threshold such as a vendor's), or,
+threshold-free (the default when the threshold is re-chosen on validation,
+``loss="dprime"``), minus the separation
+``d' = (mean s_same - mean s_diff) / sqrt((var s_same + var s_diff) / 2)`` of the
+minibatch: a shared delta can raise or lower every similarity at once (add a common vector
+to every embedding), which moves pairs across a fixed threshold (the margin loss rewards
+it) but not the separation a re-chosen threshold sees (d' does not reward it).
 Pairs are int arrays ``(P, 3)``: ``(index a, index b, same in {0, 1})`` into an image
 array. A minibatch of pairs sends each distinct image once per candidate.
 
@@ -118,7 +121,10 @@ def _check_embedding(emb: np.ndarray, who: str) -> None:
 class VerificationTuner:
     """Fit one perturbation ``delta`` (``|delta| <= epsilon``) applied to both images of a pair.
 
-    model: ``predict(uint8 (N, H, W, 3)) -> (N, D)`` embeddings. threshold: ``None`` (the
+    model: ``predict(uint8 (N, H, W, 3)) -> (N, D)`` embeddings, or a pair model with
+    ``output_kind = "similarity"`` and ``compare(a, b) -> (P,)`` similarities for uint8
+    ``(P, H, W, 3)`` image pairs (a face-compare API; every pair sends 2 images, counted as
+    2 queries, against one per distinct image for embeddings). threshold: ``None`` (the
     accuracy-maximising threshold on the validation pairs, re-chosen at every validation)
     or a fixed float (e.g. the vendor's: the API answers "match" above it). loss:
     ``"dprime"`` (separation of same / different similarities in pooled standard
@@ -152,12 +158,31 @@ class VerificationTuner:
                 f"{model_name(self.model)} returns class decisions (output_kind={kind!r}), not "
                 "embeddings; tune it with DataFineTuner(task='binary'/'multiclass', "
                 "scores='labels')")
-        if not hasattr(self.model, "predict"):
-            raise TypeError(f"model must have a predict method, got {type(self.model).__name__}")
+        if self._pairwise():
+            if not callable(getattr(self.model, "compare", None)):
+                raise TypeError(f"{model_name(self.model)} declares output_kind='similarity' "
+                                "but has no compare(images_a, images_b) method")
+        elif not hasattr(self.model, "predict"):
+            raise TypeError(f"model must have a predict method (embeddings) or a compare "
+                            f"method (pair similarities), got {type(self.model).__name__}")
+
+    def _pairwise(self) -> bool:
+        """True for a pair model: ``compare(a, b) -> (P,)`` similarities, as face-compare
+        APIs answer; False for an embedding model."""
+        return getattr(self.model, "output_kind", None) == "similarity"
+
+    def _cost(self, pairs: np.ndarray) -> int:
+        """Images one evaluation of ``pairs`` sends: each distinct image once (embeddings)
+        or both images of every pair (pair model)."""
+        return 2 * len(pairs) if self._pairwise() else int(np.unique(pairs[:, :2]).size)
 
     def _sims(self, counter: QueryCounter, x: np.ndarray, pairs: np.ndarray,
               deltas: np.ndarray) -> np.ndarray:
         """Similarities ``(M, P)`` of pairs over images ``x`` under each delta ``(M, H, W, 3)``."""
+        if self._pairwise():
+            a, b = x[pairs[:, 0]], x[pairs[:, 1]]
+            return np.stack([counter.compare(apply_deltas(a, d[None]), apply_deltas(b, d[None]))
+                             for d in deltas])
         used, inv = np.unique(pairs[:, :2], return_inverse=True)
         local = inv.reshape(-1, 2)
         emb = counter.predict(apply_deltas(x[used], deltas))
@@ -211,8 +236,9 @@ class VerificationTuner:
                              f"got {est!r}; one direction per image is for DataFineTuner")
         hw = (int(x.shape[1]), int(x.shape[2]))
         b = min(int(self.batch_size), p.shape[0])
-        val_cost = 0 if val is None else int(np.unique(val[1][:, :2]).size)
-        worst_step = est.candidates_per_step * min(2 * b, x.shape[0])
+        val_cost = 0 if val is None else self._cost(val[1])
+        worst_step = est.candidates_per_step * (2 * b if self._pairwise()
+                                                else min(2 * b, x.shape[0]))
         if self.query_budget < worst_step + 2 * val_cost:
             raise ValueError(f"query_budget={self.query_budget} is smaller than one step and "
                              f"two validations ({worst_step + 2 * val_cost} images)")

@@ -171,3 +171,50 @@ def test_vendor_threshold_fit_on_the_cnn_stand_in_raises_held_out_accuracy() -> 
     assert ev["accuracy_after"] >= ev["accuracy_before"] + 0.05, ev
     assert ev["threshold_after"] == vendor
     assert np.abs(tuner.delta_).max() <= 8.0 + 1e-6
+
+
+def _as_pair_model(model: CallableModel) -> Any:
+    from adapters import CallablePairModel
+
+    def compare(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a face-compare call
+        ea, eb = model.predict(a), model.predict(b)
+        return np.sum(ea * eb, axis=1) / np.linalg.norm(ea, axis=1) / np.linalg.norm(eb, axis=1)
+    return CallablePairModel(compare, name="compare")
+
+
+def test_pair_model_sees_the_same_similarities_and_pays_two_images_per_pair() -> None:
+    from blackbox_dft.model import QueryCounter
+    model, train, val, test = _linear_embedding_problem()
+    pm = _as_pair_model(model)
+    x, p = test
+    d = np.random.default_rng(0).uniform(-8, 8, size=(2, *x.shape[1:])).astype(np.float32)
+    emb_counter, pair_counter = QueryCounter(model), QueryCounter(pm)
+    by_emb = VerificationTuner(model)._sims(emb_counter, x, p, d)
+    by_pair = VerificationTuner(pm)._sims(pair_counter, x, p, d)
+    np.testing.assert_allclose(by_pair, by_emb, atol=1e-12)
+    assert pair_counter.queries == 2 * 2 * len(p)  # 2 deltas x 2 images per pair
+    assert emb_counter.queries == 2 * len(np.unique(p[:, :2]))
+    tuner = VerificationTuner(pm, query_budget=8_000, seed=0).fit(*train, validation=val)
+    ev = tuner.evaluate(*test)
+    assert tuner.queries_ <= 8_000
+    assert ev["auc_after"] > ev["auc_before"] + 0.01, ev
+
+
+def test_pair_model_errors_are_named() -> None:
+    from adapters import CallablePairModel
+    from blackbox_dft.model import ModelError
+    model, train, val, _ = _linear_embedding_problem()
+    two = CallablePairModel(lambda a, b: np.zeros((len(a), 2)), name="two-columns")
+    with pytest.raises(ModelError, match="two-columns must return one similarity per pair"):
+        VerificationTuner(two, threshold=0.5, query_budget=2_000).fit(*train)
+    with pytest.raises(ValueError, match="same number of images"):
+        _as_pair_model(model).compare(train[0][:3], train[0][:2])
+
+    class NoCompare:
+        output_kind = "similarity"
+        name = "no-compare"
+
+        def predict(self, images: np.ndarray) -> np.ndarray:
+            return np.zeros((len(images), 2))
+    with pytest.raises(TypeError, match="no compare"):
+        VerificationTuner(NoCompare(), threshold=0.5).fit(*train)
