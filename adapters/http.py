@@ -37,6 +37,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from blackbox_dft.images import check_images, side_by_side
+
 from .base import BaseModel
 from .errors import (
     AuthenticationError,
@@ -85,7 +87,7 @@ class _RateLimiter:
             time.sleep(start - now)
 
 
-OUTPUT_KINDS = ("scores", "labels", "ordinal", "embedding")
+OUTPUT_KINDS = ("scores", "labels", "ordinal", "embedding", "similarity")
 
 
 class _Aborted(Exception):
@@ -110,8 +112,10 @@ class HTTPModel(BaseModel):
     output_kind: what the endpoint returns: ``"scores"`` (default), ``"labels"`` (a
     decision per image, e.g. ``scores_path="results.*.label"`` with ``labels=[...]``: each
     label string, or a boolean for two classes, becomes a one-hot row; fit it with
-    ``scores="labels"``), ``"ordinal"`` (coarse likelihood levels) or ``"embedding"``.
-    The tuners refuse a loss that does not fit the declared kind.
+    ``scores="labels"``), ``"ordinal"`` (coarse likelihood levels), ``"embedding"`` or
+    ``"similarity"`` (a face-compare API: use :meth:`compare`; default for presets that
+    declare it, e.g. ``facepp_compare``). The tuners refuse a loss that does not fit the
+    declared kind.
     """
 
     def __init__(self, url: str, *, preset: str | Preset = "json",
@@ -121,14 +125,14 @@ class HTTPModel(BaseModel):
                  backoff: float = 0.5, max_backoff: float = 30.0, concurrency: int = 4,
                  images_per_request: int | None = None, rate_limit: float | None = None,
                  encoding: str = "png", jpeg_quality: int = 95, name: str | None = None,
-                 output_kind: str = "scores", **preset_options: Any) -> None:
+                 output_kind: str | None = None, **preset_options: Any) -> None:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"url must be an http(s) URL, got {safe_url(str(url))!r}")
         self.url = url
-        if output_kind not in OUTPUT_KINDS:
+        if output_kind is not None and output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {output_kind!r}")
-        self.output_kind = output_kind
         self.preset = make_preset(preset, **preset_options)
+        self.output_kind = output_kind or self.preset.output_kind
         if encoding not in ("png", "jpeg"):
             raise ValueError(f"encoding must be 'png' or 'jpeg', got {encoding!r}")
         if encoding == "jpeg":
@@ -359,6 +363,23 @@ class HTTPModel(BaseModel):
             raise self._error(ResponseFormatError, f"requests answered different numbers of "
                               f"scores per image: {sorted(widths)}", check="the preset options")
         return np.concatenate(parts, axis=0)
+
+    def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+        """Similarities float64 ``(P,)`` of pairs ``(images_a[i], images_b[i])`` from a
+        face-compare endpoint (``output_kind="similarity"``): each pair is sent as one
+        side-by-side image that the preset splits into the vendor's two fields."""
+        if self.output_kind != "similarity":
+            raise TypeError(f"{self.name} answers {self.output_kind!r}, not pair similarities; "
+                            "compare() needs a face-compare preset such as 'facepp_compare'")
+        a, b = check_images(images_a, "images_a"), check_images(images_b, "images_b")
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(f"images_a and images_b must hold the same number of images "
+                             f"(one per pair), got {a.shape[0]} and {b.shape[0]}")
+        sims = self.predict(side_by_side(a, b))
+        if sims.shape[1] != 1:
+            raise self._error(ResponseFormatError, f"expected one similarity per pair, got "
+                              f"{sims.shape[1]} values", check="the preset options")
+        return sims[:, 0]
 
     def reset(self) -> None:
         """Forget a latched error so that the next ``predict`` sends requests again."""

@@ -65,6 +65,9 @@ class Preset:
     default_images_per_request = 32
     secret_env: dict[str, str] = {"api_key": "BLACKBOX_DFT_API_KEY"}
     required_secrets: tuple[str, ...] = ()
+    #: what the answers are, unless HTTPModel's output_kind says otherwise ("similarity":
+    #: a face-compare API, one side-by-side pair per "image", see vendors.side_by_side)
+    output_kind: str = "scores"
 
     def __init__(self, *, labels: Sequence[str] | None = None, auth_header: str = "Authorization",
                  auth_scheme: str = "Bearer") -> None:

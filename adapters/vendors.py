@@ -17,6 +17,8 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from blackbox_dft.images import side_by_side, split_pair
+
 from .errors import ResponseFormatError
 from .presets import (
     JSONPreset,
@@ -28,7 +30,8 @@ from .presets import (
 )
 from .wire import Encoder, b64, decode_image, decode_stack, json_body, unb64
 
-__all__ = ["FacePPPreset", "GoogleVisionPreset", "ClarifaiPreset", "PRESETS", "make_preset"]
+__all__ = ["FacePPPreset", "FacePPComparePreset", "GoogleVisionPreset", "ClarifaiPreset",
+           "PRESETS", "make_preset", "side_by_side", "split_pair", "SideBySide"]
 
 
 class _FacePreset(Preset):
@@ -132,6 +135,111 @@ class FacePPPreset(_FacePreset):
         return {"request_id": token, "time_used": 5, "image_id": token, "face_num": 1,
                 "faces": [{"face_token": token, "attributes": attrs,
                            "face_rectangle": {"top": 0, "left": 0, "width": 1, "height": 1}}]}
+
+    def server_auth_ok(self, headers: Mapping[str, str], body: bytes, expected: str) -> bool:
+        form = parse_qs(body.decode("ascii", "replace"))
+        return form.get("api_key", [""])[0] == expected
+
+    def throttle_answer(self) -> tuple[int, Any]:
+        return 403, {"error_message": "CONCURRENCY_LIMIT_EXCEEDED"}
+
+    def auth_answer(self) -> tuple[int, Any]:
+        return 401, {"error_message": "AUTHENTICATION_ERROR"}
+
+
+class SideBySide:
+    """A pair model served as ``predict(side-by-side pairs (P, H, 2W, 3)) -> (P, 1)``: how
+    :class:`~adapters.server.StandInServer` answers a face-compare preset locally.
+
+    pair_model: anything with ``compare(images_a, images_b) -> (P,)`` similarities.
+    """
+
+    def __init__(self, pair_model: Any, name: str | None = None) -> None:
+        if not callable(getattr(pair_model, "compare", None)):
+            raise TypeError(f"pair_model must have compare(images_a, images_b), got "
+                            f"{type(pair_model).__name__}")
+        self.pair_model = pair_model
+        self.name = name or f"SideBySide({getattr(pair_model, 'name', 'pairs')})"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        halves = [split_pair(im) for im in images]
+        a = np.stack([h[0] for h in halves])
+        b = np.stack([h[1] for h in halves])
+        return np.asarray(self.pair_model.compare(a, b), dtype=np.float64).reshape(-1, 1)
+
+
+class FacePPComparePreset(Preset):
+    """Face++ Compare API v3 ``POST /facepp/v3/compare`` (form fields, one pair per request).
+
+    Sends ``api_key``/``api_secret`` (env ``FACEPP_API_KEY``/``FACEPP_API_SECRET``) and
+    ``image_base64_1`` / ``image_base64_2`` (the two halves of a side-by-side pair, see
+    :func:`side_by_side`); reads ``confidence`` (0-100) as the pair's similarity
+    ``confidence / 100``. Face++ leaves ``confidence`` out when it finds no face in an image:
+    that pair gets ``no_face`` (default 0.0: "no match"). The vendor's own thresholds
+    (``thresholds`` at false accept rates 1e-3 / 1e-4 / 1e-5, same 0-100 scale) are the
+    threshold to pass to the tuner, divided by 100. Throttling: 403
+    ``CONCURRENCY_LIMIT_EXCEEDED`` (retried).
+    Source: https://console.faceplusplus.com/documents/5679308
+    """
+
+    name = "facepp_compare"
+    path_template = "/facepp/v3/compare"
+    max_images_per_request = 1
+    default_images_per_request = 1
+    secret_env = {"api_key": "FACEPP_API_KEY", "api_secret": "FACEPP_API_SECRET"}
+    required_secrets = ("api_key", "api_secret")
+    output_kind = "similarity"
+
+    def __init__(self, *, no_face: float = 0.0, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.no_face = float(no_face)
+        self.no_face_count = 0
+        self._lock = threading.Lock()
+
+    def build_request(self, images: np.ndarray, encode: Encoder,
+                      secrets: Mapping[str, str]) -> WireRequest:
+        a, b = split_pair(images[0])
+        return WireRequest(data={
+            "api_key": secrets.get("api_key", ""), "api_secret": secrets.get("api_secret", ""),
+            "image_base64_1": b64(encode(a)), "image_base64_2": b64(encode(b))})
+
+    def parse_response(self, body: Any, n: int) -> np.ndarray:
+        if not isinstance(body, dict):
+            raise ResponseFormatError(f"the answer is not a JSON object (got {str(body)[:120]})")
+        if "confidence" not in body:
+            if not isinstance(body.get("faces1"), list) or not isinstance(body.get("faces2"),
+                                                                          list):
+                raise ResponseFormatError(f"no 'confidence' and no 'faces1'/'faces2' lists in "
+                                          f"the answer (got {str(body)[:120]})")
+            with self._lock:
+                self.no_face_count += 1
+            return np.full((n, 1), self.no_face)
+        try:
+            return np.array([[float(body["confidence"]) / 100.0]])
+        except (TypeError, ValueError):
+            raise ResponseFormatError(f"'confidence' is not a number: "
+                                      f"{body['confidence']!r}") from None
+
+    def is_throttle(self, status: int, body: Any) -> bool:
+        return status == 403 and self.vendor_message(body) == "CONCURRENCY_LIMIT_EXCEEDED"
+
+    def is_auth_error(self, status: int, body: Any) -> bool:
+        return status in (401, 403) and not self.is_throttle(status, body)
+
+    def read_request(self, body: bytes, content_type: str) -> np.ndarray:
+        form = parse_qs(body.decode("ascii"))
+        a = decode_image(unb64(form["image_base64_1"][0]))
+        b = decode_image(unb64(form["image_base64_2"][0]))
+        return side_by_side(a[None], b[None])
+
+    def write_response(self, scores: np.ndarray) -> Any:
+        c = 100.0 * float(scores[0, 0])
+        token = hashlib.sha1(scores.tobytes()).hexdigest()[:32]
+        face = [{"face_token": token,
+                 "face_rectangle": {"top": 0, "left": 0, "width": 1, "height": 1}}]
+        return {"request_id": token, "time_used": 5, "confidence": c,
+                "thresholds": {"1e-3": 62.327, "1e-4": 69.101, "1e-5": 73.975},
+                "faces1": face, "faces2": face}
 
     def server_auth_ok(self, headers: Mapping[str, str], body: bytes, expected: str) -> bool:
         form = parse_qs(body.decode("ascii", "replace"))
@@ -321,7 +429,7 @@ class ClarifaiPreset(Preset):
 PRESETS: dict[str, type[Preset]] = {
     "json": JSONPreset, "oip": OIPPreset, "tfserving": TFServingPreset,
     "torchserve": TorchServePreset, "facepp": FacePPPreset, "gcv": GoogleVisionPreset,
-    "clarifai": ClarifaiPreset,
+    "clarifai": ClarifaiPreset, "facepp_compare": FacePPComparePreset,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import check_images
+from .images import check_images, side_by_side, split_pair
 from .model import check_scores, model_name
 
 __all__ = ["CachedModel", "image_keys"]
@@ -66,9 +66,27 @@ class CachedModel:
             raise ValueError(f"query cache {self.path} is not usable: {exc}; delete it or "
                              "pass --no-cache") from None
 
+    @property
+    def output_kind(self) -> str | None:
+        """The wrapped model's ``output_kind`` (what its answers are)."""
+        return getattr(self.model, "output_kind", None)
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Scores float64 ``(N, K)`` for uint8 RGB ``(N, H, W, 3)``; only unseen images are sent."""
-        x = check_images(images)
+        return self._answer(check_images(images), self.model.predict, 1)
+
+    def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+        """Similarities ``(P,)`` of a pair model; a pair is one cache entry (its side-by-side
+        image), and hits / misses count its 2 images."""
+        x = side_by_side(check_images(images_a, "images_a"), check_images(images_b, "images_b"))
+
+        def send(pairs: np.ndarray) -> np.ndarray:
+            halves = [split_pair(im) for im in pairs]
+            return np.asarray(self.model.compare(np.stack([h[0] for h in halves]),
+                                                 np.stack([h[1] for h in halves])))
+        return self._answer(x, send, 2)[:, 0]
+
+    def _answer(self, x: np.ndarray, send: Any, per_entry: int) -> np.ndarray:
         keys = image_keys(x, self.key)
         found: dict[bytes, np.ndarray] = {}
         with self._lock:
@@ -84,7 +102,7 @@ class CachedModel:
                 todo[kk] = i
         if todo:
             rows = list(todo.values())
-            scores = check_scores(self.model.predict(x[rows]), len(rows), self.model)
+            scores = check_scores(send(x[rows]), len(rows), self.model)
             new = {kk: scores[j] for j, kk in enumerate(todo)}
             with self._lock:
                 self._db.executemany(
@@ -94,8 +112,8 @@ class CachedModel:
                 self._db.commit()
             found.update(new)
         with self._lock:
-            self.misses += len(todo)
-            self.hits += len(keys) - len(todo)
+            self.misses += per_entry * len(todo)
+            self.hits += per_entry * (len(keys) - len(todo))
         widths = {v.shape[0] for v in found.values()}
         if len(widths) > 1:
             raise ValueError(f"query cache {self.path} holds scores of different widths "

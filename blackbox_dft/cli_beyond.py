@@ -47,14 +47,18 @@ _VERIFY_HINT = ("fit it in face-verification mode: --pairs pairs.txt --image-roo
 
 
 def _is_embedding(model: Any) -> bool:
-    return getattr(model, "output_kind", None) == "embedding"
+    """An embedding model or a pair model (a face-compare API): what ``--pairs`` fits."""
+    return getattr(model, "output_kind", None) in ("embedding", "similarity")
 
 
 def check_classifier(model: Any, opts: dict[str, Any]) -> None:
-    """SpecError when an embedding model is asked for a classification (``--data``) fit."""
+    """SpecError when an embedding or pair model is asked for a classification fit."""
     if _is_embedding(model):
-        raise SpecError(f"--model {opts['model']} returns embeddings (output_kind 'embedding'), "
-                        f"not class scores; {_VERIFY_HINT}")
+        what = ("embeddings (output_kind 'embedding')"
+                if getattr(model, "output_kind", None) == "embedding"
+                else "pair similarities (output_kind 'similarity')")
+        raise SpecError(f"--model {opts['model']} returns {what}, not class scores; "
+                        f"{_VERIFY_HINT}")
 
 
 def attribute_job(opts: dict[str, Any], model: Any, train: Dataset, val: Dataset | None,
@@ -112,7 +116,8 @@ def verification_job(opts: dict[str, Any]) -> Any:
     if not _is_embedding(model):
         raise SpecError(
             f"--pairs fits face verification and needs an embedding model (output_kind "
-            f"'embedding', e.g. standin:hog-embedding); {opts['model']} is a classifier: fit "
+            f"'embedding', e.g. standin:emotion-embedding) or a face-compare API (--preset "
+            f"facepp_compare); {opts['model']} is a classifier: fit "
             "it in classification mode with --data DATASET instead of --pairs")
     n_test = len(test[0]) if test is not None else 0
     budget = fit_budget(opts, 2 * n_test, f"the {n_test} test images twice")

@@ -49,7 +49,7 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("model", None, "model spec: standin:NAME, a model file, an http(s) URL or "
            "python:module:function"),
     Option("preset", None, "wire format of an HTTP model (json, oip, tfserving, torchserve, "
-           "facepp, gcv, clarifai)"),
+           "facepp, gcv, clarifai; facepp_compare: a face-compare API for --pairs)"),
     Option("api_key_env", None, "environment variable that holds the API key"),
     Option("api_secret_env", None, "environment variable that holds the API secret"),
     Option("model_options", {}, "adapter option KEY=VALUE (JSON value), repeatable",

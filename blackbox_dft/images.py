@@ -12,7 +12,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["check_images", "apply_delta", "apply_deltas", "resize_delta", "psnr"]
+__all__ = ["check_images", "apply_delta", "apply_deltas", "resize_delta", "psnr",
+           "side_by_side", "split_pair"]
 
 
 def _describe(value: Any) -> str:
@@ -130,6 +131,26 @@ def apply_delta(images: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """
     h, w = images.shape[1:3]
     return apply_deltas(images, resize_delta(delta, h, w)[None])
+
+
+def side_by_side(images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+    """Pairs as one stack ``(P, H, 2W, 3)``: image ``a`` on the left, ``b`` on the right.
+
+    How a pair travels through an HTTP adapter (one "image" per pair, so
+    batching, retries and the count of answers work unchanged); :func:`split_pair` undoes it.
+    """
+    if images_a.shape != images_b.shape:
+        raise ValueError(f"both images of a pair must have the same shape, got "
+                         f"{images_a.shape[1:]} and {images_b.shape[1:]}")
+    return np.concatenate([images_a, images_b], axis=2)
+
+
+def split_pair(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One side-by-side pair ``(H, 2W, 3)`` -> its two images ``(H, W, 3)``."""
+    w = image.shape[1] // 2
+    if image.shape[1] != 2 * w:
+        raise ValueError(f"a side-by-side pair has an even width, got {image.shape[1]}")
+    return image[:, :w], image[:, w:]
 
 
 def psnr(clean: np.ndarray, perturbed: np.ndarray) -> float:

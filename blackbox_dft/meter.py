@@ -138,15 +138,29 @@ class Meter:
             out["projected"] = money(self.projected() or 0.0)
         return out
 
+    @property
+    def output_kind(self) -> str | None:
+        """The wrapped model's ``output_kind`` (what its answers are)."""
+        return getattr(self.model, "output_kind", None)
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Forward to the wrapped model, then advance the bar by the images asked."""
         scores = self.model.predict(images)
-        self.asked += int(images.shape[0])
+        self._advance(int(images.shape[0]))
+        return np.asarray(scores)
+
+    def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+        """Forward a pair model's ``compare``; every pair counts its 2 images."""
+        sims = self.model.compare(images_a, images_b)
+        self._advance(2 * int(images_a.shape[0]))
+        return np.asarray(sims)
+
+    def _advance(self, n: int) -> None:
+        self.asked += n
         self._write_ledger()
         if self.bar is not None:
             self.bar.set_postfix(self.postfix(), refresh=False)
-            self.bar.update(int(images.shape[0]))  # refreshes, postfix included
-        return np.asarray(scores)
+            self.bar.update(n)  # refreshes, postfix included
 
     def __repr__(self) -> str:
         return f"Meter({self.name}, asked={self.asked}, paid={self.paid})"

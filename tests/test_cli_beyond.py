@@ -149,6 +149,36 @@ def test_verification_fit_with_the_vendors_fixed_threshold(tmp_path, lfw, capsys
     assert report["fit"]["queries"] <= 1500
 
 
+@pytest.mark.network
+def test_verification_fit_against_a_face_compare_api(tmp_path, lfw, capsys, monkeypatch):
+    """fit --pairs through a Face++-style /compare endpoint on 127.0.0.1 (keys from env)."""
+    from adapters import CallablePairModel, StandInServer
+    from adapters.embedding import HOGEmbedding
+    from adapters.vendors import SideBySide
+    pairs, root = lfw
+    hog = HOGEmbedding()
+    pair = CallablePairModel(lambda a, b: np.sum(hog.predict(a) * hog.predict(b), axis=1))
+    key, secret = "fpp-key-not-to-leak", "fpp-secret-not-to-leak"
+    monkeypatch.setenv("FPP_KEY", key)
+    monkeypatch.setenv("FPP_SECRET", secret)
+    out = str(tmp_path / "run")
+    with StandInServer(SideBySide(pair), "facepp_compare", api_key=key) as srv:
+        assert main(["fit", "--pairs", pairs, "--image-root", root, "--model", srv.url,
+                     "--preset", "facepp_compare", "--api-key-env", "FPP_KEY",
+                     "--api-secret-env", "FPP_SECRET", "--threshold", "0.5", "--budget",
+                     "1200", "--out", out, "--no-progress"]) == 0
+        requests_served = srv.counts["requests"]
+    captured = capsys.readouterr()
+    report = json.load(open(os.path.join(out, "report.json")))
+    assert report["fit"]["queries"] <= 1200 and report["test"]["threshold_after"] == 0.5
+    # every pair is one request of two images: fit + the two test evaluations
+    assert requests_served == (report["fit"]["queries"] + report["test"]["queries"]) // 2
+    for name in os.listdir(out):
+        blob = open(os.path.join(out, name), "rb").read()
+        assert key.encode() not in blob and secret.encode() not in blob, name
+    assert key not in captured.out + captured.err
+
+
 @pytest.mark.parametrize("case", ["single_label", "embedding_with_data", "classifier_pairs",
                                   "missing_images", "no_image_root", "option_of_other_mode",
                                   "threshold_out_of_range", "threshold_without_pairs"])

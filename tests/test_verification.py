@@ -218,3 +218,27 @@ def test_pair_model_errors_are_named() -> None:
             return np.zeros((len(images), 2))
     with pytest.raises(TypeError, match="no compare"):
         VerificationTuner(NoCompare(), threshold=0.5).fit(*train)
+
+
+def test_face_compare_api_over_http_fits_like_the_local_pair_model() -> None:
+    """Face++-style /compare on 127.0.0.1: one pair per request, two images counted."""
+    from adapters import HTTPModel, StandInServer
+    from adapters.vendors import SideBySide
+    model, train, val, test = _linear_embedding_problem()
+    local = _as_pair_model(model)
+    kw = {"threshold": 0.2, "query_budget": 1_200, "seed": 1}
+    want = VerificationTuner(local, **kw).fit(*train, validation=val)
+    with StandInServer(SideBySide(local), "facepp_compare", api_key="k-local") as srv, \
+            HTTPModel(srv.url, preset="facepp_compare", api_key="k-local", api_secret="s",
+                      concurrency=4, backoff=0.01, timeout=(2.0, 10.0)) as remote:
+        assert remote.output_kind == "similarity"
+        x, p = test
+        np.testing.assert_allclose(remote.compare(x[p[:5, 0]], x[p[:5, 1]]),
+                                   local.compare(x[p[:5, 0]], x[p[:5, 1]]), atol=1e-12)
+        served = srv.counts["requests"]
+        got = VerificationTuner(remote, **kw).fit(*train, validation=val)
+        assert srv.counts["requests"] - served == got.queries_ // 2  # one request per pair
+    assert got.queries_ == want.queries_ <= 1_200
+    np.testing.assert_allclose(got.delta_, want.delta_, atol=1e-4)
+    with pytest.raises(TypeError, match="not pair similarities"):
+        HTTPModel("http://127.0.0.1:9/x", preset="json").compare(x[:1], x[:1])
