@@ -79,7 +79,33 @@ class _FacePreset(Preset):
 FACEPP_EMOTIONS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 
-class FacePPPreset(_FacePreset):
+class _FacePPCommon(Preset):
+    """What every Face++ endpoint shares: keys as form fields, one request per image (or
+    pair), 403 ``CONCURRENCY_LIMIT_EXCEEDED`` as the throttle, 401/403 as a bad key."""
+
+    max_images_per_request: int | None = 1
+    default_images_per_request = 1
+    secret_env = {"api_key": "FACEPP_API_KEY", "api_secret": "FACEPP_API_SECRET"}
+    required_secrets: tuple[str, ...] = ("api_key", "api_secret")
+
+    def is_throttle(self, status: int, body: Any) -> bool:
+        return status == 403 and self.vendor_message(body) == "CONCURRENCY_LIMIT_EXCEEDED"
+
+    def is_auth_error(self, status: int, body: Any) -> bool:
+        return status in (401, 403) and not self.is_throttle(status, body)
+
+    def server_auth_ok(self, headers: Mapping[str, str], body: bytes, expected: str) -> bool:
+        form = parse_qs(body.decode("ascii", "replace"))
+        return form.get("api_key", [""])[0] == expected
+
+    def throttle_answer(self) -> tuple[int, Any]:
+        return 403, {"error_message": "CONCURRENCY_LIMIT_EXCEEDED"}
+
+    def auth_answer(self) -> tuple[int, Any]:
+        return 401, {"error_message": "AUTHENTICATION_ERROR"}
+
+
+class FacePPPreset(_FacePPCommon, _FacePreset):
     """Face++ Detect API v3 ``POST /facepp/v3/detect`` (form fields, one image per request).
 
     Sends ``api_key``/``api_secret`` (env ``FACEPP_API_KEY``/``FACEPP_API_SECRET``)
@@ -91,10 +117,6 @@ class FacePPPreset(_FacePreset):
 
     name = "facepp"
     path_template = "/facepp/v3/detect"
-    max_images_per_request = 1
-    default_images_per_request = 1
-    secret_env = {"api_key": "FACEPP_API_KEY", "api_secret": "FACEPP_API_SECRET"}
-    required_secrets = ("api_key", "api_secret")
     choices = ("smile",) + tuple(f"emotion:{e}" for e in FACEPP_EMOTIONS)
 
     def build_request(self, images: np.ndarray, encode: Encoder,
@@ -114,12 +136,6 @@ class FacePPPreset(_FacePreset):
         return [attrs["smile"]["value"] / 100.0 if o == "smile"
                 else attrs["emotion"][o.split(":", 1)[1]] / 100.0 for o in self.outputs]
 
-    def is_throttle(self, status: int, body: Any) -> bool:
-        return status == 403 and self.vendor_message(body) == "CONCURRENCY_LIMIT_EXCEEDED"
-
-    def is_auth_error(self, status: int, body: Any) -> bool:
-        return status in (401, 403) and not self.is_throttle(status, body)
-
     def read_request(self, body: bytes, content_type: str) -> np.ndarray:
         form = parse_qs(body.decode("ascii"))
         return decode_image(unb64(form["image_base64"][0]))[None]
@@ -135,16 +151,6 @@ class FacePPPreset(_FacePreset):
         return {"request_id": token, "time_used": 5, "image_id": token, "face_num": 1,
                 "faces": [{"face_token": token, "attributes": attrs,
                            "face_rectangle": {"top": 0, "left": 0, "width": 1, "height": 1}}]}
-
-    def server_auth_ok(self, headers: Mapping[str, str], body: bytes, expected: str) -> bool:
-        form = parse_qs(body.decode("ascii", "replace"))
-        return form.get("api_key", [""])[0] == expected
-
-    def throttle_answer(self) -> tuple[int, Any]:
-        return 403, {"error_message": "CONCURRENCY_LIMIT_EXCEEDED"}
-
-    def auth_answer(self) -> tuple[int, Any]:
-        return 401, {"error_message": "AUTHENTICATION_ERROR"}
 
 
 class SideBySide:
@@ -168,7 +174,7 @@ class SideBySide:
         return np.asarray(self.pair_model.compare(a, b), dtype=np.float64).reshape(-1, 1)
 
 
-class FacePPComparePreset(Preset):
+class FacePPComparePreset(_FacePPCommon):
     """Face++ Compare API v3 ``POST /facepp/v3/compare`` (form fields, one pair per request).
 
     Sends ``api_key``/``api_secret`` (env ``FACEPP_API_KEY``/``FACEPP_API_SECRET``) and
@@ -184,10 +190,6 @@ class FacePPComparePreset(Preset):
 
     name = "facepp_compare"
     path_template = "/facepp/v3/compare"
-    max_images_per_request = 1
-    default_images_per_request = 1
-    secret_env = {"api_key": "FACEPP_API_KEY", "api_secret": "FACEPP_API_SECRET"}
-    required_secrets = ("api_key", "api_secret")
     output_kind = "similarity"
 
     def __init__(self, *, no_face: float = 0.0, **kw: Any) -> None:
@@ -220,12 +222,6 @@ class FacePPComparePreset(Preset):
             raise ResponseFormatError(f"'confidence' is not a number: "
                                       f"{body['confidence']!r}") from None
 
-    def is_throttle(self, status: int, body: Any) -> bool:
-        return status == 403 and self.vendor_message(body) == "CONCURRENCY_LIMIT_EXCEEDED"
-
-    def is_auth_error(self, status: int, body: Any) -> bool:
-        return status in (401, 403) and not self.is_throttle(status, body)
-
     def read_request(self, body: bytes, content_type: str) -> np.ndarray:
         form = parse_qs(body.decode("ascii"))
         a = decode_image(unb64(form["image_base64_1"][0]))
@@ -240,16 +236,6 @@ class FacePPComparePreset(Preset):
         return {"request_id": token, "time_used": 5, "confidence": c,
                 "thresholds": {"1e-3": 62.327, "1e-4": 69.101, "1e-5": 73.975},
                 "faces1": face, "faces2": face}
-
-    def server_auth_ok(self, headers: Mapping[str, str], body: bytes, expected: str) -> bool:
-        form = parse_qs(body.decode("ascii", "replace"))
-        return form.get("api_key", [""])[0] == expected
-
-    def throttle_answer(self) -> tuple[int, Any]:
-        return 403, {"error_message": "CONCURRENCY_LIMIT_EXCEEDED"}
-
-    def auth_answer(self) -> tuple[int, Any]:
-        return 401, {"error_message": "AUTHENTICATION_ERROR"}
 
 
 GCV_LIKELIHOOD = {"UNKNOWN": 0.5, "VERY_UNLIKELY": 0.0, "UNLIKELY": 0.25, "POSSIBLE": 0.5,
