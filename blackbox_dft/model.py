@@ -90,7 +90,8 @@ class QueryCounter:
         if not callable(getattr(model, "predict", None)) and \
                 not callable(getattr(model, "compare", None)):
             raise TypeError(
-                f"model must have a predict(images) -> scores method, got {type(model).__name__}"
+                f"model must have a predict(images) -> scores method (or, for a pair model, "
+                f"compare(images_a, images_b) -> similarities), got {type(model).__name__}"
             )
         self.model = model
         self.budget = budget
@@ -104,29 +105,28 @@ class QueryCounter:
             return float("inf")
         return self.budget - self.queries
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        n = images.shape[0]
+    def _charge(self, n: int, what: str) -> None:
+        """Count ``n`` images about to be sent, or raise BudgetExhausted sending nothing.
+        Counted before the call: a paid request that fails halfway was still paid."""
         if n > self.remaining:
             raise BudgetExhausted(
-                f"sending {n} images would exceed the query budget "
+                f"sending {what} would exceed the query budget "
                 f"({self.queries} used of {self.budget})"
             )
-        # Count before the call: a paid request that fails halfway was still paid.
         self.queries += n
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        n = images.shape[0]
+        self._charge(n, f"{n} images")
         scores = self.model.predict(images)
         return check_scores(scores, n, self.model)
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
         """Similarities float64 ``(P,)`` of ``P`` image pairs from a pair model (one whose
         ``compare(a, b)`` answers a face-compare call); counts ``2 P`` images."""
-        n = 2 * images_a.shape[0]
-        if n > self.remaining:
-            raise BudgetExhausted(
-                f"sending {n} images ({n // 2} pairs) would exceed the query budget "
-                f"({self.queries} used of {self.budget})"
-            )
-        self.queries += n
-        sims = check_scores(self.model.compare(images_a, images_b), n // 2, self.model)
+        p = images_a.shape[0]
+        self._charge(2 * p, f"{2 * p} images ({p} pairs)")
+        sims = check_scores(self.model.compare(images_a, images_b), p, self.model)
         if sims.shape[1] != 1:
             raise ModelError(f"{self.name}.compare must return one similarity per pair, got "
                              f"{sims.shape[1]} values per pair")
