@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from blackbox_dft.images import check_images
+from blackbox_dft.images import check_image_pairs, check_images
 from blackbox_dft.model import ModelError, check_scores
 
 __all__ = ["BaseModel", "CallableModel", "CallablePairModel"]
@@ -82,10 +82,7 @@ class CallablePairModel:
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
         """Similarities float64 ``(P,)`` of pairs ``(images_a[i], images_b[i])``."""
-        a, b = check_images(images_a, "images_a"), check_images(images_b, "images_b")
-        if a.shape[0] != b.shape[0]:
-            raise ValueError(f"images_a and images_b must hold the same number of images "
-                             f"(one per pair), got {a.shape[0]} and {b.shape[0]}")
+        a, b = check_image_pairs(images_a, images_b)
         sims = check_scores(self.fn(a, b), a.shape[0], self)
         if sims.shape[1] != 1:
             raise ModelError(f"{self.name} must return one similarity per pair, got shape "

@@ -37,7 +37,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from blackbox_dft.images import check_images, side_by_side
+from blackbox_dft.images import check_image_pairs, side_by_side
 
 from .base import BaseModel
 from .errors import (
@@ -371,10 +371,7 @@ class HTTPModel(BaseModel):
         if self.output_kind != "similarity":
             raise TypeError(f"{self.name} answers {self.output_kind!r}, not pair similarities; "
                             "compare() needs a face-compare preset such as 'facepp_compare'")
-        a, b = check_images(images_a, "images_a"), check_images(images_b, "images_b")
-        if a.shape[0] != b.shape[0]:
-            raise ValueError(f"images_a and images_b must hold the same number of images "
-                             f"(one per pair), got {a.shape[0]} and {b.shape[0]}")
+        a, b = check_image_pairs(images_a, images_b)
         sims = self.predict(side_by_side(a, b))
         if sims.shape[1] != 1:
             raise self._error(ResponseFormatError, f"expected one similarity per pair, got "

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import check_images, side_by_side, split_pair
+from .images import check_image_pairs, check_images, side_by_side, split_pair
 from .model import check_scores, model_name
 
 __all__ = ["CachedModel", "image_keys"]
@@ -78,7 +78,7 @@ class CachedModel:
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
         """Similarities ``(P,)`` of a pair model; a pair is one cache entry (its side-by-side
         image), and hits / misses count its 2 images."""
-        x = side_by_side(check_images(images_a, "images_a"), check_images(images_b, "images_b"))
+        x = side_by_side(*check_image_pairs(images_a, images_b))
 
         def send(pairs: np.ndarray) -> np.ndarray:
             halves = [split_pair(im) for im in pairs]

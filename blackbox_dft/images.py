@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 __all__ = ["check_images", "apply_delta", "apply_deltas", "resize_delta", "psnr",
-           "side_by_side", "split_pair"]
+           "check_image_pairs", "side_by_side", "split_pair"]
 
 
 def _describe(value: Any) -> str:
@@ -131,6 +131,16 @@ def apply_delta(images: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """
     h, w = images.shape[1:3]
     return apply_deltas(images, resize_delta(delta, h, w)[None])
+
+
+def check_image_pairs(images_a: Any, images_b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the two stacks of a pair model's call (image ``i`` of each: pair ``i``) and
+    return them as uint8 ``(P, H, W, 3)``; ValueError when their counts differ."""
+    a, b = check_images(images_a, "images_a"), check_images(images_b, "images_b")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"images_a and images_b must hold the same number of images "
+                         f"(one per pair), got {a.shape[0]} and {b.shape[0]}")
+    return a, b
 
 
 def side_by_side(images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
