@@ -65,14 +65,15 @@ def reference(tmp_path_factory):
 
 def _interrupt(tmp, data: str, sig: int, at_step: int) -> tuple[str, str, subprocess.Popen]:
     out, counter = str(tmp / "run"), str(tmp / "count.txt")
-    proc = subprocess.Popen(_fit_args(data, out), env=_env(counter, delay=0.03),
+    proc = subprocess.Popen(_fit_args(data, out), env=_env(counter, delay=0.08),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while _step(out) < at_step:
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline, "the fit never reached the step"
         time.sleep(0.02)
-    time.sleep(0.07)  # land between checkpoints, in the middle of a step
+    time.sleep(0.12)  # land between checkpoints, in the middle of a step
+    assert proc.poll() is None, "the fit ended before the signal: slow the model down"
     proc.send_signal(sig)
     proc.wait(timeout=30)
     return out, counter, proc
