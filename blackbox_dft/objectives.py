@@ -120,7 +120,8 @@ class Objective:
         """Refuse a model whose declared ``output_kind`` does not fit this objective.
 
         ``output_kind`` (optional attribute): ``"labels"`` needs ``scores="labels"``;
-        ``"embedding"`` belongs to face verification, not to a classification task.
+        ``"embedding"`` and ``"similarity"`` (pair models) belong to face verification, not to
+        a classification task.
         """
         kind = getattr(model, "output_kind", None)
         name = getattr(model, "name", None) or type(model).__name__
@@ -130,9 +131,10 @@ class Objective:
                 f"(scores={self.scores!r}) gets no gradient from it; pass scores='labels' "
                 "(0-1 loss estimated from label flips)"
             )
-        if kind == "embedding":
+        if kind in ("embedding", "similarity"):
+            what = "embeddings" if kind == "embedding" else "similarities of image pairs"
             raise ValueError(
-                f"{name} returns embeddings (output_kind='embedding'), not class scores, so "
+                f"{name} returns {what} (output_kind={kind!r}), not class scores, so "
                 f"it cannot be tuned for task={self.task!r}; use "
                 "blackbox_dft.verification.VerificationTuner with pairs of images"
             )

@@ -55,9 +55,14 @@ def test_hog_embedding_is_unit_norm_and_deterministic() -> None:
 
 
 def test_wrong_model_kind_errors_name_the_mode() -> None:
+    from adapters import CallablePairModel
     p = make_problem(seed=0)
     with pytest.raises(ValueError, match="VerificationTuner"):
         DataFineTuner(HOGEmbedding(), "multiclass", progress=False).fit(*p.train)
+    pair = CallablePairModel(lambda a, b: np.ones(len(a)), name="compare-api")
+    with pytest.raises(ValueError, match="compare-api returns similarities of image pairs.*"
+                                         "VerificationTuner"):
+        DataFineTuner(pair, "multiclass", progress=False).fit(*p.train)
     x = p.train[0][:10]
     with pytest.raises(ValueError, match="scores='labels'"):
         VerificationTuner(LabelOnly(p.model), threshold=0.5).fit(x, [[0, 1, 1]])
