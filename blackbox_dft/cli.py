@@ -123,7 +123,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _execute(job: Any, run: Any, progress: bool, execute: Any, print_summary: Any) -> int:
-    resumable = getattr(job, "kind", "classification") == "classification"
+    resumable = getattr(job, "kind", "classification") in ("classification", "verification")
     try:
         report = execute(job, run, progress=progress)
     except KeyboardInterrupt:
@@ -155,7 +155,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     run = RunFolder.open(args.run)
     cfg = run.read_config()
     kind = cfg.get("kind", "classification")
-    if kind != "classification":
+    if kind not in ("classification", "verification"):
         if os.path.exists(run.report_json):
             print(f"run {run.path} is complete; nothing to resume (see 'blackbox-dft info')")
             return EXIT_OK

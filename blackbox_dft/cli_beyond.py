@@ -133,9 +133,14 @@ def verification_job(opts: dict[str, Any]) -> Any:
                f"{os.path.basename(os.path.normpath(opts['pairs']))}", kind="verification")
 
 
-def _fit_and_evaluate(job: Any, tuner: Any, evaluate: bool) -> dict[str, Any] | None:
+def _fit_and_evaluate(job: Any, tuner: Any, evaluate: bool,
+                      run: RunFolder) -> dict[str, Any] | None:
+    kw: dict[str, Any] = {}
+    if job.kind == "verification":  # resumable: a checkpoint in the run folder
+        kw = {"checkpoint": run.checkpoint, "resume": True,
+              "checkpoint_every": int(job.options.get("checkpoint_every") or 10)}
     try:
-        tuner.fit(job.train[0], job.train[1], validation=job.val)
+        tuner.fit(job.train[0], job.train[1], validation=job.val, **kw)
     except ValueError as exc:
         if "query_budget" in str(exc):
             raise ConfigError(f"--budget too small: {exc}; re-run the fit with a larger "
@@ -167,7 +172,7 @@ def execute_beyond(job: Any, run: RunFolder, *, progress: bool = True) -> dict[s
     tuner.model = meter
     try:
         try:
-            metrics = _fit_and_evaluate(job, tuner, evaluate)
+            metrics = _fit_and_evaluate(job, tuner, evaluate, run)
         finally:
             if hasattr(tuner, "history_"):
                 run.write_history(tuner.history_)

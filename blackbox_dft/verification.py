@@ -33,8 +33,8 @@ from .metrics import ssim
 from .model import QueryCounter, model_name
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import read_result, write_npz_json
-from .tuner import decode_params
+from .state import FitState, read_result, write_npz_json
+from .tuner import _fingerprint, decode_params
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
            "verification_accuracy", "tar_at_far", "roc_auc", "verification_metrics"]
@@ -205,11 +205,16 @@ class VerificationTuner:
         return np.logaddexp(0.0, self.sharpness * (t - sims) * sign).mean(axis=-1) / self.sharpness
 
     def fit(self, images: np.ndarray, pairs: Any,
-            validation: tuple[np.ndarray, Any] | None = None) -> VerificationTuner:
+            validation: tuple[np.ndarray, Any] | None = None, *,
+            checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
+            resume: bool = False) -> VerificationTuner:
         """Learn ``delta_`` from labelled pairs over ``images`` within ``query_budget`` images.
 
         images: uint8 ``(N, H, W, 3)``; pairs: ``(P, 3)`` rows (a, b, same); validation:
         optional ``(images, pairs)``: picks the best delta and (threshold=None) the threshold.
+        checkpoint: a ``.npz`` path written atomically every ``checkpoint_every`` steps, on
+        interrupt and on a model error; with ``resume=True`` an existing checkpoint is
+        continued (same seed and data give the same result as an uninterrupted fit).
         """
         self._check_model()
         if self.loss not in ("auto", "dprime", "margin"):
@@ -219,6 +224,8 @@ class VerificationTuner:
                 and np.isfinite(self.threshold) and -1.0 <= float(self.threshold) <= 1.0):
             raise ValueError(f"threshold must be None or a cosine similarity in [-1, 1], "
                              f"got {self.threshold!r}")
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
         x = check_images(images)
         p = check_pairs(pairs, x.shape[0])
         val = None
@@ -246,54 +253,93 @@ class VerificationTuner:
         opt = make_optimizer(self.optimizer, Schedule(float(lr)))
         rng = np.random.default_rng(self.seed)
         counter = QueryCounter(self.model, int(self.query_budget))
-        z = np.zeros(pert.latent_shape(hw))
-        state = opt.init(z)
-        t = float(self.threshold) if self.threshold is not None else 0.0
-        history: list[dict[str, Any]] = []
-        best_z, best_key, best_t, best_step = z.copy(), [-np.inf], t, 0
+        meta = {"kind": "verification_checkpoint", "params": self.get_params(),
+                "fingerprint": _fingerprint(x, p), "version": __version__}
+        if checkpoint is not None and resume and os.path.exists(checkpoint):
+            st, old = FitState.load(checkpoint)
+            for field_ in ("fingerprint", "params"):
+                if old.get(field_) != meta[field_]:
+                    what = "pairs or images" if field_ == "fingerprint" else "settings"
+                    raise ValueError(f"checkpoint {os.fspath(checkpoint)} was made with other "
+                                     f"{what}; use the same ones, or start a new fit")
+            rng.bit_generator.state = st.rng_state
+            counter.queries = st.queries
+        else:
+            z0 = np.zeros(pert.latent_shape(hw))
+            st = FitState(z=z0, opt_state=opt.init(z0), rng_state=dict(rng.bit_generator.state),
+                          best_z=z0.copy(), best_score=[-np.inf])
+        fixed_t = float(self.threshold) if self.threshold is not None else 0.0
 
-        def validate(zz: np.ndarray) -> tuple[list[float], float, dict[str, Any]]:
+        def current_t() -> float:  # the threshold in force: from the last validation
+            for r in reversed(st.history):
+                if "val_accuracy" in r:
+                    return float(r["threshold"])
+            return float(st.baseline["threshold"]) if st.baseline else fixed_t
+
+        def validate(zz: np.ndarray) -> tuple[list[float], dict[str, Any]]:
             assert val is not None
             s = self._sims(counter, val[0], val[1], pert.to_delta(zz, hw, eps)[None])[0]
-            tt = best_threshold(s, val[1][:, 2]) if self.threshold is None else t
+            tt = best_threshold(s, val[1][:, 2]) if self.threshold is None else fixed_t
             m = verification_metrics(s, val[1][:, 2], tt, float(self.far))
             loss = float(self._loss(s, val[1][:, 2], tt))
-            return [m["accuracy"], -loss], tt, {"val_accuracy": m["accuracy"],
-                                                "val_loss": loss, "threshold": tt}
+            return [m["accuracy"], -loss], {"val_accuracy": m["accuracy"], "val_loss": loss,
+                                            "threshold": tt}
 
-        if val is not None:
-            best_key, t, rec = validate(z)
-            best_t = t
-            self.baseline_ = {"queries": counter.queries, **rec}
-        step = 0
-        while counter.remaining >= worst_step + val_cost:
-            idx = rng.choice(p.shape[0], size=b, replace=False)
-            pb = p[idx]
+        def save() -> None:
+            if checkpoint is not None:
+                st.save(checkpoint, meta)
 
-            def f(zs: np.ndarray, pb: np.ndarray = pb, tt: float = t) -> np.ndarray:
-                s = self._sims(counter, x, pb, pert.to_deltas(zs, hw, eps))
-                return self._loss(s, pb[:, 2], tt)
+        try:
+            if val is not None and st.baseline is None:
+                st.best_score, rec = validate(st.z)
+                st.baseline = {"queries": counter.queries, **rec}
+                st.queries = counter.queries
+            while not st.done and counter.remaining >= worst_step + val_cost:
+                t = current_t()
+                pb = p[rng.choice(p.shape[0], size=b, replace=False)]
 
-            g, loss, _ = est.estimate(f, z, rng, step)
-            upd, state = opt.update(g, state)
-            z = pert.project(z - upd, eps)
-            step += 1
-            rec = {"step": step, "queries": counter.queries, "loss": loss, "threshold": t}
-            last = counter.remaining < 2 * worst_step + val_cost
-            if val is not None and (step % int(self.validation_every) == 0 or last):
-                key, t, m = validate(z)
-                rec.update(m, queries=counter.queries)
-                if key > best_key:
-                    best_z, best_key, best_t, best_step = z.copy(), key, t, step
-            history.append(rec)
-        if val is None:
-            best_z, best_step = z, step
-        self.latent_ = best_z.astype(np.float32)
+                def f(zs: np.ndarray, pb: np.ndarray = pb, tt: float = t) -> np.ndarray:
+                    s = self._sims(counter, x, pb, pert.to_deltas(zs, hw, eps))
+                    return self._loss(s, pb[:, 2], tt)
+
+                g, loss, _ = est.estimate(f, st.z, rng, st.step)
+                upd, opt_state = opt.update(g, st.opt_state)
+                z = pert.project(st.z - upd, eps)
+                rec = {"step": st.step + 1, "queries": counter.queries, "loss": loss,
+                       "threshold": t}
+                last = counter.remaining < 2 * worst_step + val_cost
+                if val is not None and ((st.step + 1) % int(self.validation_every) == 0
+                                        or last):
+                    key, m = validate(z)
+                    rec.update(m, queries=counter.queries)
+                    if key > (st.best_score or [-np.inf]):
+                        st.best_z, st.best_score, st.best_step = z.copy(), key, st.step + 1
+                # Commit the whole step at once.
+                st.z, st.opt_state, st.step = z, opt_state, st.step + 1
+                st.queries, st.rng_state = counter.queries, dict(rng.bit_generator.state)
+                st.history.append(rec)
+                if st.step % checkpoint_every == 0:
+                    save()
+            if val is None:
+                st.best_z, st.best_step = st.z.copy(), st.step
+            st.done = True
+            save()
+        except BaseException:
+            st.lost_queries += counter.queries - st.queries
+            save()
+            raise
+        assert st.best_z is not None
+        best = [r for r in st.history if r["step"] == st.best_step]
+        self.latent_ = st.best_z.astype(np.float32)
         self.perturbation_, self.image_shape_ = pert, hw
         self.delta_ = pert.to_delta(self.latent_, hw, eps)
-        self.threshold_ = float(best_t)
-        self.baseline_threshold_ = float(self.baseline_["threshold"]) if val is not None else t
-        self.queries_, self.history_, self.best_step_ = counter.queries, history, best_step
+        if val is not None:
+            self.baseline_ = st.baseline
+            self.baseline_threshold_ = float(st.baseline["threshold"]) if st.baseline else 0.0
+            self.threshold_ = float(best[0]["threshold"]) if best else self.baseline_threshold_
+        else:
+            self.baseline_threshold_ = self.threshold_ = fixed_t
+        self.queries_, self.history_, self.best_step_ = counter.queries, st.history, st.best_step
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:

@@ -67,6 +67,30 @@ def predict_attributes(images: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True))[:, :len(ATTRIBUTES)]
 
 
+class _PixelEmbedding:
+    """``python:cli_synthetic:EMBEDDING``: a fixed random projection of the pixels, unit rows,
+    ``output_kind = "embedding"``; counts and fails like :func:`predict_attributes`."""
+
+    output_kind = "embedding"
+    name = "pixel-embedding"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        counter = os.environ.get("BBDFT_TEST_COUNTER")
+        if counter:
+            limit = os.environ.get("BBDFT_TEST_FAIL_AFTER")
+            if limit and count(counter) + images.shape[0] > int(limit):
+                raise ConnectionError("the embedding API is down")
+            with open(counter, "a", encoding="utf-8") as fh:
+                fh.write(f"{images.shape[0]}\n")
+        x = images.reshape(len(images), -1).astype(np.float64) - 128.0
+        proj = np.random.default_rng(0).standard_normal((x.shape[1], 16))
+        e = x @ proj
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+EMBEDDING = _PixelEmbedding()
+
+
 def write_attribute_csv(folder: str, per_split: int = 60) -> str:
     """The problem's splits as PNGs plus ``attributes.csv`` (path, split, a0, a1, a2)."""
     from blackbox_dft.data import write_image

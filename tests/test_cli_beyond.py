@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cli_synthetic import (
     ATTRIBUTES,
+    count,
     error_line,
     write_attribute_csv,
     write_lfw_pairs,
@@ -147,6 +148,35 @@ def test_verification_fit_with_the_vendors_fixed_threshold(tmp_path, lfw, capsys
     assert report["params"]["threshold"] == 0.55
     assert report["test"]["threshold_before"] == report["test"]["threshold_after"] == 0.55
     assert report["fit"]["queries"] <= 1500
+
+
+def test_verification_fit_fails_mid_fit_and_resumes_to_the_uninterrupted_result(
+        tmp_path, lfw, capsys, monkeypatch):
+    pairs, root = lfw
+    monkeypatch.syspath_prepend(os.path.dirname(os.path.abspath(__file__)))
+    argv = ["fit", "--pairs", pairs, "--image-root", root, "--model",
+            "python:cli_synthetic:EMBEDDING", "--budget", "3000", "--checkpoint-every", "3",
+            "--no-progress"]
+    ref, out = str(tmp_path / "ref"), str(tmp_path / "run")
+    monkeypatch.setenv("BBDFT_TEST_COUNTER", str(tmp_path / "ref.txt"))
+    assert main(argv + ["--out", ref]) == 0
+    monkeypatch.setenv("BBDFT_TEST_COUNTER", str(tmp_path / "run.txt"))
+    monkeypatch.setenv("BBDFT_TEST_FAIL_AFTER", "1500")
+    assert main(argv + ["--out", out]) == 3
+    line = error_line(capsys)
+    assert "resum" in line, line
+    assert os.path.exists(os.path.join(out, "checkpoint.npz"))
+    monkeypatch.delenv("BBDFT_TEST_FAIL_AFTER")
+    assert main(["resume", out, "--no-progress"]) == 0
+    got = VerificationTuner.load(os.path.join(out, "delta.npz"), None)
+    want = VerificationTuner.load(os.path.join(ref, "delta.npz"), None)
+    assert np.array_equal(got.delta_, want.delta_) and got.threshold_ == want.threshold_
+    mine, theirs = (json.load(open(os.path.join(d, "report.json"))) for d in (out, ref))
+    assert mine["test"] == theirs["test"]
+    # the model answered every image once: the cache and the checkpoint replay the rest
+    assert count(str(tmp_path / "run.txt")) == count(str(tmp_path / "ref.txt"))
+    assert main(["resume", out, "--no-progress"]) == 0  # complete: nothing to do
+    assert "nothing to resume" in capsys.readouterr().out
 
 
 @pytest.mark.network

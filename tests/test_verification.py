@@ -247,3 +247,46 @@ def test_face_compare_api_over_http_fits_like_the_local_pair_model() -> None:
     np.testing.assert_allclose(got.delta_, want.delta_, atol=1e-4)
     with pytest.raises(TypeError, match="not pair similarities"):
         HTTPModel("http://127.0.0.1:9/x", preset="json").compare(x[:1], x[:1])
+
+
+def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path: Any) -> None:
+    """A model failure mid-fit keeps a checkpoint; resuming pays only the failed step again."""
+    from blackbox_dft.model import ModelError
+    model, train, val, test = _linear_embedding_problem()
+    kw = {"query_budget": 4_000, "seed": 2}
+    full = VerificationTuner(model, **kw).fit(*train, validation=val)
+
+    class FailsOnce:
+        output_kind = "embedding"
+        name = "fails-once"
+
+        def __init__(self) -> None:
+            self.seen, self.failed = 0, False
+
+        def predict(self, images: np.ndarray) -> np.ndarray:
+            if self.seen > 2_000 and not self.failed:
+                self.failed = True
+                raise ModelError("vendor went away")
+            self.seen += len(images)
+            return model.predict(images)
+
+    flaky = FailsOnce()
+    ckpt = tmp_path / "v.npz"
+    with pytest.raises(ModelError):
+        VerificationTuner(flaky, **kw).fit(*train, validation=val, checkpoint=ckpt,
+                                           checkpoint_every=3)
+    assert ckpt.exists()
+    resumed = VerificationTuner(flaky, **kw).fit(*train, validation=val, checkpoint=ckpt,
+                                                 checkpoint_every=3, resume=True)
+    assert np.array_equal(resumed.delta_, full.delta_)
+    assert resumed.threshold_ == full.threshold_ and resumed.best_step_ == full.best_step_
+    assert resumed.history_ == full.history_
+    assert resumed.queries_ == full.queries_
+    # the checkpoint written at the failure holds every finished step: nothing the model
+    # answered is asked again (the failed call itself was never answered)
+    assert flaky.seen == full.queries_
+    with pytest.raises(ValueError, match="other pairs or images"):
+        VerificationTuner(model, **kw).fit(*test, validation=val, checkpoint=ckpt, resume=True)
+    with pytest.raises(ValueError, match="other settings"):
+        VerificationTuner(model, query_budget=5_000, seed=2).fit(
+            *train, validation=val, checkpoint=ckpt, resume=True)
