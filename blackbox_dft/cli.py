@@ -123,25 +123,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _execute(job: Any, run: Any, progress: bool, execute: Any, print_summary: Any) -> int:
-    resumable = getattr(job, "kind", "classification") in ("classification", "verification")
     try:
         report = execute(job, run, progress=progress)
     except KeyboardInterrupt:
-        if resumable:
-            print(f"interrupted; checkpoint written: continue with 'blackbox-dft resume "
-                  f"{run.path}'", file=sys.stderr)
-        else:
-            print(f"interrupted; {job.kind} fits keep no checkpoint: re-run the fit with "
-                  "--force (the query cache keeps the answers already paid for)",
-                  file=sys.stderr)
+        print(f"interrupted; checkpoint written: continue with 'blackbox-dft resume "
+              f"{run.path}'", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ModelError, BudgetExhausted) as exc:
-        if resumable:
-            print(f"model failed: {_one_line(exc)}; the run is resumable: "
-                  f"'blackbox-dft resume {run.path}'", file=sys.stderr)
-        else:
-            print(f"model failed: {_one_line(exc)}; re-run the fit with --force (the query "
-                  "cache keeps the answers already paid for)", file=sys.stderr)
+        print(f"model failed: {_one_line(exc)}; the run is resumable: "
+              f"'blackbox-dft resume {run.path}'", file=sys.stderr)
         return EXIT_MODEL
     print_summary(report, run)
     return EXIT_OK
@@ -154,15 +144,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     run = RunFolder.open(args.run)
     cfg = run.read_config()
-    kind = cfg.get("kind", "classification")
-    if kind not in ("classification", "verification"):
-        if os.path.exists(run.report_json):
-            print(f"run {run.path} is complete; nothing to resume (see 'blackbox-dft info')")
-            return EXIT_OK
-        raise UsageError(f"resume does not handle run {run.path} ({kind} fits keep no "
-                         "checkpoint); re-run its fit with --force (the query cache keeps the "
-                         "answers already paid for)")
-    if os.path.exists(run.report_json) and os.path.exists(run.delta):
+    if os.path.exists(run.report_json):
         print(f"run {run.path} is complete; nothing to resume (see 'blackbox-dft info')")
         return EXIT_OK
     opts = cfg.get("options", {}) if cfg.get("command") == "demo" else run_options(cfg)

@@ -135,10 +135,8 @@ def verification_job(opts: dict[str, Any]) -> Any:
 
 def _fit_and_evaluate(job: Any, tuner: Any, evaluate: bool,
                       run: RunFolder) -> dict[str, Any] | None:
-    kw: dict[str, Any] = {}
-    if job.kind == "verification":  # resumable: a checkpoint in the run folder
-        kw = {"checkpoint": run.checkpoint, "resume": True,
-              "checkpoint_every": int(job.options.get("checkpoint_every") or 10)}
+    kw = {"checkpoint": run.checkpoint, "resume": True,  # resumable from the run folder
+          "checkpoint_every": int(job.options.get("checkpoint_every") or 10)}
     try:
         tuner.fit(job.train[0], job.train[1], validation=job.val, **kw)
     except ValueError as exc:
@@ -305,9 +303,11 @@ def info_beyond(run: RunFolder, cfg: dict[str, Any], report: dict[str, Any] | No
     print(f"mode: {kind}; epsilon {params.get('epsilon')} grey levels, budget "
           f"{params.get('query_budget')} queries, seed {params.get('seed')}")
     if report is None:
-        status = "not finished (no checkpoint: re-run the fit with --force)"
-        print(f"status: {status}")
-        out.update(status=status)
+        status, queries, state = run.fit_progress()
+        if state is not None:
+            out.update(step=state.step, done=state.done)
+        print(f"status: {status}; fit queries {queries} of {params.get('query_budget')}")
+        out.update(status=status, queries=queries)
         return
     fit, m = report["fit"], report.get("test")
     print(f"status: fit done; fit queries {fit['queries']} of {params.get('query_budget')}")

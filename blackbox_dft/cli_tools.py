@@ -16,7 +16,6 @@ from .data import SPLITS, DataError, read_image, split_dataset, write_image
 from .loaders import list_images
 from .meter import Meter, money, read_ledger
 from .runs import RunError, RunFolder, read_json, write_json
-from .state import FitState
 from .tuner import DataFineTuner
 from .verification import VerificationTuner
 
@@ -204,11 +203,8 @@ def info_run(run_path: str) -> dict[str, Any]:
         return out
     print(f"epsilon {params.get('epsilon')} grey levels, budget {budget} queries, "
           f"seed {params.get('seed')}")
-    status, queries = "not started", 0
-    if os.path.exists(run.checkpoint):
-        state, _ = FitState.load(run.checkpoint)
-        queries = state.queries + state.lost_queries
-        status = "fit done" if state.done else f"in progress (resumable): step {state.step}"
+    status, queries, state = run.fit_progress()
+    if state is not None:
         out.update(step=state.step, best_step=state.best_step, done=state.done)
         vals = [r for r in state.history if r.get("val_accuracy") is not None]
         if state.baseline:

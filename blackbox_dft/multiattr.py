@@ -27,8 +27,8 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import read_result, write_npz_json
-from .tuner import DataFineTuner, decode_params
+from .state import FitState, read_result, write_npz_json
+from .tuner import DataFineTuner, _fingerprint, decode_params
 
 __all__ = ["MultiAttributeTuner", "MODES"]
 
@@ -91,8 +91,17 @@ class MultiAttributeTuner:
         return self.objective_.loss(raw, y)
 
     def fit(self, images: np.ndarray, labels: Any,
-            validation: tuple[np.ndarray, Any] | None = None) -> MultiAttributeTuner:
-        """Learn ``deltas_ (A, H, W, 3)`` from images ``(N, H, W, 3)`` and labels ``(N, A)``."""
+            validation: tuple[np.ndarray, Any] | None = None, *,
+            checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
+            resume: bool = False) -> MultiAttributeTuner:
+        """Learn ``deltas_ (A, H, W, 3)`` from images ``(N, H, W, 3)`` and labels ``(N, A)``.
+
+        checkpoint / checkpoint_every / resume: as in :meth:`DataFineTuner.fit` (both modes):
+        a ``.npz`` written atomically every ``checkpoint_every`` steps and on a failure, and
+        continued with ``resume=True`` to the result of an uninterrupted fit.
+        """
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
         x = check_images(images)
         y = self._setup(labels, x.shape[0])
         val = None
@@ -102,7 +111,7 @@ class MultiAttributeTuner:
                                                             "validation labels"))
         n_attr = y.shape[1]
         if self.mode == "shared":
-            return self._fit_shared(x, y, val, n_attr)
+            return self._fit_shared(x, y, val, n_attr, checkpoint, checkpoint_every, resume)
         eps = float(self.epsilon)
         pert = self.perturbation or LowResolution((8, 8))
         est = self.estimator or SPSA(directions=1, step=2.0)
@@ -120,12 +129,28 @@ class MultiAttributeTuner:
         opt = make_optimizer(self.optimizer, Schedule(float(lr)))
         rng = np.random.default_rng(self.seed)
         sender = _Sender(QueryCounter(self.model, int(self.query_budget)))
-        zs = np.zeros((n_attr, *pert.latent_shape(hw)))
-        states = [opt.init(zs[a]) for a in range(n_attr)]
-        best_z, best_key = zs.copy(), [[-np.inf]] * n_attr
-        best_step = [0] * n_attr
-        history: list[dict[str, Any]] = []
-        separate = 0  # images A independent single-attribute runs would have sent
+        meta = {"kind": "per_attribute_checkpoint", "params": self.get_params(),
+                "fingerprint": _fingerprint(x, y), "version": __version__}
+        if checkpoint is not None and resume and os.path.exists(checkpoint):
+            st, old = FitState.load(checkpoint)
+            for field_ in ("fingerprint", "params"):
+                if old.get(field_) != meta[field_]:
+                    what = "images or labels" if field_ == "fingerprint" else "settings"
+                    raise ValueError(f"checkpoint {os.fspath(checkpoint)} was made with other "
+                                     f"{what}; use the same ones, or start a new fit")
+            rng.bit_generator.state = st.rng_state
+            sender.counter.queries = st.queries
+        else:
+            z0 = np.zeros((n_attr, *pert.latent_shape(hw)))
+            # per-attribute optimizer states in one dict, keys prefixed "a<index>/"
+            opt0 = {f"a{a}/{k}": v for a in range(n_attr) for k, v in opt.init(z0[a]).items()}
+            st = FitState(z=z0, opt_state=opt0, rng_state=dict(rng.bit_generator.state),
+                          best_z=z0.copy(), extra={"best_key": [[-np.inf]] * n_attr,
+                                                   "best_step": [0] * n_attr, "separate": 0})
+
+        def opt_of(state: dict[str, Any], a: int) -> dict[str, Any]:
+            tag = f"a{a}/"
+            return {k[len(tag):]: v for k, v in state.items() if k.startswith(tag)}
 
         def validate(zz: np.ndarray) -> list[dict[str, float]]:
             assert val is not None
@@ -138,55 +163,84 @@ class MultiAttributeTuner:
                             "val_loss": float(self._column_loss(s[a][:, a], yv[:, a]).mean())})
             return out
 
-        if val is not None:
-            base = validate(zs)  # all-zero latents: one clean pass serves every attribute
-            separate += val_cost
-            self.baseline_ = base
-            best_key = [[m["val_accuracy"], -m["val_loss"]] for m in base]
-        step = 0
-        while sender.counter.remaining >= step_cost + val_cost:
-            idx = rng.choice(x.shape[0], size=b, replace=False) if b < x.shape[0] \
-                else np.arange(x.shape[0])
-            c = est.step_at(step)
-            dirs = [est._directions((), zs[a].shape, rng) for a in range(n_attr)]
-            cands = np.stack([est._candidates(zs[a], dirs[a], c) for a in range(n_attr)])
-            m = cands.shape[1]
-            s = sender.scores(x[idx], pert.to_deltas(cands.reshape(-1, *zs.shape[1:]), hw, eps))
-            separate += step_cost
-            rec: dict[str, Any] = {"step": step + 1}
-            for a in range(n_attr):
-                raw_a = s[a * m:(a + 1) * m, :, a].reshape(-1)
-                losses = self._column_loss(raw_a, np.tile(y[idx, a], m)).reshape(m, b).mean(1)
-                g, loss = est._combine(losses, dirs[a], c)
-                upd, states[a] = opt.update(g.reshape(zs[a].shape), states[a])
-                zs[a] = pert.project(zs[a] - upd, eps)
-                rec[f"loss/{self.attributes_[a]}"] = loss
-            step += 1
-            last = sender.counter.remaining < 2 * step_cost + val_cost
-            if val is not None and (step % int(self.validation_every) == 0 or last):
-                ms = validate(zs)
-                separate += val_cost
-                for a, mm in enumerate(ms):
-                    rec[f"val_accuracy/{self.attributes_[a]}"] = mm["val_accuracy"]
-                    key = [mm["val_accuracy"], -mm["val_loss"]]
-                    if key > best_key[a]:
-                        best_z[a], best_key[a], best_step[a] = zs[a].copy(), key, step
-            rec["queries"] = sender.counter.queries
-            history.append(rec)
-        if val is None:
-            best_z, best_step = zs.copy(), [step] * n_attr
+        def save() -> None:
+            if checkpoint is not None:
+                st.save(checkpoint, meta)
+
+        ex = st.extra
+        try:
+            if val is not None and st.baseline is None:
+                base = validate(st.z)  # all-zero latents: one clean pass serves every attribute
+                ex["separate"] += val_cost
+                st.baseline = {"per_attribute": base}
+                ex["best_key"] = [[m["val_accuracy"], -m["val_loss"]] for m in base]
+                st.queries = sender.counter.queries
+            while not st.done and sender.counter.remaining >= step_cost + val_cost:
+                step = st.step
+                idx = rng.choice(x.shape[0], size=b, replace=False) if b < x.shape[0] \
+                    else np.arange(x.shape[0])
+                c = est.step_at(step)
+                zs = st.z.copy()
+                dirs = [est._directions((), zs[a].shape, rng) for a in range(n_attr)]
+                cands = np.stack([est._candidates(zs[a], dirs[a], c) for a in range(n_attr)])
+                m = cands.shape[1]
+                s = sender.scores(x[idx], pert.to_deltas(cands.reshape(-1, *zs.shape[1:]), hw,
+                                                         eps))
+                separate = ex["separate"] + step_cost
+                rec: dict[str, Any] = {"step": step + 1}
+                opt_state: dict[str, Any] = {}
+                for a in range(n_attr):
+                    raw_a = s[a * m:(a + 1) * m, :, a].reshape(-1)
+                    losses = self._column_loss(raw_a, np.tile(y[idx, a], m)).reshape(m, b)
+                    g, loss = est._combine(losses.mean(1), dirs[a], c)
+                    upd, new = opt.update(g.reshape(zs[a].shape), opt_of(st.opt_state, a))
+                    opt_state.update({f"a{a}/{k}": v for k, v in new.items()})
+                    zs[a] = pert.project(zs[a] - upd, eps)
+                    rec[f"loss/{self.attributes_[a]}"] = loss
+                last = sender.counter.remaining < 2 * step_cost + val_cost
+                best_z = st.best_z.copy() if st.best_z is not None else zs.copy()
+                best_key, best_step = list(ex["best_key"]), list(ex["best_step"])
+                if val is not None and ((step + 1) % int(self.validation_every) == 0 or last):
+                    ms = validate(zs)
+                    separate += val_cost
+                    for a, mm in enumerate(ms):
+                        rec[f"val_accuracy/{self.attributes_[a]}"] = mm["val_accuracy"]
+                        key = [mm["val_accuracy"], -mm["val_loss"]]
+                        if key > best_key[a]:
+                            best_z[a], best_key[a], best_step[a] = zs[a].copy(), key, step + 1
+                rec["queries"] = sender.counter.queries
+                # Commit the whole step at once.
+                st.z, st.opt_state, st.step, st.best_z = zs, opt_state, step + 1, best_z
+                ex.update(best_key=best_key, best_step=best_step, separate=separate)
+                st.queries, st.rng_state = sender.counter.queries, dict(rng.bit_generator.state)
+                st.history.append(rec)
+                if st.step % checkpoint_every == 0:
+                    save()
+            if val is None:
+                st.best_z, ex["best_step"] = st.z.copy(), [st.step] * n_attr
+            st.done = True
+            save()
+        except BaseException:
+            st.lost_queries += sender.counter.queries - st.queries
+            save()
+            raise
+        assert st.best_z is not None
+        if st.baseline is not None:
+            self.baseline_ = st.baseline["per_attribute"]
         self.perturbation_, self.image_shape_ = pert, hw
-        self.latents_ = best_z.astype(np.float32)
+        self.latents_ = st.best_z.astype(np.float32)
         self.deltas_ = pert.to_deltas(self.latents_, hw, eps)
-        self.queries_ = sender.counter.queries
-        self.queries_separate_ = separate
-        self.queries_saved_ = separate - self.queries_
-        self.history_, self.best_step_, self.n_steps_ = history, best_step, step
+        # images of a failed or interrupted step were (maybe) paid: counted, as DataFineTuner
+        self.queries_ = sender.counter.queries + st.lost_queries
+        self.queries_separate_ = int(ex["separate"]) + st.lost_queries
+        self.queries_saved_ = self.queries_separate_ - self.queries_
+        self.history_, self.best_step_, self.n_steps_ = st.history, list(ex["best_step"]), st.step
         return self
 
     def _fit_shared(self, x: np.ndarray, y: np.ndarray,
-                    val: tuple[np.ndarray, np.ndarray] | None,
-                    n_attr: int) -> MultiAttributeTuner:
+                    val: tuple[np.ndarray, np.ndarray] | None, n_attr: int,
+                    checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
+                    resume: bool) -> MultiAttributeTuner:
         """One delta for all attributes: the multilabel task of :class:`DataFineTuner`."""
         tuner = DataFineTuner(
             self.model, "multilabel", epsilon=self.epsilon, perturbation=self.perturbation,
@@ -194,7 +248,8 @@ class MultiAttributeTuner:
             learning_rate=self.learning_rate, batch_size=self.batch_size,
             query_budget=int(self.query_budget), scores=self.scores,
             validation_every=self.validation_every, seed=self.seed, progress=False)
-        tuner.fit(x, y, validation=val)
+        tuner.fit(x, y, validation=val, checkpoint=checkpoint,
+                  checkpoint_every=checkpoint_every, resume=resume)
         self.tuner_ = tuner
         self.perturbation_, self.image_shape_ = tuner.perturbation_, tuner.image_shape_
         self.latents_ = np.repeat(tuner.latent_[None], n_attr, axis=0)

@@ -24,6 +24,7 @@ import os
 from typing import Any
 
 from . import __version__
+from .state import FitState
 
 __all__ = ["RUN_FORMAT", "RunError", "RunFolder", "write_json", "read_json", "jsonable"]
 
@@ -161,6 +162,15 @@ class RunFolder:
             return []
         with open(self.history, encoding="utf-8") as fh:
             return [json.loads(line) for line in fh if line.strip()]
+
+    def fit_progress(self) -> tuple[str, int, FitState | None]:
+        """``(status, fit queries, state)`` from the checkpoint: ``"not started"``,
+        ``"in progress (resumable): step N"`` or ``"fit done"``."""
+        if not os.path.exists(self.checkpoint):
+            return "not started", 0, None
+        state, _ = FitState.load(self.checkpoint)
+        status = "fit done" if state.done else f"in progress (resumable): step {state.step}"
+        return status, state.queries + state.lost_queries, state
 
     def __repr__(self) -> str:
         return f"RunFolder({self.path!r})"

@@ -89,6 +89,7 @@ class FitState:
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     lost_queries: int = 0  # sent for steps that failed or were interrupted (replayed on resume)
+    extra: dict[str, Any] = field(default_factory=dict)  # a tuner's own JSON-able bookkeeping
 
     def save(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
         """Write the state (and caller metadata such as the config) atomically."""
@@ -107,7 +108,7 @@ class FitState:
                 "rng_state": self.rng_state, "step": self.step, "queries": self.queries,
                 "best_score": self.best_score, "best_step": self.best_step,
                 "baseline": self.baseline, "history": self.history, "done": self.done,
-                "lost_queries": self.lost_queries,
+                "lost_queries": self.lost_queries, "extra": self.extra,
                 "opt_counters": counters,
             },
         })
@@ -125,5 +126,5 @@ class FitState:
                     step=s["step"], queries=s["queries"], best_z=arrays.get("best_z"),
                     best_score=s["best_score"], best_step=s["best_step"],
                     baseline=s["baseline"], history=s["history"], done=s["done"],
-                    lost_queries=s.get("lost_queries", 0))
+                    lost_queries=s.get("lost_queries", 0), extra=s.get("extra", {}))
         return state, meta

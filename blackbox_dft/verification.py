@@ -339,7 +339,9 @@ class VerificationTuner:
             self.threshold_ = float(best[0]["threshold"]) if best else self.baseline_threshold_
         else:
             self.baseline_threshold_ = self.threshold_ = fixed_t
-        self.queries_, self.history_, self.best_step_ = counter.queries, st.history, st.best_step
+        # images of a failed or interrupted step were (maybe) paid: counted, as DataFineTuner
+        self.queries_ = counter.queries + st.lost_queries
+        self.history_, self.best_step_ = st.history, st.best_step
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:

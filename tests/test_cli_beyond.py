@@ -281,3 +281,26 @@ def test_a_failed_per_attribute_fit_is_rerun_without_paying_twice(tmp_path, attr
     # by the run folder's query cache, and only the rest reaches the model
     assert spend["saved"] == paid_first
     assert count(second) == spend["paid"] == spend["asked"] - paid_first
+
+
+def test_a_failed_per_attribute_fit_resumes_to_the_uninterrupted_result(tmp_path, attr_csv,
+                                                                      capsys, monkeypatch):
+    args = ["fit", "--model", ATTR_SPEC, "--data", attr_csv, "--attribute-mode",
+            "per_attribute", "--budget", "3000", "--checkpoint-every", "2", "--no-progress"]
+    ref, out = str(tmp_path / "ref"), str(tmp_path / "run")
+    monkeypatch.setenv("BBDFT_TEST_COUNTER", str(tmp_path / "ref.txt"))
+    assert main([*args, "--out", ref]) == 0
+    monkeypatch.setenv("BBDFT_TEST_COUNTER", str(tmp_path / "run.txt"))
+    monkeypatch.setenv("BBDFT_TEST_FAIL_AFTER", "1500")
+    assert main([*args, "--out", out]) == 3
+    assert "resume" in error_line(capsys)
+    assert os.path.exists(os.path.join(out, "checkpoint.npz"))
+    assert main(["info", out]) == 0
+    assert "in progress (resumable)" in capsys.readouterr().out
+    monkeypatch.delenv("BBDFT_TEST_FAIL_AFTER")
+    assert main(["resume", out, "--no-progress"]) == 0
+    got = MultiAttributeTuner.load(os.path.join(out, "deltas.npz"), None)
+    want = MultiAttributeTuner.load(os.path.join(ref, "deltas.npz"), None)
+    assert np.array_equal(got.deltas_, want.deltas_)
+    # the model answered every image once: the checkpoint and the cache replay the rest
+    assert count(str(tmp_path / "run.txt")) == count(str(tmp_path / "ref.txt"))

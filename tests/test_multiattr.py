@@ -69,3 +69,39 @@ def test_label_only_attributes_and_bad_input() -> None:
     with pytest.raises(ValueError, match="attribute names"):
         MultiAttributeTuner(model, ["only-one"]).fit(*train)
     assert isinstance(LabelOnly(model), LabelOnly)
+
+
+@pytest.mark.parametrize("mode", ["per_attribute", "shared"])
+def test_checkpoint_resume_gives_the_uninterrupted_result(mode: str, tmp_path) -> None:
+    """A model failure mid-fit keeps a checkpoint; resuming finishes the same fit."""
+    model, train, val, _ = _multilabel_problem()
+    kw = {"mode": mode, "query_budget": 6_000, "seed": 1}
+    full = MultiAttributeTuner(model, ["a0", "a1", "a2"], **kw).fit(*train, validation=val)
+    seen = {"n": 0, "failed": False}
+
+    def flaky_fn(x: np.ndarray) -> np.ndarray:
+        if seen["n"] > 3_000 and not seen["failed"]:
+            seen["failed"] = True
+            raise ConnectionError("vendor went away")
+        seen["n"] += len(x)
+        return model.predict(x)
+
+    flaky = CallableModel(flaky_fn, name="flaky-attributes", n_outputs=3)
+    ckpt = tmp_path / "m.npz"
+    with pytest.raises(ConnectionError):
+        MultiAttributeTuner(flaky, ["a0", "a1", "a2"], **kw).fit(
+            *train, validation=val, checkpoint=ckpt, checkpoint_every=4)
+    assert ckpt.exists()
+    resumed = MultiAttributeTuner(flaky, ["a0", "a1", "a2"], **kw).fit(
+        *train, validation=val, checkpoint=ckpt, checkpoint_every=4, resume=True)
+    assert np.array_equal(resumed.deltas_, full.deltas_)
+    assert resumed.best_step_ == full.best_step_
+    # every finished step was in the checkpoint: the model answered each image once; the
+    # failed call (charged: it may have been paid) is counted on top, as DataFineTuner does
+    assert seen["n"] == full.queries_
+    lost = resumed.queries_ - full.queries_
+    assert 0 < lost <= 3 * 2 * 32 and resumed.queries_separate_ - full.queries_separate_ in (
+        lost, 3 * lost)
+    with pytest.raises(ValueError, match="other settings"):
+        MultiAttributeTuner(model, ["a0", "a1", "a2"], mode=mode, query_budget=7_000,
+                            seed=1).fit(*train, validation=val, checkpoint=ckpt, resume=True)

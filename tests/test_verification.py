@@ -281,7 +281,7 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path: Any) -> None
     assert np.array_equal(resumed.delta_, full.delta_)
     assert resumed.threshold_ == full.threshold_ and resumed.best_step_ == full.best_step_
     assert resumed.history_ == full.history_
-    assert resumed.queries_ == full.queries_
+    assert 0 < resumed.queries_ - full.queries_ <= 2 * 64  # + the failed (charged) call
     # the checkpoint written at the failure holds every finished step: nothing the model
     # answered is asked again (the failed call itself was never answered)
     assert flaky.seen == full.queries_
