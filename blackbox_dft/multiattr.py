@@ -27,7 +27,7 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, read_result, write_npz_json
+from .state import FitState, check_resumable, read_result, write_npz_json
 from .tuner import DataFineTuner, _fingerprint, decode_params
 
 __all__ = ["MultiAttributeTuner", "MODES"]
@@ -133,11 +133,7 @@ class MultiAttributeTuner:
                 "fingerprint": _fingerprint(x, y), "version": __version__}
         if checkpoint is not None and resume and os.path.exists(checkpoint):
             st, old = FitState.load(checkpoint)
-            for field_ in ("fingerprint", "params"):
-                if old.get(field_) != meta[field_]:
-                    what = "images or labels" if field_ == "fingerprint" else "settings"
-                    raise ValueError(f"checkpoint {os.fspath(checkpoint)} was made with other "
-                                     f"{what}; use the same ones, or start a new fit")
+            check_resumable(old, meta, checkpoint, "images or labels")
             rng.bit_generator.state = st.rng_state
             sender.counter.queries = st.queries
         else:

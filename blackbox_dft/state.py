@@ -128,3 +128,21 @@ class FitState:
                     baseline=s["baseline"], history=s["history"], done=s["done"],
                     lost_queries=s.get("lost_queries", 0), extra=s.get("extra", {}))
         return state, meta
+
+
+def check_resumable(old: dict[str, Any], meta: dict[str, Any], path: str | os.PathLike[str],
+                    data: str) -> None:
+    """ValueError unless a checkpoint's metadata ``old`` was written by the same fit as
+    ``meta`` describes: same data (``fingerprint``; ``data`` names it in the message) and
+    same settings (``params``; the message lists the ones that differ)."""
+    if old.get("fingerprint") != meta["fingerprint"]:
+        raise ValueError(
+            f"checkpoint {os.fspath(path)} was made on other {data} (fingerprint differs); "
+            f"use the same {data}, or start a new run"
+        )
+    if old.get("params") != meta["params"]:
+        diff = sorted(k for k in meta["params"]
+                      if old.get("params", {}).get(k) != meta["params"][k])
+        raise ValueError(
+            f"checkpoint {os.fspath(path)} was made with other settings ({', '.join(diff)})"
+        )

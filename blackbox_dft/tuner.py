@@ -24,7 +24,7 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, read_result, write_npz_json
+from .state import FitState, check_resumable, read_result, write_npz_json
 
 __all__ = ["DataFineTuner", "NotFittedError"]
 
@@ -234,7 +234,7 @@ class DataFineTuner:
         state = None
         if checkpoint is not None and resume and os.path.exists(checkpoint):
             state, old = FitState.load(checkpoint)
-            self._check_resumable(old, meta, checkpoint)
+            check_resumable(old, meta, checkpoint, "training data")
             counter.queries = state.queries
         bar = tqdm(total=int(self.query_budget), unit="query", disable=not self.progress,
                    desc=f"DFT {model_name(self.model)}", dynamic_ncols=True)
@@ -244,20 +244,6 @@ class DataFineTuner:
         finally:
             bar.close()
         return self
-
-    def _check_resumable(self, old: dict[str, Any], meta: dict[str, Any],
-                         path: str | os.PathLike[str]) -> None:
-        if old.get("fingerprint") != meta["fingerprint"]:
-            raise ValueError(
-                f"checkpoint {os.fspath(path)} was made on other training data "
-                "(fingerprint differs); use the same images and labels, or start a new run"
-            )
-        if old.get("params") != meta["params"]:
-            diff = sorted(k for k in meta["params"]
-                          if old.get("params", {}).get(k) != meta["params"][k])
-            raise ValueError(
-                f"checkpoint {os.fspath(path)} was made with other settings ({', '.join(diff)})"
-            )
 
     def _set_fitted(self, state: FitState) -> None:
         z = state.best_z if state.best_z is not None else state.z

@@ -33,7 +33,7 @@ from .metrics import ssim
 from .model import QueryCounter, model_name
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, read_result, write_npz_json
+from .state import FitState, check_resumable, read_result, write_npz_json
 from .tuner import _fingerprint, decode_params
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
@@ -257,11 +257,7 @@ class VerificationTuner:
                 "fingerprint": _fingerprint(x, p), "version": __version__}
         if checkpoint is not None and resume and os.path.exists(checkpoint):
             st, old = FitState.load(checkpoint)
-            for field_ in ("fingerprint", "params"):
-                if old.get(field_) != meta[field_]:
-                    what = "pairs or images" if field_ == "fingerprint" else "settings"
-                    raise ValueError(f"checkpoint {os.fspath(checkpoint)} was made with other "
-                                     f"{what}; use the same ones, or start a new fit")
+            check_resumable(old, meta, checkpoint, "pairs or images")
             rng.bit_generator.state = st.rng_state
             counter.queries = st.queries
         else:
