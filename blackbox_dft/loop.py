@@ -24,7 +24,7 @@ from .model import QueryCounter
 from .objectives import Objective
 from .optimizers import Optimizer
 from .perturbation import Perturbation
-from .state import FitState
+from .state import FitState, keep_on_failure
 
 if TYPE_CHECKING:
     from .tuner import DataFineTuner
@@ -125,57 +125,52 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
             state.save(checkpoint, meta)
 
     try:
-        if val is not None and state.baseline is None:
-            m = scorer.validate(state.z, val)
-            state.baseline = {"queries": counter.queries, **m}
-            state.best_z, state.best_score = state.z.copy(), _score(m, tuner.selection)
-            state.queries = counter.queries
-        while not state.done and counter.remaining >= step_cost + val_cost:
-            t = state.step
-            idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
-            xb, yb = x[idx], y[idx]
-            if est.per_image:
-                g, loss, _ = est.estimate(partial(scorer.losses_per_image, xb=xb, yb=yb),
-                                          state.z, rng, t, batch=b)
-            else:
-                g, loss, _ = est.estimate(partial(scorer.losses, xb=xb, yb=yb), state.z, rng, t)
-            if tuner.energy_penalty:
-                g = g + float(tuner.energy_penalty) * state.z
-            step, opt_state = optimizer.update(g, state.opt_state)
-            z = pert.project(state.z - step, float(tuner.epsilon))
-            rec: dict[str, Any] = {"step": t + 1, "queries": counter.queries, "loss": loss,
-                                   "learning_rate": optimizer.learning_rate(t),
-                                   "fd_step": est.step_at(t)}
-            last = counter.remaining < 2 * step_cost + val_cost
-            if val is not None and ((t + 1) % every == 0 or last):
-                m = scorer.validate(z, val)
-                rec.update(m, queries=counter.queries)
-                if _score(m, tuner.selection) > (state.best_score or [-np.inf]):
-                    state.best_z, state.best_score = z.copy(), _score(m, tuner.selection)
-                    state.best_step = t + 1
-            # Commit the whole step at once.
-            state.z, state.opt_state, state.step = z, opt_state, t + 1
-            state.queries, state.rng_state = counter.queries, dict(rng.bit_generator.state)
-            state.history.append(rec)
-            bar.update(counter.queries - bar.n)
-            post = {"loss": f"{loss:.4f}"}
-            if "val_accuracy" in rec:
-                post["val_acc"] = f"{rec['val_accuracy']:.3f}"
-            bar.set_postfix(post, refresh=False)
-            if state.step % checkpoint_every == 0:
-                save()
-            if callback is not None and callback(rec, state):
-                break
-        if val is None:
-            state.best_z, state.best_step = state.z.copy(), state.step
-        state.done = True
-        save()
-    except BaseException:
-        # Images sent for the unfinished step were (maybe) paid: keep them on the books, but
-        # apart, so that a resumed fit replays that step exactly as an uninterrupted one.
-        state.lost_queries += counter.queries - state.queries
-        save()
-        raise
+        with keep_on_failure(state, lambda: counter.queries, save):
+            if val is not None and state.baseline is None:
+                m = scorer.validate(state.z, val)
+                state.baseline = {"queries": counter.queries, **m}
+                state.best_z, state.best_score = state.z.copy(), _score(m, tuner.selection)
+                state.queries = counter.queries
+            while not state.done and counter.remaining >= step_cost + val_cost:
+                t = state.step
+                idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
+                xb, yb = x[idx], y[idx]
+                if est.per_image:
+                    g, loss, _ = est.estimate(partial(scorer.losses_per_image, xb=xb, yb=yb),
+                                              state.z, rng, t, batch=b)
+                else:
+                    g, loss, _ = est.estimate(partial(scorer.losses, xb=xb, yb=yb), state.z, rng, t)
+                if tuner.energy_penalty:
+                    g = g + float(tuner.energy_penalty) * state.z
+                step, opt_state = optimizer.update(g, state.opt_state)
+                z = pert.project(state.z - step, float(tuner.epsilon))
+                rec: dict[str, Any] = {"step": t + 1, "queries": counter.queries, "loss": loss,
+                                       "learning_rate": optimizer.learning_rate(t),
+                                       "fd_step": est.step_at(t)}
+                last = counter.remaining < 2 * step_cost + val_cost
+                if val is not None and ((t + 1) % every == 0 or last):
+                    m = scorer.validate(z, val)
+                    rec.update(m, queries=counter.queries)
+                    if _score(m, tuner.selection) > (state.best_score or [-np.inf]):
+                        state.best_z, state.best_score = z.copy(), _score(m, tuner.selection)
+                        state.best_step = t + 1
+                # Commit the whole step at once.
+                state.z, state.opt_state, state.step = z, opt_state, t + 1
+                state.queries, state.rng_state = counter.queries, dict(rng.bit_generator.state)
+                state.history.append(rec)
+                bar.update(counter.queries - bar.n)
+                post = {"loss": f"{loss:.4f}"}
+                if "val_accuracy" in rec:
+                    post["val_acc"] = f"{rec['val_accuracy']:.3f}"
+                bar.set_postfix(post, refresh=False)
+                if state.step % checkpoint_every == 0:
+                    save()
+                if callback is not None and callback(rec, state):
+                    break
+            if val is None:
+                state.best_z, state.best_step = state.z.copy(), state.step
+            state.done = True
+            save()
     finally:
         tuner._set_fitted(state)
     return state

@@ -27,7 +27,7 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, check_resumable, read_result, write_npz_json
+from .state import FitState, keep_on_failure, load_resumable, read_result, write_npz_json
 from .tuner import DataFineTuner, _fingerprint, decode_params
 
 __all__ = ["MultiAttributeTuner", "MODES"]
@@ -131,9 +131,9 @@ class MultiAttributeTuner:
         sender = _Sender(QueryCounter(self.model, int(self.query_budget)))
         meta = {"kind": "per_attribute_checkpoint", "params": self.get_params(),
                 "fingerprint": _fingerprint(x, y), "version": __version__}
-        if checkpoint is not None and resume and os.path.exists(checkpoint):
-            st, old = FitState.load(checkpoint)
-            check_resumable(old, meta, checkpoint, "images or labels")
+        loaded = load_resumable(checkpoint, resume, meta, "images or labels")
+        if loaded is not None:
+            st = loaded
             rng.bit_generator.state = st.rng_state
             sender.counter.queries = st.queries
         else:
@@ -164,7 +164,7 @@ class MultiAttributeTuner:
                 st.save(checkpoint, meta)
 
         ex = st.extra
-        try:
+        with keep_on_failure(st, lambda: sender.counter.queries, save):
             if val is not None and st.baseline is None:
                 base = validate(st.z)  # all-zero latents: one clean pass serves every attribute
                 ex["separate"] += val_cost
@@ -216,10 +216,6 @@ class MultiAttributeTuner:
                 st.best_z, ex["best_step"] = st.z.copy(), [st.step] * n_attr
             st.done = True
             save()
-        except BaseException:
-            st.lost_queries += sender.counter.queries - st.queries
-            save()
-            raise
         assert st.best_z is not None
         if st.baseline is not None:
             self.baseline_ = st.baseline["per_attribute"]

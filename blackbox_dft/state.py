@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FitState", "write_npz_json", "read_npz_json", "read_result", "FORMAT_VERSION"]
+__all__ = ["FitState", "write_npz_json", "read_npz_json", "read_result", "FORMAT_VERSION",
+           "check_resumable", "load_resumable", "keep_on_failure"]
 
 FORMAT_VERSION = 1
 _META_KEY = "__meta_json__"
@@ -146,3 +149,28 @@ def check_resumable(old: dict[str, Any], meta: dict[str, Any], path: str | os.Pa
         raise ValueError(
             f"checkpoint {os.fspath(path)} was made with other settings ({', '.join(diff)})"
         )
+
+
+def load_resumable(checkpoint: str | os.PathLike[str] | None, resume: bool,
+                   meta: dict[str, Any], data: str) -> FitState | None:
+    """The state to continue: the checkpoint's if ``resume`` and it exists (checked with
+    :func:`check_resumable`), else None (start afresh)."""
+    if checkpoint is None or not resume or not os.path.exists(checkpoint):
+        return None
+    state, old = FitState.load(checkpoint)
+    check_resumable(old, meta, checkpoint, data)
+    return state
+
+
+@contextmanager
+def keep_on_failure(state: FitState, queries: Callable[[], int],
+                    save: Callable[[], None]) -> Iterator[None]:
+    """Around a fit loop: on any exception (a model error, Ctrl-C) book the images sent for
+    the unfinished step as ``lost_queries`` (they may have been paid; a resumed fit replays
+    that step exactly as an uninterrupted one), write the checkpoint, and re-raise."""
+    try:
+        yield
+    except BaseException:
+        state.lost_queries += queries() - state.queries
+        save()
+        raise

@@ -24,7 +24,7 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, check_resumable, read_result, write_npz_json
+from .state import FitState, load_resumable, read_result, write_npz_json
 
 __all__ = ["DataFineTuner", "NotFittedError"]
 
@@ -231,10 +231,8 @@ class DataFineTuner:
         counter = QueryCounter(self.model, int(self.query_budget))
         meta = {"params": self.get_params(), "fingerprint": self.fingerprint_,
                 "image_shape": list(self.image_shape_), "version": __version__}
-        state = None
-        if checkpoint is not None and resume and os.path.exists(checkpoint):
-            state, old = FitState.load(checkpoint)
-            check_resumable(old, meta, checkpoint, "training data")
+        state = load_resumable(checkpoint, resume, meta, "training data")
+        if state is not None:
             counter.queries = state.queries
         bar = tqdm(total=int(self.query_budget), unit="query", disable=not self.progress,
                    desc=f"DFT {model_name(self.model)}", dynamic_ncols=True)

@@ -33,7 +33,7 @@ from .metrics import ssim
 from .model import QueryCounter, model_name
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, check_resumable, read_result, write_npz_json
+from .state import FitState, keep_on_failure, load_resumable, read_result, write_npz_json
 from .tuner import _fingerprint, decode_params
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
@@ -255,9 +255,9 @@ class VerificationTuner:
         counter = QueryCounter(self.model, int(self.query_budget))
         meta = {"kind": "verification_checkpoint", "params": self.get_params(),
                 "fingerprint": _fingerprint(x, p), "version": __version__}
-        if checkpoint is not None and resume and os.path.exists(checkpoint):
-            st, old = FitState.load(checkpoint)
-            check_resumable(old, meta, checkpoint, "pairs or images")
+        loaded = load_resumable(checkpoint, resume, meta, "pairs or images")
+        if loaded is not None:
+            st = loaded
             rng.bit_generator.state = st.rng_state
             counter.queries = st.queries
         else:
@@ -285,7 +285,7 @@ class VerificationTuner:
             if checkpoint is not None:
                 st.save(checkpoint, meta)
 
-        try:
+        with keep_on_failure(st, lambda: counter.queries, save):
             if val is not None and st.baseline is None:
                 st.best_score, rec = validate(st.z)
                 st.baseline = {"queries": counter.queries, **rec}
@@ -320,10 +320,6 @@ class VerificationTuner:
                 st.best_z, st.best_step = st.z.copy(), st.step
             st.done = True
             save()
-        except BaseException:
-            st.lost_queries += counter.queries - st.queries
-            save()
-            raise
         assert st.best_z is not None
         best = [r for r in st.history if r["step"] == st.best_step]
         self.latent_ = st.best_z.astype(np.float32)
