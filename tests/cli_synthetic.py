@@ -49,19 +49,25 @@ def write_npz(path: str) -> None:
 ATTRIBUTES = ("a0", "a1", "a2")
 
 
+def _count_or_fail(images: np.ndarray, api: str) -> None:
+    """Append the call's image count to ``BBDFT_TEST_COUNTER``, or raise ConnectionError
+    (an API that goes down mid-fit) once more than ``BBDFT_TEST_FAIL_AFTER`` were seen."""
+    counter = os.environ.get("BBDFT_TEST_COUNTER")
+    if counter:
+        limit = os.environ.get("BBDFT_TEST_FAIL_AFTER")
+        if limit and count(counter) + images.shape[0] > int(limit):
+            raise ConnectionError(f"{api} is down")
+        with open(counter, "a", encoding="utf-8") as fh:
+            fh.write(f"{images.shape[0]}\n")
+
+
 def predict_attributes(images: np.ndarray) -> np.ndarray:
     """``P(class a)`` of the synthetic softmax for a = 0, 1, 2: an attribute API ``(N, 3)``.
 
     ``BBDFT_TEST_COUNTER``: file that counts the images seen; ``BBDFT_TEST_FAIL_AFTER``:
     raise once more than that many images were seen (an API that goes down mid-fit).
     """
-    counter = os.environ.get("BBDFT_TEST_COUNTER")
-    if counter:
-        limit = os.environ.get("BBDFT_TEST_FAIL_AFTER")
-        if limit and count(counter) + images.shape[0] > int(limit):
-            raise ConnectionError("the attribute API is down")
-        with open(counter, "a", encoding="utf-8") as fh:
-            fh.write(f"{images.shape[0]}\n")
+    _count_or_fail(images, "the attribute API")
     s = PROBLEM.model.predict(images)
     e = np.exp(s - s.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True))[:, :len(ATTRIBUTES)]
@@ -75,13 +81,7 @@ class _PixelEmbedding:
     name = "pixel-embedding"
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        counter = os.environ.get("BBDFT_TEST_COUNTER")
-        if counter:
-            limit = os.environ.get("BBDFT_TEST_FAIL_AFTER")
-            if limit and count(counter) + images.shape[0] > int(limit):
-                raise ConnectionError("the embedding API is down")
-            with open(counter, "a", encoding="utf-8") as fh:
-                fh.write(f"{images.shape[0]}\n")
+        _count_or_fail(images, "the embedding API")
         x = images.reshape(len(images), -1).astype(np.float64) - 128.0
         proj = np.random.default_rng(0).standard_normal((x.shape[1], 16))
         e = x @ proj
