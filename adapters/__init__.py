@@ -16,7 +16,7 @@ from .errors import (
     ThrottledError,
 )
 from .http import HTTPModel, safe_url
-from .rekognition import RekognitionModel
+from .rekognition import RekognitionCompareModel, RekognitionModel
 from .server import Faults, StandInServer, serve_main
 from .standins import (
     EMOTION_LABELS,
@@ -36,6 +36,7 @@ __all__ = [
     "STANDINS", "EMOTION_LABELS", "load_standin", "blazeface", "gender", "emotion", "smiling",
     "Task", "TASKS", "load_task", "face_task", "smiling_task",
     "HTTPModel", "safe_url", "PRESETS", "make_preset", "RekognitionModel",
+    "RekognitionCompareModel",
     "StandInServer", "Faults", "serve_main",
     "HTTPModelError", "EndpointUnreachable", "HTTPStatusError", "AuthenticationError",
     "ThrottledError", "ResponseFormatError",

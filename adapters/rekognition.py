@@ -1,4 +1,5 @@
-"""AWS Rekognition DetectFaces as a ``Model``, through boto3 (an optional import).
+"""AWS Rekognition DetectFaces as a ``Model`` and CompareFaces as a pair model, through boto3
+(an optional import).
 
 Rekognition requests are signed (SigV4), so they go through boto3 rather than
 :class:`adapters.http.HTTPModel`; credentials come from boto3's own chain
@@ -7,7 +8,8 @@ One image per call; calls run on ``concurrency`` threads; throttles and
 transient errors are retried by botocore (``retries={"mode": "adaptive"}``).
 Source: https://docs.aws.amazon.com/rekognition/latest/APIReference/API_DetectFaces.html,
 https://docs.aws.amazon.com/rekognition/latest/APIReference/API_Smile.html,
-https://docs.aws.amazon.com/rekognition/latest/APIReference/API_Emotion.html
+https://docs.aws.amazon.com/rekognition/latest/APIReference/API_Emotion.html,
+https://docs.aws.amazon.com/rekognition/latest/APIReference/API_CompareFaces.html
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from blackbox_dft.images import check_image_pairs
+
 from .base import BaseModel
 from .errors import (
     AuthenticationError,
@@ -29,7 +33,8 @@ from .errors import (
 )
 from .wire import encode_image
 
-__all__ = ["RekognitionModel", "parse_face_details", "REKOGNITION_EMOTIONS"]
+__all__ = ["RekognitionModel", "RekognitionCompareModel", "parse_face_details",
+           "REKOGNITION_EMOTIONS"]
 
 REKOGNITION_EMOTIONS = ("HAPPY", "SAD", "ANGRY", "CONFUSED", "DISGUSTED", "SURPRISED", "CALM",
                         "UNKNOWN", "FEAR")
@@ -88,6 +93,8 @@ class RekognitionModel(BaseModel):
         self._fatal: HTTPModelError | None = None
         self._lock = threading.Lock()
 
+    _operation = "DetectFaces"
+
     def _make_client(self) -> Any:
         try:
             import boto3
@@ -111,12 +118,12 @@ class RekognitionModel(BaseModel):
     def _convert(self, exc: Exception) -> HTTPModelError:
         err = getattr(exc, "response", {}).get("Error", {}) if hasattr(exc, "response") else {}
         code, msg = str(err.get("Code", "")), str(err.get("Message", ""))
-        where = f"Rekognition DetectFaces ({self.region or 'default region'})"
+        where = f"Rekognition {self._operation} ({self.region or 'default region'})"
         if code in _AUTH_CODES:
             with self._lock:
                 self._fatal = AuthenticationError(
                     f"{where}: credentials refused ({code}: {msg}). Check the AWS credentials "
-                    "and that they allow rekognition:DetectFaces", vendor_message=msg)
+                    f"and that they allow rekognition:{self._operation}", vendor_message=msg)
             return self._fatal
         if code:
             return HTTPStatusError(f"{where}: {code}: {msg} (after {self.max_retries} retries)",
@@ -138,4 +145,74 @@ class RekognitionModel(BaseModel):
 
     def __repr__(self) -> str:
         return (f"RekognitionModel(outputs={self.outputs}, region={self.region!r}, "
+                f"concurrency={self.concurrency})")
+
+
+class RekognitionCompareModel(RekognitionModel):
+    """AWS Rekognition CompareFaces as a pair model: ``compare(a, b) -> (P,)`` similarities.
+
+    One call per pair (source = image ``a``, target = image ``b``, ``SimilarityThreshold=0``
+    so that every target face is scored); the pair's similarity is the best
+    ``FaceMatches[].Similarity / 100``. A pair in which Rekognition finds no face (no match
+    listed, or ``InvalidParameterException``, its answer when the source has no face) gets
+    ``no_face`` (default 0.0: "no match"), counted in ``no_face_pairs``. Same client,
+    concurrency, retries and latched credential errors as :class:`RekognitionModel`; fit it
+    with ``VerificationTuner(model, threshold=t)``, ``t`` the similarity / 100 your product
+    accepts (Rekognition's default is 80%).
+    """
+
+    output_kind = "similarity"
+    _operation = "CompareFaces"
+
+    def __init__(self, *, region: str | None = None, client: Any = None,
+                 concurrency: int = 4, max_retries: int = 5, no_face: float = 0.0,
+                 name: str | None = None) -> None:
+        super().__init__(region=region, client=client, concurrency=concurrency,
+                         max_retries=max_retries, no_face=no_face,
+                         name=name or f"RekognitionCompare({region or 'default region'})")
+        self.no_face_pairs = 0
+
+    def _pair(self, pair: tuple[np.ndarray, np.ndarray]) -> float:
+        if self._fatal is not None:
+            raise self._fatal
+        try:
+            resp = self._client.compare_faces(
+                SourceImage={"Bytes": encode_image(pair[0], "png")},
+                TargetImage={"Bytes": encode_image(pair[1], "png")}, SimilarityThreshold=0.0)
+        except Exception as exc:  # botocore's classes are optional imports: match by name
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code") \
+                if hasattr(exc, "response") else None
+            if code != "InvalidParameterException":
+                raise self._convert(exc) from None
+            resp = {"FaceMatches": []}
+        matches = resp.get("FaceMatches")
+        if not isinstance(matches, list):
+            raise ResponseFormatError(
+                f"no 'FaceMatches' list in the answer (keys: {sorted(resp)[:8]})")
+        if not matches:
+            with self._lock:
+                self.no_face_pairs += 1
+            return self.no_face
+        try:
+            return max(float(m["Similarity"]) for m in matches) / 100.0
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResponseFormatError(f"a face match has no usable Similarity ({exc})") from None
+
+    def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
+        """Similarities float64 ``(P,)`` in [0, 1] of pairs ``(images_a[i], images_b[i])``."""
+        a, b = check_image_pairs(images_a, images_b)
+        pairs = list(zip(a, b, strict=True))
+        if self.concurrency == 1 or len(pairs) == 1:
+            sims = [self._pair(p) for p in pairs]
+        else:
+            with ThreadPoolExecutor(self.concurrency) as pool:
+                sims = list(pool.map(self._pair, pairs))
+        return np.asarray(sims, dtype=np.float64)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        raise TypeError(f"{self.name} compares pairs of images: call compare(images_a, "
+                        "images_b), or fit it with VerificationTuner")
+
+    def __repr__(self) -> str:
+        return (f"RekognitionCompareModel(region={self.region!r}, "
                 f"concurrency={self.concurrency})")

@@ -312,6 +312,50 @@ def test_rekognition_with_a_fake_client_maps_smile_and_emotions():
     assert DenyingClient.calls == 1
 
 
+def test_rekognition_compare_faces_with_a_fake_client_is_a_pair_model():
+    from adapters.rekognition import RekognitionCompareModel
+    from adapters.wire import decode_image
+    from blackbox_dft.verification import VerificationTuner
+
+    class InvalidParameter(Exception):
+        response = {"Error": {"Code": "InvalidParameterException",
+                              "Message": "There are no faces in the image"}}
+
+    class FakeClient:
+        calls = 0
+
+        def compare_faces(self, SourceImage, TargetImage, SimilarityThreshold):
+            assert SimilarityThreshold == 0.0
+            FakeClient.calls += 1
+            a, b = decode_image(SourceImage["Bytes"]), decode_image(TargetImage["Bytes"])
+            if a.max() == 0:  # a black source: Rekognition finds no face in it
+                raise InvalidParameter()
+            if b.max() == 0:
+                return {"FaceMatches": [], "UnmatchedFaces": []}
+            sim = 100.0 - float(np.abs(a.astype(int) - b.astype(int)).mean())
+            return {"FaceMatches": [{"Similarity": sim - 5.0}, {"Similarity": sim}],
+                    "UnmatchedFaces": []}
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(1, 256, size=(4, 8, 8, 3), dtype=np.uint8)
+    b = a.copy()
+    b[1] = np.clip(b[1].astype(int) + 20, 0, 255).astype(np.uint8)
+    a[2] = 0
+    b[3] = 0
+    m = RekognitionCompareModel(client=FakeClient(), concurrency=2)
+    sims = m.compare(a, b)
+    assert sims[0] == 1.0 and 0.75 < sims[1] < 0.85 and sims[2] == sims[3] == 0.0
+    assert m.no_face_pairs == 2 and FakeClient.calls == 4
+    with pytest.raises(TypeError, match="compare"):
+        m.predict(a)
+    # a fit through it: pairs cost 2 images each, and the vendor's threshold is kept
+    x = rng.integers(1, 256, size=(12, 8, 8, 3), dtype=np.uint8)
+    pairs = np.array([[i, (i + 1) % 12, int(i % 2 == 0)] for i in range(12)])
+    t = VerificationTuner(m, threshold=0.8, query_budget=600, batch_size=4,
+                          validation_every=2, seed=0).fit(x, pairs, validation=(x, pairs))
+    assert t.queries_ <= 600 and t.threshold_ == 0.8 and t.queries_ % 2 == 0
+
+
 TUNER = Path(__file__).resolve().parents[1] / "blackbox_dft" / "tuner.py"
 
 
