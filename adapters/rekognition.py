@@ -15,7 +15,7 @@ https://docs.aws.amazon.com/rekognition/latest/APIReference/API_CompareFaces.htm
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -131,13 +131,17 @@ class RekognitionModel(BaseModel):
         return EndpointUnreachable(f"{where}: no answer ({type(exc).__name__}: {exc}). "
                                    "Check the region and the network")
 
-    def _predict(self, images: np.ndarray) -> np.ndarray:
-        if self.concurrency == 1 or len(images) == 1:
-            rows = [self._one(im) for im in images]
+    def _calls(self, call: Callable[[Any], Any], items: Sequence[Any]) -> np.ndarray:
+        """``call`` on every item, ``concurrency`` at a time, results in input order."""
+        if self.concurrency == 1 or len(items) == 1:
+            out = [call(it) for it in items]
         else:
             with ThreadPoolExecutor(self.concurrency) as pool:
-                rows = list(pool.map(self._one, images))
-        return np.asarray(rows, dtype=np.float64)
+                out = list(pool.map(call, items))
+        return np.asarray(out, dtype=np.float64)
+
+    def _predict(self, images: np.ndarray) -> np.ndarray:
+        return self._calls(self._one, list(images))
 
     def reset(self) -> None:
         """Forget a latched credentials error."""
@@ -201,13 +205,7 @@ class RekognitionCompareModel(RekognitionModel):
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
         """Similarities float64 ``(P,)`` in [0, 1] of pairs ``(images_a[i], images_b[i])``."""
         a, b = check_image_pairs(images_a, images_b)
-        pairs = list(zip(a, b, strict=True))
-        if self.concurrency == 1 or len(pairs) == 1:
-            sims = [self._pair(p) for p in pairs]
-        else:
-            with ThreadPoolExecutor(self.concurrency) as pool:
-                sims = list(pool.map(self._pair, pairs))
-        return np.asarray(sims, dtype=np.float64)
+        return self._calls(self._pair, list(zip(a, b, strict=True)))
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
         raise TypeError(f"{self.name} compares pairs of images: call compare(images_a, "
