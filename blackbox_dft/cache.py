@@ -13,11 +13,12 @@ import hashlib
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .images import check_image_pairs, check_images, side_by_side, split_pair
+from .images import check_image_pairs, check_images, side_by_side
 from .model import check_scores, model_name
 
 __all__ = ["CachedModel", "image_keys"]
@@ -73,20 +74,20 @@ class CachedModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Scores float64 ``(N, K)`` for uint8 RGB ``(N, H, W, 3)``; only unseen images are sent."""
-        return self._answer(check_images(images), self.model.predict, 1)
+        x = check_images(images)
+        return self._answer(x, lambda rows: self.model.predict(x[rows]), 1)
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
-        """Similarities ``(P,)`` of a pair model; a pair is one cache entry (its side-by-side
-        image), and hits / misses count its 2 images."""
-        x = side_by_side(*check_image_pairs(images_a, images_b))
+        """Similarities ``(P,)`` of a pair model; a pair is one cache entry (keyed by its
+        side-by-side image), and hits / misses count its 2 images."""
+        a, b = check_image_pairs(images_a, images_b)
+        return self._answer(side_by_side(a, b),
+                            lambda rows: self.model.compare(a[rows], b[rows]), 2)[:, 0]
 
-        def send(pairs: np.ndarray) -> np.ndarray:
-            halves = [split_pair(im) for im in pairs]
-            return np.asarray(self.model.compare(np.stack([h[0] for h in halves]),
-                                                 np.stack([h[1] for h in halves])))
-        return self._answer(x, send, 2)[:, 0]
-
-    def _answer(self, x: np.ndarray, send: Any, per_entry: int) -> np.ndarray:
+    def _answer(self, x: np.ndarray, send: Callable[[list[int]], Any],
+                per_entry: int) -> np.ndarray:
+        """Scores of the entries ``x`` (keyed by their bytes): cached ones from the file, the
+        rest from ``send(rows)`` (the row numbers of the unseen entries), then stored."""
         keys = image_keys(x, self.key)
         found: dict[bytes, np.ndarray] = {}
         with self._lock:
@@ -102,7 +103,7 @@ class CachedModel:
                 todo[kk] = i
         if todo:
             rows = list(todo.values())
-            scores = check_scores(send(x[rows]), len(rows), self.model)
+            scores = check_scores(send(rows), len(rows), self.model)
             new = {kk: scores[j] for j, kk in enumerate(todo)}
             with self._lock:
                 self._db.executemany(
