@@ -21,6 +21,8 @@ __all__ = [
     "model_name",
     "QueryCounter",
     "FineTunedModel",
+    "attach_answered",
+    "answered_of",
 ]
 
 
@@ -37,6 +39,33 @@ class ModelError(RuntimeError):
 
 class BudgetExhausted(RuntimeError):
     """A predict call would have crossed the query budget; it was not sent."""
+
+
+def attach_answered(exc: BaseException, rows: Any, scores: Any) -> BaseException:
+    """Record on ``exc`` the answers that came back before a ``predict`` call failed.
+
+    A model that splits one call into several paid requests (an HTTP endpoint) raises
+    when one of them fails, but the others may have been answered and paid. It attaches
+    them here so that a wrapper (the query cache) can keep them before the error
+    propagates: ``rows`` int ``(R,)`` are row numbers into the images given to that
+    ``predict`` call, ``scores`` float ``(R, K)`` their answers. Returns ``exc``.
+    """
+    r = np.asarray(rows, dtype=np.int64).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim == 1:
+        s = s[:, None]
+    if s.shape[0] != r.shape[0]:
+        raise ValueError(f"attach_answered: {r.shape[0]} rows but {s.shape[0]} score rows")
+    exc.answered = (r, s)  # type: ignore[attr-defined]
+    return exc
+
+
+def answered_of(exc: BaseException) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ``(rows, scores)`` recorded by :func:`attach_answered` on ``exc`` (or None)."""
+    got = getattr(exc, "answered", None)
+    if not isinstance(got, tuple) or len(got) != 2:
+        return None
+    return got
 
 
 def model_name(model: Any) -> str:
