@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="folder for the perturbed copies")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images")
+    p.add_argument("--max-image-pixels", dest="max_image_pixels", type=int, default=None,
+                   help="refuse images whose header claims more pixels (default 50000000)")
     p = sub.add_parser("info", help="what a run folder holds: progress, results, money")
     p.add_argument("run", help="run folder")
     _demo_parser(sub)
@@ -184,7 +186,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                cache=args.cache, progress=args.progress)
     elif args.command == "apply":
         cli_tools.apply_run(args.run, args.input, args.output, force=args.force,
-                            skip_bad=args.skip_bad)
+                            skip_bad=args.skip_bad, max_pixels=args.max_image_pixels)
     elif args.command == "info":
         cli_tools.info_run(args.run)
     return EXIT_OK

@@ -99,7 +99,8 @@ def verification_job(opts: dict[str, Any]) -> Any:
     check_mode_options(opts, "verification")
     try:
         images, pairs = load_lfw_pairs(opts["pairs"], opts["image_root"],
-                                       size=parse_size(opts["size"]))
+                                       size=parse_size(opts["size"]),
+                                       max_pixels=opts.get("max_image_pixels"))
     except FileNotFoundError as exc:
         if not os.path.isfile(opts["pairs"]):
             raise DataError(f"--pairs file not found: {opts['pairs']}") from None

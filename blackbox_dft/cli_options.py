@@ -62,6 +62,8 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("size", None, "image size N or HxW (resize or crop to it)"),
     Option("size_mode", "resize", "how --size is reached", choices=("resize", "crop")),
     Option("skip_bad", False, "skip unreadable images instead of stopping", flag="bool"),
+    Option("max_image_pixels", None, "refuse images whose header claims more pixels, before "
+           "decoding them (default 50000000)", int),
     Option("classes", None, "class names in the model's output order, comma-separated", _csv),
     Option("attributes", None, "attribute columns to use (CSV, CelebA), comma-separated", _csv),
     Option("image_root", None, "folder that CSV / CelebA image paths are relative to (with "

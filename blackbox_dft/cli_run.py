@@ -60,7 +60,8 @@ def load_data(opts: dict[str, Any], data: str | None = None) -> Dataset:
     ds = load_dataset(data or opts["data"], size=parse_size(opts["size"]),
                       size_mode=opts["size_mode"], skip_bad=opts["skip_bad"],
                       classes=opts["classes"], attributes=opts["attributes"],
-                      image_root=opts["image_root"], limit=opts["limit"], seed=opts["seed"])
+                      image_root=opts["image_root"], limit=opts["limit"], seed=opts["seed"],
+                      max_pixels=opts.get("max_image_pixels"))
     for name in ds.skipped:
         print(f"skipped unreadable image: {name}", file=sys.stderr)
     if opts.get("shift"):

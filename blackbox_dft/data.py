@@ -8,7 +8,6 @@ trees, CSV, CelebA and ``.npz`` files are in :mod:`blackbox_dft.loaders`.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,20 +15,25 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["DataError", "Dataset", "IMAGE_EXTENSIONS", "parse_size", "read_image",
-           "fit_size", "read_images", "write_image", "split_dataset", "SPLITS",
-           "as_uint8_images"]
+# Reading and writing files lives in .files; re-exported here, where callers know them from.
+from .files import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    pixel_limit,
+    read_image,
+    read_text,
+    remove_stale_parts,
+    write_image,
+)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
-                    ".pgm", ".pbm", ".jp2")
+__all__ = ["DataError", "Dataset", "IMAGE_EXTENSIONS", "parse_size", "read_image",
+           "fit_size", "read_images", "write_image", "remove_stale_parts", "read_text",
+           "split_dataset", "SPLITS", "as_uint8_images"]
+
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "0": "train",
                   "val": "val", "valid": "val", "validation": "val", "dev": "val", "1": "val",
                   "test": "test", "testing": "test", "2": "test"}
-
-
-class DataError(ValueError):
-    """Bad input data: a missing folder, an unreadable image, a missing label, ..."""
 
 
 @dataclass
@@ -90,19 +94,6 @@ def parse_size(text: Any) -> tuple[int, int] | None:
     return h, w
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read one image file as uint8 RGB ``(H, W, 3)`` (grey replicated, alpha dropped)."""
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)  # also works for non-ASCII paths
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    img = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
-    if img is None:
-        raise DataError(f"cannot decode image {path}: corrupt or not an image; "
-                        "fix or remove it, or pass --skip-bad")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def fit_size(image: np.ndarray, size: tuple[int, int], mode: str = "resize") -> np.ndarray:
     """Bring an ``(H, W, 3)`` image to ``size = (h, w)``: ``resize`` stretches; ``crop`` scales
     the image to cover ``size`` and cuts the centre out (keeps the aspect ratio)."""
@@ -124,21 +115,23 @@ def fit_size(image: np.ndarray, size: tuple[int, int], mode: str = "resize") -> 
 
 
 def read_images(paths: list[str], names: list[str], size: tuple[int, int] | None = None,
-                mode: str = "resize", skip_bad: bool = False
+                mode: str = "resize", skip_bad: bool = False, max_pixels: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read files into one uint8 ``(N, H, W, 3)`` RGB stack.
 
     Returns ``(images, kept, skipped)``: ``kept`` are the indices of the files read,
-    ``skipped`` the names of those that were not (only with ``skip_bad``).
+    ``skipped`` the names of those that were not (only with ``skip_bad``: unreadable,
+    corrupt or over ``max_pixels``, see :func:`read_image`).
     Without ``size`` every image must have the same size.
     """
+    pixel_limit(max_pixels)  # a bad limit is an error even when every file is skipped
     out: list[np.ndarray] = []
     kept: list[int] = []
     skipped: list[str] = []
     first: tuple[str, tuple[int, ...]] | None = None
     for i, (path, name) in enumerate(zip(paths, names, strict=True)):
         try:
-            img = read_image(path)
+            img = read_image(path, max_pixels)
         except DataError:
             if not skip_bad:
                 raise
@@ -183,20 +176,6 @@ def as_uint8_images(arr: np.ndarray, where: str) -> np.ndarray:
             f = f * 255.0
         return np.clip(np.rint(f), 0, 255).astype(np.uint8)
     raise DataError(f"{where}: images have dtype {a.dtype}; expected uint8 or float")
-
-
-def write_image(path: str, image: np.ndarray) -> None:
-    """Write one uint8 RGB ``(H, W, 3)`` image losslessly (format from the extension)."""
-    ext = os.path.splitext(path)[1].lower()
-    params: list[int] = []
-    if ext == ".webp":
-        params = [cv2.IMWRITE_WEBP_QUALITY, 101]  # >100 selects lossless WebP
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise DataError(f"cannot encode {path} as {ext}")
-    tmp = path + ".part"
-    buf.tofile(tmp)
-    os.replace(tmp, path)
 
 
 def normalize_split(value: str, where: str) -> str:

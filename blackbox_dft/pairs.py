@@ -11,38 +11,53 @@ RGB ``(N, H, W, 3)`` (each file read once) and pairs int64 ``(P, 3)`` = (a, b, s
 from __future__ import annotations
 
 import os
+import re
 
 import cv2
 import numpy as np
 
-from .data import DataError, _stratified, check_fractions
+from .data import DataError, _stratified, check_fractions, read_image, read_text
 
 __all__ = ["read_pairs", "load_lfw_pairs", "lfw_image_path", "split_pairs"]
 
 Pair = tuple[str, int, str, int, int]  # name a, number a, name b, number b, same
 
 
+_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def _person(name: str, where: str) -> str:
+    # The name becomes a folder under the root: no separators, no "..", nothing hidden.
+    if name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
+        raise DataError(f"{where}: person name {name[:80]!r} is not a plain folder name")
+    return name
+
+
 def read_pairs(path: str) -> list[Pair]:
-    """Parse a ``pairs.txt`` into ``[(name_a, n_a, name_b, n_b, same), ...]``."""
-    with open(path, encoding="utf-8") as fh:
-        lines = [(i + 1, ln.split()) for i, ln in enumerate(fh) if ln.strip()]
+    """Parse a ``pairs.txt`` into ``[(name_a, n_a, name_b, n_b, same), ...]``.
+
+    A malformed line (wrong field count, a number that is not a whole number >= 0, a name
+    with a path separator) is one DataError naming ``path:line``.
+    """
+    lines = [(i + 1, ln.split()) for i, ln in enumerate(read_text(path).splitlines())
+             if ln.strip()]
     if lines and all(tok.isdigit() for tok in lines[0][1]) and len(lines[0][1]) <= 2:
         lines = lines[1:]  # header: folds and pairs per fold
     pairs: list[Pair] = []
     for lineno, tok in lines:
-        try:
-            if len(tok) == 3:
-                pairs.append((tok[0], int(tok[1]), tok[0], int(tok[2]), 1))
-            elif len(tok) == 4:
-                pairs.append((tok[0], int(tok[1]), tok[2], int(tok[3]), 0))
-            else:
-                raise ValueError
-        except ValueError:
-            raise ValueError(
-                f"{path}:{lineno}: expected 'name n1 n2' or 'name1 n1 name2 n2', got "
-                f"{' '.join(tok)!r}") from None
+        where = f"{path}:{lineno}"
+        nums = tok[1::2] if len(tok) == 4 else tok[1:]
+        if len(tok) not in (3, 4) or not all(_NUMBER.fullmatch(n) for n in nums):
+            raise DataError(f"{where}: expected 'name n1 n2' or 'name1 n1 name2 n2' (n: image "
+                            f"numbers), got {' '.join(tok)[:120]!r}")
+        if len(tok) == 3:
+            name = _person(tok[0], where)
+            pairs.append((name, int(tok[1]), name, int(tok[2]), 1))
+        else:
+            pairs.append((_person(tok[0], where), int(tok[1]), _person(tok[2], where),
+                          int(tok[3]), 0))
     if not pairs:
-        raise ValueError(f"{path} lists no pairs")
+        raise DataError(f"{path} lists no pairs")
     return pairs
 
 
@@ -52,11 +67,15 @@ def lfw_image_path(root: str, name: str, number: int, ext: str = ".jpg") -> str:
 
 
 def load_lfw_pairs(pairs_file: str, root: str, size: tuple[int, int] | None = None,
-                   ext: str = ".jpg") -> tuple[np.ndarray, np.ndarray]:
+                   ext: str = ".jpg", max_pixels: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Images and pairs of a ``pairs.txt`` over an LFW folder tree.
 
     size: ``(height, width)`` to resize every image to (bilinear); None requires all images
-    to share one size. Raises FileNotFoundError listing the pairs that name missing images.
+    to share one size. max_pixels: refuse image files whose header claims more pixels
+    (default :data:`blackbox_dft.files.MAX_IMAGE_PIXELS`), before decoding them.
+    Raises FileNotFoundError listing the pairs that name missing images, DataError (a
+    ValueError) for a malformed line (``file:line``) or an unreadable image.
     Returns images uint8 RGB ``(N, H, W, 3)`` and pairs int64 ``(P, 3)``.
     """
     pairs = read_pairs(pairs_file)
@@ -74,11 +93,7 @@ def load_lfw_pairs(pairs_file: str, root: str, size: tuple[int, int] | None = No
             "(it must hold one folder per person) and the file extension")
     images = []
     for (name, n), _ in sorted(keys.items(), key=lambda kv: kv[1]):
-        path = lfw_image_path(root, name, n, ext)
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot decode image {path}")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        rgb = read_image(lfw_image_path(root, name, n, ext), max_pixels)
         if size is not None:
             rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         images.append(rgb)
