@@ -13,7 +13,7 @@ from .cli_models import build_model, model_key
 from .cli_options import FIT_OPTIONS
 from .cli_run import DEMO_MODELS, load_data
 from .data import SPLITS, DataError, read_image, split_dataset, write_image
-from .files import FolderScan, pixel_limit, remove_stale_parts, scan_images
+from .files import FolderScan, pixel_limit, probe_image, remove_stale_parts, scan_images
 from .meter import Meter, money, read_ledger
 from .runs import RunError, RunFolder, read_json, write_json
 from .tuner import DataFineTuner
@@ -182,9 +182,16 @@ def _apply_targets(input_dir: str, output_dir: str, files: list[str],
     return targets
 
 
+def _shown(text: str) -> str:
+    """``text`` safe to print on one line: control characters and undecodable bytes of file
+    names (surrogates) escaped, as repr() would."""
+    return "".join(c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF
+                   else repr(c)[1:-1] for c in text)
+
+
 def _names(items: list[str], what: str, first: int = 3) -> str:
-    shown = ", ".join(items[:first]) + (", ..." if len(items) > first else "")
-    return f"{len(items)} {what} ({shown})"
+    shown = ", ".join(_shown(n) for n in items[:first]) + (", ..." if len(items) > first else "")
+    return f"{len(items)} {what}: {shown}"
 
 
 def _apply_summary(written: int, output_dir: str, targets: dict[str, str],
@@ -194,14 +201,15 @@ def _apply_summary(written: int, output_dir: str, targets: dict[str, str],
     notes = [f"{renamed} lossy files written as .png so the perturbation survives"] \
         if renamed else []
     skipped = [_names(items, what) for items, what in (
-        (unreadable, "unreadable"), (scan.hidden, "hidden (name starts with '.')"),
-        (scan.not_images, "not images"), (scan.links, "symlinked folders, not followed"),
+        (unreadable, "unreadable or over the pixel limit"),
+        (scan.hidden, "hidden (name starts with '.')"), (scan.not_images, "not images"),
+        (scan.links, "symlinked folders, not followed"),
         (scan.errors, "folders that could not be listed")) if items]
     if skipped:
         notes.append("skipped " + "; ".join(skipped))
     if stale:
         notes.append(f"removed {len(stale)} temporary files of an interrupted apply")
-    return f"wrote {written} perturbed images to {output_dir}" + (
+    return f"wrote {written} perturbed images to {_shown(output_dir)}" + (
         f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -242,16 +250,29 @@ def apply_run(run_path: str, input_dir: str, output_dir: str, *, force: bool = F
     if clash and not force:
         raise RunError(f"{os.path.join(output_dir, clash[0])} exists ({len(clash)} files would "
                        "be overwritten); pass --force")
+    unreadable: list[str] = []
+
+    def skip(rel: str, exc: DataError) -> None:
+        if not skip_bad:
+            raise exc
+        reason = str(exc).split("; fix or remove it")[0].split("; skip it with")[0]
+        print(f"skipped (--skip-bad): {_shown(reason)}", file=sys.stderr)
+        unreadable.append(rel)
+
+    for rel in scan.files:  # headers first (no decoding): a bad file stops before any write
+        try:
+            probe_image(os.path.join(input_dir, rel), max_pixels)
+        except DataError as exc:
+            skip(rel, exc)
     stale = remove_stale_parts(output_dir) if os.path.isdir(output_dir) else []
-    written, unreadable = 0, []
+    written = 0
     for out, rel in targets.items():
+        if rel in unreadable:
+            continue
         try:
             img = read_image(os.path.join(input_dir, rel), max_pixels)
-        except DataError as exc:
-            if not skip_bad:
-                raise
-            print(f"skipped: {exc}", file=sys.stderr)
-            unreadable.append(rel)
+        except DataError as exc:  # past its header: broken pixel data
+            skip(rel, exc)
             continue
         dest = os.path.join(output_dir, out)
         try:

@@ -19,9 +19,9 @@ import numpy as np
 
 from .image_header import HeaderError, image_size
 
-__all__ = ["DataError", "MAX_IMAGE_PIXELS", "IMAGE_EXTENSIONS", "pixel_limit", "read_image",
-           "read_text", "write_image", "remove_stale_parts", "list_images", "scan_images",
-           "FolderScan"]
+__all__ = ["DataError", "MAX_IMAGE_PIXELS", "IMAGE_EXTENSIONS", "pixel_limit", "probe_image",
+           "read_image", "read_text", "write_image", "remove_stale_parts", "list_images",
+           "scan_images", "FolderScan"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm", ".pbm", ".jp2")
@@ -63,6 +63,44 @@ def _decode(raw: np.ndarray) -> np.ndarray | None:
         cv2.utils.logging.setLogLevel(old)
 
 
+_FIX = "fix or remove it, or pass --skip-bad"
+
+
+def _checked(path: str, limit: int, read: bool) -> tuple[str, int, int, bytes]:
+    """``(format, width, height, file bytes or b"")`` of an image file whose header passes
+    every check; one-line DataError naming ``path`` otherwise."""
+    try:
+        st = os.stat(path)  # before open(): opening a named pipe would block
+        if not stat.S_ISREG(st.st_mode):
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise DataError(f"cannot read image {path}: {what}; {_FIX}")
+        with open(path, "rb") as fh:
+            try:
+                fmt, w, h = image_size(fh)
+            except HeaderError as exc:
+                raise DataError(f"cannot decode image {path}: {exc}; {_FIX}") from None
+            if w * h > limit:
+                raise DataError(f"{path}: {w}x{h} = {_mpx(w * h)} is over the limit of "
+                                f"{_mpx(limit)} (--max-image-pixels); skip it with --skip-bad")
+            # No image within the limit needs more than 8 bytes a pixel (16-bit RGBA, raw)
+            # plus metadata: a bigger file is not read into memory.
+            if st.st_size > 8 * limit + (64 << 20):
+                raise DataError(f"{path}: a {fmt} file of {st.st_size / 1e6:.0f} MB is larger "
+                                f"than any image within the limit of {_mpx(limit)} can be; "
+                                f"{_FIX}")
+            fh.seek(0)
+            return fmt, w, h, fh.read() if read else b""
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}; {_FIX}") from None
+
+
+def probe_image(path: str, max_pixels: int | None = None) -> tuple[str, int, int]:
+    """``(format, width, height)`` of an image file, from its header only: the checks of
+    :func:`read_image` short of decoding (so a batch can be vetted before any output)."""
+    fmt, w, h, _ = _checked(path, pixel_limit(max_pixels), read=False)
+    return fmt, w, h
+
+
 def read_image(path: str, max_pixels: int | None = None) -> np.ndarray:
     """Read one image file as uint8 RGB ``(H, W, 3)`` (grey replicated, alpha dropped,
     16-bit scaled to 8, EXIF orientation applied).
@@ -73,32 +111,10 @@ def read_image(path: str, max_pixels: int | None = None) -> np.ndarray:
     large) is a :class:`DataError` of one line naming ``path``.
     """
     limit = pixel_limit(max_pixels)
-    fix = "fix or remove it, or pass --skip-bad"
-    try:
-        st = os.stat(path)  # before open(): opening a named pipe would block
-        if not stat.S_ISREG(st.st_mode):
-            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise DataError(f"cannot read image {path}: {what}; {fix}")
-        with open(path, "rb") as fh:
-            try:
-                fmt, w, h = image_size(fh)
-            except HeaderError as exc:
-                raise DataError(f"cannot decode image {path}: {exc}; {fix}") from None
-            if w * h > limit:
-                raise DataError(f"{path}: {w}x{h} = {_mpx(w * h)} is over the limit of "
-                                f"{_mpx(limit)} (--max-image-pixels); skip it with --skip-bad")
-            # No image within the limit needs more than 8 bytes a pixel (16-bit RGBA, raw)
-            # plus metadata: a bigger file is not read into memory.
-            if st.st_size > 8 * limit + (64 << 20):
-                raise DataError(f"{path}: a {fmt} file of {st.st_size / 1e6:.0f} MB is larger "
-                                f"than any {w}x{h} image needs; {fix}")
-            fh.seek(0)
-            raw = np.frombuffer(fh.read(), dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc.strerror or exc}; {fix}") from None
-    img = _decode(raw)
+    fmt, _, _, data = _checked(path, limit, read=True)
+    img = _decode(np.frombuffer(data, dtype=np.uint8))
     if img is None or img.ndim != 3 or img.shape[0] * img.shape[1] > limit:
-        raise DataError(f"cannot decode image {path}: corrupt or truncated {fmt} data; {fix}")
+        raise DataError(f"cannot decode image {path}: corrupt or truncated {fmt} data; {_FIX}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
