@@ -15,6 +15,7 @@ however many retries the faults caused.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import random
@@ -298,9 +299,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return p
 
 
-def serve_main(argv: list[str] | None = None, *, block: bool = True) -> int:
-    """Entry point of ``blackbox-dft serve``: parse ``argv``, serve until Ctrl-C, return 0."""
-    args = build_parser().parse_args(argv)
+def serve_main(argv: list[str] | None = None, *, block: bool = True,
+               parser: argparse.ArgumentParser | None = None) -> int:
+    """Entry point of ``blackbox-dft serve``: parse ``argv`` (with ``parser`` if given, e.g.
+    one whose errors are one line), serve until Ctrl-C, return the exit code: 0, 2 for a
+    bad argument (unknown stand-in, busy port, unset key variable), 4 for a missing optional
+    dependency of the stand-in. Errors are one line on stderr, never a traceback."""
+    args = build_parser(parser).parse_args(argv)
     faults = Faults(throttle=args.throttle, throttle_style=args.throttle_style,
                     retry_after=args.retry_after, error=args.error_rate, drop=args.drop_rate,
                     malformed=args.malformed_rate, latency=args.latency_ms / 1000.0, seed=args.seed)
@@ -308,15 +313,32 @@ def serve_main(argv: list[str] | None = None, *, block: bool = True) -> int:
     if args.api_key_env:
         key = os.environ.get(args.api_key_env)
         if not key:
-            print(f"error: environment variable {args.api_key_env} is not set", file=sys.stderr)
+            print(f"blackbox-dft serve: environment variable {args.api_key_env} is not set",
+                  file=sys.stderr)
             return 2
     options: dict[str, Any] = {}
     if args.labels:
         options["labels"] = [s.strip() for s in args.labels.split(",") if s.strip()]
-    server = StandInServer(_load_model(args.model), args.protocol, port=args.port,
-                           model_name=args.model_name or args.model, faults=faults, api_key=key,
-                           verbose=args.verbose, **options)
-    url = server.start()
+    try:
+        server = StandInServer(_load_model(args.model), args.protocol, port=args.port,
+                               model_name=args.model_name or args.model, faults=faults,
+                               api_key=key, verbose=args.verbose, **options)
+        url = server.start()
+    except ModuleNotFoundError as exc:
+        print(f"blackbox-dft serve: missing dependency: {exc}", file=sys.stderr)
+        return 4
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            why = "in use" if exc.errno == errno.EADDRINUSE else "not allowed"
+            print(f"blackbox-dft serve: port {args.port} on 127.0.0.1 is {why}; pick another "
+                  "with --port (0: any free port)", file=sys.stderr)
+        else:
+            print(f"blackbox-dft serve: cannot serve on 127.0.0.1:{args.port}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # unknown stand-in, bad labels
+        print(f"blackbox-dft serve: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     print(f"serving stand-in {args.model!r} as {args.protocol} at {url} (Ctrl-C to stop)",
           flush=True)
     try:

@@ -28,9 +28,9 @@ from .cli_options import (
     multiattr_kwargs,
     verification_kwargs,
 )
+from .cli_secrets import model_label
 from .data import DataError, Dataset, parse_size
 from .meter import Meter, money
-from .model import model_name
 from .multiattr import MultiAttributeTuner
 from .pairs import load_lfw_pairs, split_pairs
 from .report import render_report, save_png
@@ -84,7 +84,7 @@ def attribute_job(opts: dict[str, Any], model: Any, train: Dataset, val: Dataset
                model_key(opts["model"], opts["preset"], opts["model_options"]),
                (train.images, train.labels), _xy(val), _xy(test), list(train.classes),
                tuner.get_params(),
-               f"{model_name(model)} per attribute on "
+               f"{model_label(model)} per attribute on "
                f"{os.path.basename(os.path.normpath(opts['data']))}", kind="per_attribute")
 
 
@@ -130,14 +130,14 @@ def verification_job(opts: dict[str, Any]) -> Any:
     return Job("fit", opts, model,
                model_key(opts["model"], opts["preset"], opts["model_options"]),
                train, val, test, ["different", "same"], tuner.get_params(),
-               f"{model_name(model)} verification on "
+               f"{model_label(model)} verification on "
                f"{os.path.basename(os.path.normpath(opts['pairs']))}", kind="verification")
 
 
 def _fit_and_evaluate(job: Any, tuner: Any, evaluate: bool,
                       run: RunFolder) -> dict[str, Any] | None:
     kw = {"checkpoint": run.checkpoint, "resume": True,  # resumable from the run folder
-          "checkpoint_every": int(job.options.get("checkpoint_every") or 10)}
+          "checkpoint_every": int(job.options.get("checkpoint_every", 10))}
     try:
         tuner.fit(job.train[0], job.train[1], validation=job.val, **kw)
     except ValueError as exc:
@@ -164,7 +164,8 @@ def execute_beyond(job: Any, run: RunFolder, *, progress: bool = True) -> dict[s
         eval_cost = (1 + len(job.classes)) * n_test if job.kind == "per_attribute" \
             else 2 * n_test
     budget = int(tuner.query_budget)
-    bar = tqdm(total=budget + eval_cost, unit="img", desc=f"DFT {model_name(job.model)}",
+    run.read_spend()  # a damaged ledger is refused before anything is paid, never reset to 0
+    bar = tqdm(total=budget + eval_cost, unit="img", desc=f"DFT {model_label(job.model)}",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
     meter = Meter(cache if cache is not None else job.model, bar, cache,
                   opts.get("cost_per_1000"), budget + eval_cost, ledger=run.spend)
@@ -183,7 +184,7 @@ def execute_beyond(job: Any, run: RunFolder, *, progress: bool = True) -> dict[s
     spend = meter.totals()
     report: dict[str, Any] = {
         "command": job.command, "kind": job.kind, "title": job.title,
-        "model": model_name(job.model), "params": job.params, "test": metrics,
+        "model": model_label(job.model), "params": job.params, "test": metrics,
         "spend": spend, "wall_time_s": round(time.time() - t0, 2)}
     if job.kind == "per_attribute":
         report["attributes"] = job.classes

@@ -11,7 +11,8 @@ spec                            model
                                 options: input_size, color, mean, scale, layout, ...
 ``litert:path/to/net.tflite``   a TFLite file run by LiteRT
 ``http(s)://host/...``          an HTTP endpoint in a preset's wire format
-                                (``--preset``; keys from ``--api-key-env`` only)
+                                (``--preset``; keys from ``--api-key-env``, or as
+                                ``${VAR}`` in the URL: see :mod:`.cli_secrets`)
 ``python:module:function``      ``function(uint8 images) -> scores`` imported from a
                                 module on PYTHONPATH (a closed SDK, a test double)
 =============================== ==================================================
@@ -24,11 +25,11 @@ import json
 import os
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
+from . import cli_secrets
 from .model import ModelError
 
-__all__ = ["SpecError", "build_model", "model_key", "parse_option"]
+__all__ = ["SpecError", "MissingDependency", "build_model", "model_key", "parse_option"]
 
 _FILE_EXTS = (".onnx", ".tflite", ".pb", ".caffemodel", ".prototxt", ".t7", ".net", ".weights")
 _SECRET = re.compile(r"key|token|secret|password|signature|auth", re.I)
@@ -37,6 +38,10 @@ _TUPLES = ("input_size", "mean", "labels", "timeout")
 
 class SpecError(ValueError):
     """A model spec or its options that cannot be used (exit code 2)."""
+
+
+class MissingDependency(SpecError):
+    """The model needs an optional package that is not installed (exit code 4)."""
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -60,6 +65,11 @@ def _kwargs(options: dict[str, Any]) -> dict[str, Any]:
         if _SECRET.search(k) and k not in ("api_key_env", "api_secret_env"):
             raise SpecError(f"model option {k!r} looks like a secret; secrets come only from "
                             "environment variables (--api-key-env / --api-secret-env)")
+        if k == "headers":  # saved in config.json: secret values only as ${VAR}
+            try:
+                cli_secrets.check_headers(v)
+            except ValueError as exc:
+                raise SpecError(str(exc)) from None
         out[k] = tuple(v) if k in _TUPLES and isinstance(v, list) else v
     return out
 
@@ -70,22 +80,35 @@ def _env(name: str | None, what: str) -> str | None:
     value = os.environ.get(name)
     if not value:
         raise SpecError(f"environment variable {name} (given as {what}) is not set")
+    cli_secrets.remember_secret(value)
     return value
 
 
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.password:
-        raise SpecError("the model URL carries a password; pass secrets through an environment "
-                        "variable with --api-key-env")
-    for pair in parts.query.split("&"):
-        if "=" in pair and _SECRET.search(pair.split("=", 1)[0]):
-            raise SpecError(f"the model URL carries a secret ({pair.split('=', 1)[0]}=...); "
-                            "pass it through an environment variable with --api-key-env")
+def _http_model(spec: str, preset: str | None, opts: dict[str, Any],
+                api_key_env: str | None, api_secret_env: str | None) -> Any:
+    """An HTTPModel on the expanded URL (``${VAR}`` from the environment; a stored form is
+    mapped back to the spec as given in this process: :mod:`.cli_secrets`)."""
+    try:
+        url = cli_secrets.expand(cli_secrets.raw_spec(spec))
+        if "headers" in opts:
+            opts = {**opts, "headers": cli_secrets.expand_headers(opts["headers"])}
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    from adapters.http import HTTPModel
+
+    return HTTPModel(url, preset=preset or "json",
+                     api_key=_env(api_key_env, "--api-key-env"),
+                     api_secret=_env(api_secret_env, "--api-secret-env"), **opts)
 
 
 def model_key(spec: str, preset: str | None, options: dict[str, Any]) -> str:
-    """Secret-free identity of a model for the query cache: spec + preset + options."""
+    """Secret-free identity of a model for the query cache: spec + preset + options.
+
+    A URL enters in its stored form (literal secrets as ``***``, ``${VAR}`` by name): a
+    rotated key keeps the cache's answers; endpoints that differ only in a query value
+    share them (give such a run its own ``--cache-path``).
+    """
+    spec = cli_secrets.stored_spec(spec)
     spec_id = spec
     path = spec.split(":", 1)[1] if spec.startswith(("dnn:", "litert:")) else spec
     if os.path.isfile(path):  # a model file: the same file under another name is the same model
@@ -160,13 +183,8 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
                 raise SpecError(f"unknown stand-in {name!r}; valid names: "
                                 f"{', '.join(sorted([*STANDINS, 'hog-embedding']))}")
             return load_standin(name)
-        if spec.startswith(("http://", "https://")):
-            _check_url(spec)
-            from adapters.http import HTTPModel
-
-            return HTTPModel(spec, preset=preset or "json",
-                             api_key=_env(api_key_env, "--api-key-env"),
-                             api_secret=_env(api_secret_env, "--api-secret-env"), **opts)
+        if cli_secrets.is_url(spec):
+            return _http_model(spec, preset, opts, api_key_env, api_secret_env)
         if spec.startswith("python:"):
             return _python_model(spec[len("python:"):], opts)
         runtime, path = "dnn", spec
@@ -186,8 +204,11 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
         cls = LiteRTModel if runtime == "litert" else DNNModel
         return cls(path, **opts)
     except TypeError as exc:
-        raise SpecError(f"bad model options for {spec!r}: {exc}") from None
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise SpecError(f"bad model options for {cli_secrets.stored_spec(spec)!r}: "
+                        f"{cli_secrets.scrub(str(exc))}") from None
+    except ModuleNotFoundError as exc:
+        raise MissingDependency(str(exc)) from None
+    except FileNotFoundError as exc:
         raise SpecError(str(exc)) from None
     except ImportError as exc:
-        raise SpecError(f"{spec}: {exc}") from None
+        raise MissingDependency(f"{cli_secrets.stored_spec(spec)}: {exc}") from None

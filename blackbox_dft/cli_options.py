@@ -10,38 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from .cli_config import ConfigError, Option, check_options, flag_type
+from .cli_config import csv_list as _csv
+from .cli_config import read_config_file as _read_config_file
 from .estimators import NES, SPSA, RandomDirections
 from .objectives import SCORES
 from .perturbation import FullResolution, LowResolution
 
 __all__ = ["Option", "FIT_OPTIONS", "add_fit_options", "read_config_file", "resolve_options",
            "tuner_kwargs", "multiattr_kwargs", "verification_kwargs", "check_mode_options",
-           "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """A bad option or config file (exit code 2)."""
-
-
-@dataclass(frozen=True)
-class Option:
-    """One fit option: its default, flag type and help."""
-
-    name: str
-    default: Any
-    help: str
-    type: Any = str
-    flag: str = "value"  # "value", "bool" (--x / --no-x), "list" (repeatable)
-    choices: tuple[str, ...] | None = None
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in str(text).split(",") if t.strip()]
+           "ConfigError", "DEMO_OPTIONS", "check_saved_options"]
 
 
 FIT_OPTIONS: tuple[Option, ...] = (
@@ -55,11 +36,11 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("model_options", {}, "adapter option KEY=VALUE (JSON value), repeatable",
            flag="list"),
     Option("cost_per_1000", None, "price of 1000 images sent: shows money spent and projected",
-           float),
+           float, check="nonnegative"),
     # data
     Option("data", None, "dataset: ImageFolder, .csv, list_attr_celeba.txt or .npz "
            "(or --pairs for face verification)"),
-    Option("size", None, "image size N or HxW (resize or crop to it)"),
+    Option("size", None, "image size N or HxW (resize or crop to it)", accepts=(int,)),
     Option("size_mode", "resize", "how --size is reached", choices=("resize", "crop")),
     Option("skip_bad", False, "skip unreadable images instead of stopping", flag="bool"),
     Option("max_image_pixels", None, "refuse images whose header claims more pixels, before "
@@ -68,10 +49,13 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("attributes", None, "attribute columns to use (CSV, CelebA), comma-separated", _csv),
     Option("image_root", None, "folder that CSV / CelebA image paths are relative to (with "
            "--pairs: the LFW folder, one sub-folder per person)"),
-    Option("limit", None, "use a seeded random subset of this many images", int),
+    Option("limit", None, "use a seeded random subset of this many images", int,
+           check="count"),
     Option("shift", None, "apply a domain shift to the data first (e.g. blur:sigma=1)"),
-    Option("val_fraction", 0.2, "validation fraction when the data has no split", float),
-    Option("test_fraction", 0.2, "test fraction when the data has no split", float),
+    Option("val_fraction", 0.2, "validation fraction when the data has no split", float,
+           check="fraction"),
+    Option("test_fraction", 0.2, "test fraction when the data has no split", float,
+           check="fraction"),
     Option("attribute_mode", "shared", "multilabel data (CSV attribute columns, CelebA list): "
            "'shared' fits one perturbation for all attributes (task multilabel); "
            "'per_attribute' fits one perturbation per attribute, the attributes' queries sent "
@@ -82,40 +66,47 @@ FIT_OPTIONS: tuple[Option, ...] = (
            "<image-root>/<name>/<name>_<n:04d>.jpg); needs --image-root and an embedding model "
            "(e.g. standin:hog-embedding); replaces --data"),
     Option("far", None, "face verification: false accept rate of the reported TAR (default "
-           "0.1)", float),
+           "0.1)", float, check="probability"),
     Option("threshold", None, "face verification: the vendor's fixed match threshold on the "
-           "cosine similarity (default: re-chosen on the validation pairs)", float),
+           "cosine similarity (default: re-chosen on the validation pairs)", float,
+           check="cosine"),
     # objective and optimisation
     Option("task", None, "objective: multiclass, binary or multilabel (default: from the data)",
            choices=("multiclass", "binary", "multilabel")),
     Option("scores", None, "what the model returns", choices=SCORES),
-    Option("label_map", None, "task class of each model output, comma-separated ('-': none)"),
-    Option("class_weight", None, "'balanced' or a JSON object {class: weight}"),
+    Option("label_map", None, "task class of each model output, comma-separated ('-': none)",
+           accepts=(list,)),
+    Option("class_weight", None, "'balanced' or a JSON object {class: weight}",
+           accepts=(dict,)),
     Option("epsilon", None, "L-inf budget of the perturbation in grey levels (default 8)",
-           float),
-    Option("budget", None, "query budget of the fit: images (10000) or money ($12.50)"),
-    Option("perturbation", None, "latent grid HxW (e.g. 8x8, optionally :cubic) or 'full'"),
+           float, check="positive"),
+    Option("budget", None, "query budget of the fit: images (10000) or money ($12.50)",
+           accepts=(int,), check="count"),
+    Option("perturbation", None, "latent grid HxW (e.g. 8x8, optionally :cubic) or 'full'",
+           accepts=(int,)),
     Option("estimator", None, "gradient estimator", choices=("spsa", "nes", "rd")),
-    Option("directions", None, "random directions per step", int),
+    Option("directions", None, "random directions per step", int, check="count"),
     Option("per_image", None, "one random direction per image of the minibatch (the default "
            "of classification fits; --no-per-image: one direction shared by the minibatch)",
            flag="bool"),
-    Option("fd_step", None, "finite-difference step in grey levels", float),
-    Option("fd_step_decay", None, "decay exponent of the finite-difference step", float),
+    Option("fd_step", None, "finite-difference step in grey levels", float, check="positive"),
+    Option("fd_step_decay", None, "decay exponent of the finite-difference step", float,
+           check="nonnegative"),
     Option("optimizer", None, "optimizer",
            choices=("adam", "sgd", "momentum", "nesterov", "sign_sgd")),
-    Option("learning_rate", None, "learning rate in grey levels per step", float),
+    Option("learning_rate", None, "learning rate in grey levels per step", float,
+           check="positive"),
     Option("lr_schedule", None, "learning-rate schedule",
            choices=("constant", "cosine", "inverse_sqrt", "exponential")),
-    Option("batch_size", None, "images per minibatch", int),
+    Option("batch_size", None, "images per minibatch", int, check="count"),
     Option("selection", None, "validation metric that picks the kept delta",
            choices=("accuracy", "balanced_accuracy", "loss")),
-    Option("validation_every", None, "steps between validation checks", int),
+    Option("validation_every", None, "steps between validation checks", int, check="count"),
     Option("energy_penalty", None, "weight of an exact |z|^2 penalty: smaller perturbation "
-           "(higher PSNR) at some cost in accuracy (default 0)", float),
-    Option("seed", 0, "seed of the split and of the fit", int),
+           "(higher PSNR) at some cost in accuracy (default 0)", float, check="nonnegative"),
+    Option("seed", 0, "seed of the split and of the fit", int, check="seed"),
     # run
-    Option("checkpoint_every", 10, "steps between checkpoints", int),
+    Option("checkpoint_every", 10, "steps between checkpoints (>= 1)", int, check="count"),
     Option("cache", True, "on-disk query cache", flag="bool"),
     Option("cache_path", None, "cache file (default: cache.sqlite in the run folder)"),
     Option("evaluate", True, "evaluate on the test split at the end (2 x test images)",
@@ -123,6 +114,12 @@ FIT_OPTIONS: tuple[Option, ...] = (
     Option("out", None, "run folder to create"),
 )
 _BY_NAME = {o.name: o for o in FIT_OPTIONS}
+# What ``demo`` saves in config.json: its own task names, the rest as fit options.
+DEMO_OPTIONS: dict[str, Option] = {
+    **{n: _BY_NAME[n] for n in ("shift", "epsilon", "budget", "cost_per_1000", "seed", "out",
+                                "cache", "checkpoint_every")},
+    "task": Option("task", "face", "built-in task", choices=("face", "smiling")),
+}
 _TUNER_KEYS = ("epsilon", "batch_size", "scores", "selection", "validation_every",
                "optimizer", "learning_rate", "lr_schedule", "energy_penalty")
 
@@ -139,39 +136,21 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
                                 default=argparse.SUPPRESS, help=o.help)
         else:
             parser.add_argument(flag, dest=o.name, default=argparse.SUPPRESS, choices=o.choices,
-                                type=o.type if o.type is not _csv else str, help=o.help)
+                                type=flag_type(o) if o.type is not _csv else str, help=o.help)
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    """Options from a JSON or TOML file (``.toml``); keys may use ``-`` or ``_``."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        if path.lower().endswith(".toml"):
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                raise ConfigError("TOML config files need Python 3.11+; use JSON") from None
-            with open(path, "rb") as fh:
-                data: Any = tomllib.load(fh)
-        else:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, TOMLDecodeError
-        raise ConfigError(f"{path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}:"
-                          f" {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold an object of options")
-    out = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name == "model_option":
-            name = "model_options"
-        if name not in _BY_NAME:
-            raise ConfigError(f"unknown config key {key!r} in {path}; valid keys: "
-                              f"{', '.join(sorted(_BY_NAME))}")
-        out[name] = value
-    return out
+    """Options from a JSON or TOML file (``.toml``); keys may use ``-`` or ``_``; every
+    value type-checked against :data:`FIT_OPTIONS` (ConfigError naming file, key, value)."""
+    return _read_config_file(path, FIT_OPTIONS)
+
+
+def check_saved_options(cfg: dict[str, Any], path: str) -> dict[str, Any]:
+    """The options of a run's ``config.json`` (``cfg``), checked like a config file: a run
+    whose options were altered (``"evaluate": "no"``) is refused, not taken by truthiness."""
+    table = DEMO_OPTIONS if cfg.get("command") == "demo" else _BY_NAME
+    return check_options(cfg.get("options", {}), table, path,
+                         "; the file was altered or damaged")
 
 
 def _parse_model_options(value: Any) -> dict[str, Any]:

@@ -14,11 +14,11 @@ from tqdm.auto import tqdm
 
 from .cache import CachedModel
 from .cli_models import build_model, model_key
-from .cli_options import check_mode_options, tuner_kwargs
+from .cli_options import ConfigError, check_mode_options, tuner_kwargs
+from .cli_secrets import model_label
 from .data import Dataset, parse_size, split_dataset
 from .loaders import load_dataset
 from .meter import Meter, money, parse_budget
-from .model import model_name
 from .report import render_report, save_png
 from .runs import RunFolder, write_json
 from .shifts import parse_shift
@@ -69,12 +69,20 @@ def load_data(opts: dict[str, Any], data: str | None = None) -> Dataset:
     return ds
 
 
+def _budget(opts: dict[str, Any]) -> int:
+    """``--budget`` in images (money converted at ``--cost-per-1000``), at least 1."""
+    budget = parse_budget(opts["budget"], opts.get("cost_per_1000"))
+    if budget < 1:
+        raise ConfigError(f"--budget must pay for at least one image, got {opts['budget']!r}")
+    return budget
+
+
 def fit_budget(opts: dict[str, Any], eval_cost: int, what: str) -> int | None:
     """The fit's query budget from ``--budget``: a money budget also pays for the final
     evaluation (``eval_cost`` images, described by ``what``)."""
     if opts["budget"] is None:
         return None
-    budget = parse_budget(opts["budget"], opts["cost_per_1000"])
+    budget = _budget(opts)
     if not str(opts["budget"]).strip().isdigit() and opts["evaluate"] and eval_cost:
         budget -= eval_cost
         if budget < 1:
@@ -107,7 +115,7 @@ def fit_job(opts: dict[str, Any]) -> Job:
     return Job("fit", opts, model, model_key(opts["model"], opts["preset"],
                                              opts["model_options"]),
                (train.images, train.labels), _xy(val), _xy(test), train.classes, params,
-               f"{model_name(model)} on {os.path.basename(os.path.normpath(opts['data']))}")
+               f"{model_label(model)} on {os.path.basename(os.path.normpath(opts['data']))}")
 
 
 def demo_job(opts: dict[str, Any]) -> Job:
@@ -119,12 +127,13 @@ def demo_job(opts: dict[str, Any]) -> Job:
     kw: dict[str, Any] = {"task": "multiclass", "seed": opts["seed"], "progress": False}
     if opts.get("epsilon") is not None:
         kw["epsilon"] = float(opts["epsilon"])
-    kw["query_budget"] = parse_budget(opts["budget"], opts.get("cost_per_1000"))
+    kw["query_budget"] = _budget(opts)
     params = DataFineTuner(task.model, **kw).get_params()
     spec = DEMO_MODELS.get(opts["task"], f"task:{opts['task']}")
     return Job("demo", opts, task.model, model_key(spec, None, {}), task.train, task.val,
                task.test, list(task.class_names), params,
-               f"demo: {opts['task']} task under {task.shift.spec()} with {model_name(task.model)}",
+               f"demo: {opts['task']} task under {task.shift.spec()} with "
+               f"{model_label(task.model)}",
                test_clean=task.test_clean)
 
 
@@ -178,13 +187,14 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
     evaluate = bool(opts.get("evaluate", True)) and job.test is not None
     eval_cost = (2 * len(job.test[1]) if evaluate and job.test is not None else 0) + (
         len(job.test_clean) if job.test_clean is not None else 0)
+    run.read_spend()  # a damaged ledger is refused before anything is paid, never reset to 0
     done = 0
     if os.path.exists(run.checkpoint):
         state, _ = FitState.load(run.checkpoint)
         done = state.queries  # lost queries of an interrupted step are replayed
     budget = int(tuner.query_budget)
     bar = tqdm(total=budget + eval_cost, initial=min(done, budget), unit="img",
-               desc=f"DFT {model_name(job.model)}", disable=not progress, dynamic_ncols=True,
+               desc=f"DFT {model_label(job.model)}", disable=not progress, dynamic_ncols=True,
                file=sys.stderr)
     meter = Meter(cache if cache is not None else job.model, bar, cache,
                   opts.get("cost_per_1000"), budget - done + eval_cost, ledger=run.spend)
@@ -200,7 +210,7 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
     try:
         try:
             tuner.fit(job.train[0], job.train[1], validation=job.val, checkpoint=run.checkpoint,
-                      checkpoint_every=int(opts.get("checkpoint_every") or 10), resume=True,
+                      checkpoint_every=int(opts.get("checkpoint_every", 10)), resume=True,
                       callback=on_step)
         finally:
             if hasattr(tuner, "history_"):
@@ -218,7 +228,7 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
     spend = meter.totals()
     report = {
         "command": job.command, "kind": job.kind, "title": job.title,
-        "model": model_name(job.model),
+        "model": model_label(job.model),
         "classes": job.classes, "params": job.params,
         "fit": {"queries": tuner.queries_, "steps": tuner.n_steps_,
                 "best_step": tuner.best_step_, "baseline": tuner.baseline_,

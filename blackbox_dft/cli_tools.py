@@ -8,29 +8,54 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from . import cli_secrets
 from .cache import CachedModel
 from .cli_models import build_model, model_key
-from .cli_options import FIT_OPTIONS
+from .cli_options import FIT_OPTIONS, check_saved_options
 from .cli_run import DEMO_MODELS, load_data
 from .data import SPLITS, DataError, read_image, split_dataset, write_image
 from .files import FolderScan, pixel_limit, probe_image, remove_stale_parts, scan_images
-from .meter import Meter, money, read_ledger
-from .runs import RunError, RunFolder, read_json, write_json
+from .meter import Meter, money
+from .runs import RunError, RunFolder, write_json
 from .tuner import DataFineTuner
 from .verification import VerificationTuner
 
-__all__ = ["evaluate_run", "apply_run", "info_run", "run_options"]
+__all__ = ["evaluate_run", "apply_run", "info_run", "run_options", "use_model_url"]
 
 _LOSSLESS = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
 
-def run_options(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The fit options of a run (defaults filled in; demo runs map to their stand-in)."""
+def run_options(cfg: dict[str, Any], path: str = "config.json") -> dict[str, Any]:
+    """The fit options of a run (defaults filled in; demo runs map to their stand-in),
+    each checked as a config file's (``path``: the config.json, for the message)."""
     opts = {o.name: o.default for o in FIT_OPTIONS}
-    opts.update(cfg.get("options", {}))
+    saved = check_saved_options(cfg, path)
     if cfg.get("command") == "demo":
-        opts["model"] = DEMO_MODELS.get(opts.get("task", ""), opts.get("model"))
+        opts["model"] = DEMO_MODELS.get(saved.get("task", ""), opts.get("model"))
+        saved.pop("task", None)  # the demo's task (face, smiling) is not the fit's objective
+    opts.update(saved)
     return opts
+
+
+def use_model_url(opts: dict[str, Any], model_url: str | None, run: RunFolder) -> None:
+    """Check the run's saved model URL can be used, with ``--model-url`` if given: a URL
+    saved with literal secrets masked (``***``) needs it, equal to the saved one once every
+    secret is masked; the model is then built from it (options keep the saved form)."""
+    saved = opts.get("model")
+    if model_url is None:
+        if cli_secrets.is_url(saved) and cli_secrets.MASK in str(saved):
+            raise RunError(f"run {run.path} was fitted with literal secrets in its model URL "
+                           f"({saved}), which were not saved; give the URL again with "
+                           "--model-url URL (better: its secrets as ${VAR}, environment "
+                           "variables)")
+        return
+    if not cli_secrets.is_url(saved):
+        raise RunError(f"run {run.path} has no model URL (its model is {saved}); "
+                       "--model-url does not apply")
+    if not cli_secrets.same_url(model_url, str(saved)):
+        raise RunError(f"--model-url {cli_secrets.stored_spec(model_url)} is not the URL run "
+                       f"{run.path} was fitted with ({saved}), secrets aside")
+    cli_secrets.register_spec(model_url, as_spec=str(saved))
 
 
 def _fitted(run: RunFolder) -> None:
@@ -41,18 +66,34 @@ def _fitted(run: RunFolder) -> None:
 
 def evaluate_run(run_path: str, data: str, *, split: str = "all", shift: str | None = None,
                  size: str | None = None, json_out: str | None = None, force: bool = False,
-                 cache: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Accuracy before/after the run's delta on ``data``; prints a summary, returns the metrics."""
-    from .cli_beyond import evaluate_attributes, not_for
-
+                 cache: bool = True, progress: bool = True,
+                 model_url: str | None = None) -> dict[str, Any]:
+    """Accuracy before/after the run's delta on ``data``; prints a summary, returns the
+    metrics. Holds the run's lock while it writes to the run's query cache."""
     run = RunFolder.open(run_path)
     cfg = run.read_config()
+    opts = run_options(cfg, run.config)
+    cache_path = opts.get("cache_path") or run.cache
+    inside = os.path.dirname(os.path.realpath(cache_path)) == os.path.realpath(run.path)
+    if cache and inside:
+        run.lock("evaluate")
+    with run:
+        return _evaluate(run, cfg, opts, data, split, shift, size, json_out, force,
+                         cache_path if cache else None, progress, model_url)
+
+
+def _evaluate(run: RunFolder, cfg: dict[str, Any], opts: dict[str, Any], data: str,
+              split: str, shift: str | None, size: str | None, json_out: str | None,
+              force: bool, cache_path: str | None, progress: bool,
+              model_url: str | None) -> dict[str, Any]:
+    from .cli_beyond import evaluate_attributes, not_for
+
     kind = cfg.get("kind", "classification")
     if kind == "verification":
         raise not_for(kind, "evaluate", run)
     if kind == "classification":
         _fitted(run)
-    opts = run_options(cfg)
+    use_model_url(opts, model_url, run)
     if shift is not None:
         opts["shift"] = None if shift in ("", "none") else shift
     if size is not None:
@@ -70,9 +111,9 @@ def evaluate_run(run_path: str, data: str, *, split: str = "all", shift: str | N
         ds = part
     model = build_model(opts["model"], preset=opts["preset"], options=opts["model_options"],
                         api_key_env=opts["api_key_env"], api_secret_env=opts["api_secret_env"])
-    cached = CachedModel(model, opts.get("cache_path") or run.cache,
+    cached = CachedModel(model, cache_path,
                          model_key(opts["model"], opts["preset"], opts["model_options"])
-                         ) if cache else None
+                         ) if cache_path else None
     planned = (1 + len(ds.classes) if kind == "per_attribute" else 2) * len(ds)
     bar = tqdm(total=planned, unit="img", desc="evaluate", disable=not progress,
                file=sys.stderr)
@@ -290,11 +331,14 @@ def apply_run(run_path: str, input_dir: str, output_dir: str, *, force: bool = F
 
 def info_run(run_path: str) -> dict[str, Any]:
     """Print what a run folder holds: settings, progress, results, queries and money."""
-    run = RunFolder.open(run_path)
+    run = RunFolder.open(run_path)  # never locked: info only reads, and reads atomic files
     cfg = run.read_config()
-    opts = run_options(cfg)
+    opts = run_options(cfg, run.config)
     params = cfg.get("params", {})
-    budget = int(params.get("query_budget", 0))
+    budget = params.get("query_budget", 0)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise RunError(f"{run.config}: params.query_budget is {budget!r}, must be a whole "
+                       "number >= 0; the file was altered or damaged")
     out: dict[str, Any] = {"path": run.path, "command": cfg.get("command"),
                            "version": cfg.get("version")}
     print(f"run folder: {run.path} ({cfg.get('command')}, blackbox_dft {cfg.get('version')})")
@@ -308,7 +352,7 @@ def info_run(run_path: str) -> dict[str, Any]:
     if cfg.get("kind", "classification") != "classification":
         from .cli_beyond import info_beyond
 
-        report = read_json(run.report_json) if os.path.exists(run.report_json) else None
+        report = run.read_report()
         info_beyond(run, cfg, report, out)
         _info_spend(run, opts, out, budget, int(out.get("queries", 0)), report)
         return out
@@ -326,7 +370,7 @@ def info_run(run_path: str) -> dict[str, Any]:
                   f"{best[0]['val_accuracy']:.3f}")
     print(f"status: {status}; fit queries {queries} of {budget}")
     out.update(status=status, queries=queries)
-    report = read_json(run.report_json) if os.path.exists(run.report_json) else None
+    report = run.read_report()
     if report and report.get("test"):
         m = report["test"]
         print(f"test accuracy {m['accuracy_before']:.3f} -> {m['accuracy_after']:.3f}, "
@@ -338,7 +382,11 @@ def info_run(run_path: str) -> dict[str, Any]:
 
 def _info_spend(run: RunFolder, opts: dict[str, Any], out: dict[str, Any], budget: int,
                 queries: int, report: Any) -> None:
-    spend = read_ledger(run.spend)
+    try:
+        spend = run.read_spend()
+    except RunError as exc:  # say so loudly, but still show the rest of the run
+        print(f"warning: {exc}", file=sys.stderr)
+        spend = {}
     if spend:
         print(f"images asked {spend.get('asked', 0)}, paid {spend.get('paid', 0)}, answered by "
               f"the cache {spend.get('saved', 0)}")

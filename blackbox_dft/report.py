@@ -7,12 +7,13 @@ pixel for pixel. Everything is RGB uint8 until :func:`save_png` converts at the 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
+
+from .state_checks import atomic_write_bytes
 
 __all__ = ["render_report", "save_png", "amplify_delta", "plot_curve"]
 
@@ -202,6 +203,4 @@ def save_png(path: str, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - cv2 always encodes uint8 RGB
         raise ValueError(f"cannot encode {path} as PNG")
-    tmp = path + ".part"
-    buf.tofile(tmp)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.tobytes())  # FileWriteError naming path on a full disk

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from .state_checks import (
+    FileWriteError,
+    StateFileError,
+    atomic_write,
+    check_fit_state,
+    check_result,
+    damaged,
+)
+
 __all__ = ["FitState", "write_npz_json", "read_npz_json", "read_result", "FORMAT_VERSION",
+           "StateFileError", "FileWriteError",
            "check_resumable", "load_resumable", "keep_on_failure"]
 
 FORMAT_VERSION = 1
@@ -31,33 +42,54 @@ def write_npz_json(path: str | os.PathLike[str], arrays: dict[str, np.ndarray],
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     text = json.dumps({"format_version": FORMAT_VERSION, **meta}, allow_nan=True)
     payload[_META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    # A temp file beside the target, renamed over it: a crash leaves the old file or the new
+    # one; the temp file is removed on failure (FileWriteError names ``path``).
+    atomic_write(path, lambda fh: np.savez(fh, **payload),  # type: ignore[arg-type]
+                 suffix=".npz")
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``; StateFileError (a ValueError naming the
+    file and what to do) for any damage, never a raw zipfile / EOF / numpy error."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):  # a bare .npy renamed: not ours
+                raise damaged(path, "not a .npz archive")
+            return {k: data[k] for k in data.files}
+    except StateFileError:
         raise
+    except EOFError:
+        raise damaged(path, "empty or truncated") from None
+    except (zipfile.BadZipFile, zlib.error) as exc:
+        raise damaged(path, f"not a valid zip archive: {exc}") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):  # never unpickle: a loaded file must not run code
+            raise StateFileError(f"{path} holds pickled Python objects; refused (a loaded file "
+                                 "must not run code)") from None
+        raise damaged(path, f"unreadable array: {' '.join(str(exc).split())[:80]}") from None
+    except (OSError, KeyError, UnicodeDecodeError, RuntimeError) as exc:
+        raise damaged(path, f"{type(exc).__name__}: {' '.join(str(exc).split())[:80]}") \
+            from None
 
 
 def read_npz_json(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a file written by :func:`write_npz_json`; refuses pickled objects."""
+    """Read a file written by :func:`write_npz_json`; refuses pickled objects.
+
+    FileNotFoundError when ``path`` is missing; StateFileError (a ValueError) naming the
+    file when it is damaged (truncated, zero bytes, garbage) or of another format.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"{path} is not a blackbox_dft .npz file: {exc}") from None
+    arrays = _load_npz(path)
     if _META_KEY not in arrays:
-        raise ValueError(f"{path} has no blackbox_dft metadata; was it written by blackbox_dft?")
-    meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
+        raise damaged(path, "no blackbox_dft metadata inside; was it written by blackbox_dft?")
+    try:
+        meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise damaged(path, f"its metadata is not valid JSON: {type(exc).__name__}") from None
+    if not isinstance(meta, dict):
+        raise damaged(path, "its metadata is not a JSON object")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -73,6 +105,7 @@ def read_result(path: str | os.PathLike[str], kind: str,
     arrays, meta = read_npz_json(path)
     if meta.get("kind") != kind:
         raise ValueError(f"{os.fspath(path)} is not a saved {owner} result")
+    check_result(os.fspath(path), arrays, meta)  # finite, consistent, within epsilon
     return arrays, meta
 
 
@@ -122,6 +155,8 @@ class FitState:
         arrays, meta = read_npz_json(path)
         if "state" not in meta or "z" not in arrays:
             raise ValueError(f"{os.fspath(path)} is not a checkpoint (no fit state inside)")
+        # A tampered state must not run: NaN latents, negative counters, a budget overrun.
+        check_fit_state(os.fspath(path), arrays, meta)
         s = meta.pop("state")
         opt_state: dict[str, Any] = dict(s["opt_counters"])
         opt_state.update({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})

@@ -95,7 +95,7 @@ def test_config_file_json_and_toml_flags_override(tmp_path, data, capsys):
     capsys.readouterr()
     assert main(["fit", "--config", str(tmp_path / "bad.json"), "--out", str(tmp_path / "c")]) == 2
     line = error_line(capsys)
-    assert "'epsilom'" in line and "valid keys" in line and "epsilon" in line
+    assert "'epsilom'" in line and "did you mean 'epsilon'" in line and "bad.json" in line
     assert not os.path.exists(tmp_path / "c")
 
 
