@@ -24,6 +24,7 @@ holds the run's lock (:mod:`.run_lock`) until it ends.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sqlite3
@@ -41,6 +42,8 @@ __all__ = ["main", "build_parser", "EXIT_CODES"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_DEPENDENCY, EXIT_WRITE, EXIT_BUSY = 4, 5, 6
+# A write that fails for want of room or permission: the run is fine, the disk is not.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
 EXIT_CODES = {EXIT_OK: "done", EXIT_ERROR: "internal error",
               EXIT_USAGE: "bad arguments, data, config or run files",
               EXIT_MODEL: "model or API failure (resumable)",
@@ -191,9 +194,13 @@ def _execute(job: Any, run: Any, progress: bool, execute: Any, print_summary: An
         print(f"model failed: {_one_line(exc)}; the run is resumable: {resume}",
               file=sys.stderr)
         return EXIT_MODEL
-    except FileWriteError as exc:
-        print(f"blackbox-dft: {_one_line(exc)}; the run is resumable once there is space: "
-              f"{resume}", file=sys.stderr)
+    except OSError as exc:  # FileWriteError names the file; a bare one only says why
+        if not isinstance(exc, FileWriteError) and exc.errno not in _DISK_ERRNOS:
+            raise
+        what = str(exc) if isinstance(exc, FileWriteError) else \
+            f"cannot write {exc.filename or f'a file in {run.path}'}: {exc.strerror}"
+        print(f"blackbox-dft: {cli_secrets.scrub(what)}; the run is resumable once there is "
+              f"space: {resume}", file=sys.stderr)
         return EXIT_WRITE
     except sqlite3.Error as exc:  # the query cache: disk full, or a damaged file
         if "full" in str(exc):
@@ -218,6 +225,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         if os.path.exists(run.report_json):
             print(f"run {run.path} is complete; nothing to resume (see 'blackbox-dft info')")
             return EXIT_OK
+        run.fit_progress()  # a damaged or altered checkpoint or ledger is refused before the
+        run.read_spend()  # data and the model are loaded, and before anything is paid
         demo = cfg.get("command") == "demo"
         opts = check_saved_options(cfg, run.config) if demo else run_options(cfg, run.config)
         if args.cache is not None:  # --no-cache: the advice of a damaged cache holds here too

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import CachedModel
-from .cli_models import SpecError, build_model, model_key
+from .cli_models import SpecError, build_model, model_key, open_cache
 from .cli_options import (
     ConfigError,
     check_mode_options,
@@ -156,7 +155,7 @@ def execute_beyond(job: Any, run: RunFolder, *, progress: bool = True) -> dict[s
     tuner: Any = cls.from_params(None, job.params)
     cache = None
     if opts.get("cache", True):
-        cache = CachedModel(job.model, opts.get("cache_path") or run.cache, job.key)
+        cache = open_cache(job.model, opts.get("cache_path") or run.cache, job.key)
     evaluate = bool(opts.get("evaluate", True)) and job.test is not None
     n_test = 0 if job.test is None else len(job.test[0])
     eval_cost = 0
@@ -169,6 +168,7 @@ def execute_beyond(job: Any, run: RunFolder, *, progress: bool = True) -> dict[s
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
     meter = Meter(cache if cache is not None else job.model, bar, cache,
                   opts.get("cost_per_1000"), budget + eval_cost, ledger=run.spend)
+    meter.name = model_label(job.model)  # what the saved result names: scrubbed of secrets
     tuner.model = meter
     try:
         try:

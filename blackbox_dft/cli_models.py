@@ -20,6 +20,7 @@ spec                            model
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
@@ -27,9 +28,12 @@ import re
 from typing import Any
 
 from . import cli_secrets
+from .cache import CachedModel
 from .model import ModelError
+from .state_checks import FileWriteError
 
-__all__ = ["SpecError", "MissingDependency", "build_model", "model_key", "parse_option"]
+__all__ = ["SpecError", "MissingDependency", "build_model", "model_key", "parse_option",
+           "open_cache"]
 
 _FILE_EXTS = (".onnx", ".tflite", ".pb", ".caffemodel", ".prototxt", ".t7", ".net", ".weights")
 _SECRET = re.compile(r"key|token|secret|password|signature|auth", re.I)
@@ -212,3 +216,15 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
         raise SpecError(str(exc)) from None
     except ImportError as exc:
         raise MissingDependency(f"{cli_secrets.stored_spec(spec)}: {exc}") from None
+
+
+def open_cache(model: Any, path: str, key: str) -> CachedModel:
+    """The query cache at ``path``; a full disk is a :class:`FileWriteError` naming the file
+    (exit 5, resumable), not a damaged cache (SQLITE_FULL's text is sqlite's, and stable)."""
+    try:
+        return CachedModel(model, path, key)
+    except ValueError as exc:
+        if "database or disk is full" in str(exc):
+            raise FileWriteError(path, OSError(errno.ENOSPC, "database or disk is full")) \
+                from None
+        raise

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .cache import CachedModel
-from .cli_models import build_model, model_key
+from .cli_models import build_model, model_key, open_cache
 from .cli_options import ConfigError, check_mode_options, tuner_kwargs
 from .cli_secrets import model_label
 from .data import Dataset, parse_size, split_dataset
@@ -183,7 +182,7 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
     tuner = DataFineTuner.from_params(None, job.params, progress=False)
     cache = None
     if opts.get("cache", True):
-        cache = CachedModel(job.model, opts.get("cache_path") or run.cache, job.key)
+        cache = open_cache(job.model, opts.get("cache_path") or run.cache, job.key)
     evaluate = bool(opts.get("evaluate", True)) and job.test is not None
     eval_cost = (2 * len(job.test[1]) if evaluate and job.test is not None else 0) + (
         len(job.test_clean) if job.test_clean is not None else 0)
@@ -198,6 +197,7 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
                file=sys.stderr)
     meter = Meter(cache if cache is not None else job.model, bar, cache,
                   opts.get("cost_per_1000"), budget - done + eval_cost, ledger=run.spend)
+    meter.name = model_label(job.model)  # what the saved result names: scrubbed of secrets
     tuner.model = meter
 
     def on_step(rec: dict[str, Any], state: FitState) -> bool:

@@ -9,8 +9,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import cli_secrets
-from .cache import CachedModel
-from .cli_models import build_model, model_key
+from .cli_models import build_model, model_key, open_cache
 from .cli_options import FIT_OPTIONS, check_saved_options
 from .cli_run import DEMO_MODELS, load_data
 from .data import SPLITS, DataError, read_image, split_dataset, write_image
@@ -111,7 +110,7 @@ def _evaluate(run: RunFolder, cfg: dict[str, Any], opts: dict[str, Any], data: s
         ds = part
     model = build_model(opts["model"], preset=opts["preset"], options=opts["model_options"],
                         api_key_env=opts["api_key_env"], api_secret_env=opts["api_secret_env"])
-    cached = CachedModel(model, cache_path,
+    cached = open_cache(model, cache_path,
                          model_key(opts["model"], opts["preset"], opts["model_options"])
                          ) if cache_path else None
     planned = (1 + len(ds.classes) if kind == "per_attribute" else 2) * len(ds)

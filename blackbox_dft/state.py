@@ -48,6 +48,13 @@ def write_npz_json(path: str | os.PathLike[str], arrays: dict[str, np.ndarray],
                  suffix=".npz")
 
 
+def _pickled(path: str) -> bool:
+    """Whether ``path`` is a pickle (a protocol 2+ opcode first) or an .npy of objects."""
+    with open(path, "rb") as fh:
+        head = fh.read(128)
+    return head[:1] == b"\x80" or (head[:6] == b"\x93NUMPY" and b"'|O'" in head)
+
+
 def _load_npz(path: str) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path``; StateFileError (a ValueError naming the
     file and what to do) for any damage, never a raw zipfile / EOF / numpy error."""
@@ -63,9 +70,11 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, zlib.error) as exc:
         raise damaged(path, f"not a valid zip archive: {exc}") from None
     except ValueError as exc:
-        if "pickle" in str(exc):  # never unpickle: a loaded file must not run code
+        if "pickle" in str(exc) and _pickled(path):  # never unpickle: a file must not run code
             raise StateFileError(f"{path} holds pickled Python objects; refused (a loaded file "
                                  "must not run code)") from None
+        if "pickle" in str(exc):  # numpy's guess for anything that is neither zip nor .npy
+            raise damaged(path, "not a .npz archive") from None
         raise damaged(path, f"unreadable array: {' '.join(str(exc).split())[:80]}") from None
     except (OSError, KeyError, UnicodeDecodeError, RuntimeError) as exc:
         raise damaged(path, f"{type(exc).__name__}: {' '.join(str(exc).split())[:80]}") \

@@ -28,6 +28,8 @@ __all__ = ["StateFileError", "FileWriteError", "damaged", "atomic_write", "atomi
            "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".tmp-"  # temp files of atomic writes: .tmp-XXXX.npz, .tmp-XXXX.part
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 
 class StateFileError(ValueError):
@@ -83,6 +85,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     except OSError as exc:
         raise FileWriteError(path, exc) from None
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600: give the file the usual permissions
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

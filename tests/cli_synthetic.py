@@ -4,7 +4,8 @@
 With ``tests/`` on PYTHONPATH, ``blackbox-dft fit --model python:cli_synthetic:predict``
 imports :func:`predict`. Environment variables make it observable and slow enough to
 interrupt: ``BBDFT_TEST_COUNTER`` (a file: one line with the image count per call, written
-before scoring, so a killed call still shows), ``BBDFT_TEST_DELAY`` (seconds per call).
+before scoring, so a killed call still shows), ``BBDFT_TEST_DELAY`` (seconds per call),
+``BBDFT_TEST_FAIL_AFTER`` (raise ConnectionError once more images than that were seen).
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ PROBLEM = make_problem(seed=0)
 
 
 def predict(images: np.ndarray) -> np.ndarray:
-    """Scores ``(N, 4)`` of the synthetic softmax black box for uint8 ``(N, 16, 16, 3)``."""
-    counter = os.environ.get("BBDFT_TEST_COUNTER")
-    if counter:
-        with open(counter, "a", encoding="utf-8") as fh:
-            fh.write(f"{images.shape[0]}\n")
-            fh.flush()
+    """Scores ``(N, 4)`` of the synthetic softmax black box for uint8 ``(N, 16, 16, 3)``
+    (``BBDFT_TEST_FAIL_AFTER``: fails as :func:`predict_attributes` does)."""
+    _count_or_fail(images, "the synthetic API")
     delay = float(os.environ.get("BBDFT_TEST_DELAY", "0") or 0)
     if delay:
         time.sleep(delay)
@@ -59,6 +57,7 @@ def _count_or_fail(images: np.ndarray, api: str) -> None:
             raise ConnectionError(f"{api} is down")
         with open(counter, "a", encoding="utf-8") as fh:
             fh.write(f"{images.shape[0]}\n")
+            fh.flush()
 
 
 def predict_attributes(images: np.ndarray) -> np.ndarray:
