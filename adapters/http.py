@@ -2,96 +2,61 @@
 
 One ``requests.Session`` with a connection pool; each ``predict`` call is split
 into requests of at most ``images_per_request`` images, sent by up to
-``concurrency`` threads under a client-side ``rate_limit``, and the scores come
-back in input order. Transient faults (connection errors, timeouts, 429, 5xx)
-are retried by urllib3's ``Retry`` (POST included, ``Retry-After`` honoured,
-exponential backoff with jitter); vendor throttles that are not a 429 (Face++
-403 ``CONCURRENCY_LIMIT_EXCEEDED``, Clarifai's body status 11005) are retried here.
+``concurrency`` daemon threads under a client-side ``rate_limit``, and the scores
+come back in input order. Transient faults (connection errors, timeouts, 429, 5xx)
+are retried by urllib3's ``Retry`` (POST included, exponential backoff with jitter,
+``Retry-After`` honoured up to ``max_backoff``); vendor throttles that are not a 429
+(Face++ 403 ``CONCURRENCY_LIMIT_EXCEEDED``, Clarifai's body status 11005) are retried
+here. Every wait is capped by ``max_backoff`` and ends at once when the call is
+interrupted; every attempt has a ``deadline``; every answer body a size cap; no
+redirect is ever followed (see :mod:`adapters.transport`).
 
 Query accounting: this adapter counts nothing towards the budget. The budget
 is ``blackbox_dft.model.QueryCounter`` (images passed to ``predict``), so a
-retried request never changes any count.
+retried request never changes any count. When a call fails or is interrupted, the
+answers that did come back are attached to the exception
+(:func:`blackbox_dft.model.attach_answered`) so that the query cache keeps them.
 
-Errors that retrying cannot fix (bad key, a URL that answers with something
+Errors that retrying cannot fix (bad key, a redirect, a URL that answers with something
 else, the wrong number of scores) are raised once and *latched*: later calls
 raise the same error without sending anything, until :meth:`HTTPModel.reset`,
-so that a caller's loop cannot keep paying for requests that will fail.
+so that a caller's loop cannot keep paying for requests that will fail. Secrets
+(keys, header values, URL query values and userinfo) are redacted from every
+message, in the encodings a server may echo them in (:mod:`adapters.redact`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import random
-import re
 import threading
-import time
 import warnings
 from collections.abc import Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from blackbox_dft.images import check_image_pairs, side_by_side
+from blackbox_dft.model import attach_answered
 
 from .base import BaseModel
-from .errors import (
-    AuthenticationError,
-    EndpointUnreachable,
-    HTTPModelError,
-    HTTPStatusError,
-    ResponseFormatError,
-    ThrottledError,
-)
+from .endpoint import Endpoint
+from .errors import EndpointUnreachable, ResponseFormatError
 from .presets import Preset
+from .redact import safe_url
+from .transport import Aborted, Call, DaemonPool
 from .vendors import make_preset
 from .wire import encode_image
 
 __all__ = ["HTTPModel", "safe_url"]
 
-_RETRY_STATUS = (429, 500, 502, 503, 504)
-_SENSITIVE_HEADER = re.compile(r"auth|key|token|secret|cookie|signature|password", re.I)
-
-
-def safe_url(url: str) -> str:
-    """``url`` without a password and with every query value replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    query = "&".join(f"{q.split('=', 1)[0]}=***" for q in parts.query.split("&") if q)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-class _RateLimiter:
-    """At most ``rate`` request starts per second, shared by all threads."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.interval
-        if start > now:
-            time.sleep(start - now)
-
-
 OUTPUT_KINDS = ("scores", "labels", "ordinal", "embedding", "similarity")
-
-
-class _Aborted(Exception):
-    """Another request of the same call failed for good: do not send this one."""
+#: answers of classification endpoints are far smaller (a 128-image Clarifai answer with
+#: 20 concepts is ~0.4 MB, 32 images x 1000 classes of OIP FP64 ~0.7 MB): 16 MiB is 20x
+#: that, and bounds a call's memory at concurrency x 16 MiB
+MAX_RESPONSE_BYTES = 16 * 2**20
+_INTERRUPT_GRACE = 1.0  # s: answers arriving this soon after Ctrl-C/SIGTERM are kept
 
 
 class HTTPModel(BaseModel):
@@ -102,9 +67,21 @@ class HTTPModel(BaseModel):
     preset's options (``labels``, ``template``, ``scores_path``, ``outputs``, ...)
     are passed as further keywords. api_key / api_secret: secrets, else read from
     the preset's environment variables; sent only in headers or form fields.
-    headers: extra headers (values whose names look secret are never shown).
-    timeout: seconds, or (connect, read). max_retries: retries per request.
-    backoff: seconds of the first backoff (doubles, jittered, capped at max_backoff).
+    headers: extra headers (every value is treated as a secret, except Content-Type,
+    Accept and similar). Query values and userinfo of ``url`` are secrets too.
+    timeout: seconds, or (connect, read), per socket operation. max_retries: retries per
+    request. backoff: seconds of the first backoff (doubles, jittered); max_backoff: the
+    longest wait between attempts, seconds, also for a server's ``Retry-After`` (a larger
+    one is cut to it, and the error says so). deadline: seconds one attempt may take, from
+    sending the request to the last byte of the answer (default: twice connect + read
+    timeout, 130 s with the default timeout); an attempt past it is cut and *not* retried
+    (the server may have billed it, and a trickling server would cost another deadline):
+    :class:`EndpointUnreachable`, not latched. max_response_bytes: the largest answer body
+    read (default 16 MiB; checked on ``Content-Length`` and while reading the decoded body):
+    a larger one is a latched :class:`ResponseFormatError`. Redirects are never followed,
+    to another origin or the same one (a key would go where the user did not send it):
+    a 3xx answer is a latched :class:`HTTPStatusError` naming the target (secret-free);
+    use the final URL.
     concurrency: requests in flight at once. images_per_request: batch size per
     request (capped by the vendor's limit). rate_limit: request starts per second.
     encoding: ``"png"`` (lossless, default) or ``"jpeg"`` (warns: it erodes a small
@@ -116,6 +93,12 @@ class HTTPModel(BaseModel):
     ``"similarity"`` (a face-compare API: use :meth:`compare`; default for presets that
     declare it, e.g. ``facepp_compare``). The tuners refuse a loss that does not fit the
     declared kind.
+
+    A failed or interrupted ``predict`` attaches the answers that came back to its
+    exception (``exc.answered``: row numbers, scores). On a request that fails for good,
+    no further request starts, sleeping retries stop, and requests in flight are waited
+    for (each bounded by the deadline). On KeyboardInterrupt (the CLI turns SIGTERM into
+    one), answers arriving within 1 s are kept and the rest are cut.
     """
 
     def __init__(self, url: str, *, preset: str | Preset = "json",
@@ -125,10 +108,10 @@ class HTTPModel(BaseModel):
                  backoff: float = 0.5, max_backoff: float = 30.0, concurrency: int = 4,
                  images_per_request: int | None = None, rate_limit: float | None = None,
                  encoding: str = "png", jpeg_quality: int = 95, name: str | None = None,
-                 output_kind: str | None = None, **preset_options: Any) -> None:
+                 output_kind: str | None = None, deadline: float | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, **preset_options: Any) -> None:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"url must be an http(s) URL, got {safe_url(str(url))!r}")
-        self.url = url
         if output_kind is not None and output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {output_kind!r}")
         self.preset = make_preset(preset, **preset_options)
@@ -151,6 +134,15 @@ class HTTPModel(BaseModel):
         self.images_per_request, self.concurrency = int(ipr), int(concurrency)
         self.timeout, self.max_retries = timeout, int(max_retries)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        pair = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        self.deadline = float(2.0 * (pair[0] + pair[1]) if deadline is None else deadline)
+        if not (self.deadline > 0 and np.isfinite(self.deadline)) or not self.max_backoff >= 0:
+            raise ValueError(f"deadline must be a finite number of seconds > 0 and max_backoff "
+                             f">= 0, got {deadline!r}, {max_backoff!r}")
+        if isinstance(max_response_bytes, bool) or int(max_response_bytes) < 1:
+            raise ValueError(f"max_response_bytes must be a positive integer, got "
+                             f"{max_response_bytes!r}")
+        self.max_response_bytes = int(max_response_bytes)
         self.rate_limit = rate_limit
         self.name = name or f"HTTPModel({self.preset.name}@{safe_url(url)})"
 
@@ -165,204 +157,114 @@ class HTTPModel(BaseModel):
             envs = [self.preset.secret_env[k] for k in missing]
             raise ValueError(f"preset {self.preset.name!r} needs {missing}: pass them as arguments "
                              f"or set the environment variables {envs}")
-        self._headers = dict(headers or {})
-        parts = urlsplit(url)
-        in_url = {q.split("=", 1)[1] for q in parts.query.split("&")
-                  if "=" in q and _SENSITIVE_HEADER.search(q.split("=", 1)[0])}
-        self._redact_values = sorted(
-            {v for v in self._secrets.values() if v} | {parts.password or ""} | in_url
-            | {v for k, v in self._headers.items() if _SENSITIVE_HEADER.search(k) and v},
-            key=len, reverse=True)
-        self._redact_values = [v for v in self._redact_values if len(v) >= 3]
+        self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        self._endpoint = Endpoint(
+            url, self.preset, secrets=self._secrets, headers=self._headers,
+            encode=lambda im: encode_image(im, self.encoding, self.jpeg_quality),
+            timeout=timeout, max_retries=self.max_retries, backoff=self.backoff,
+            max_backoff=self.max_backoff, deadline=self.deadline,
+            max_response_bytes=self.max_response_bytes, pool_size=self.concurrency,
+            rate_limit=rate_limit)
+        #: counters: requests sent, failed attempts, vendor throttles, images answered
+        self.stats = self._endpoint.stats
+        self.session = self._endpoint.session
+        self._pool: DaemonPool | None = None
+        self._calls: set[Call] = set()
+        self._calls_lock = threading.Lock()
 
-        self.stats: dict[str, int] = {"requests": 0, "failed_attempts": 0, "throttled": 0,
-                                      "images_answered": 0}
-        self._stats_lock = threading.Lock()
-        self._limiter = _RateLimiter(rate_limit)
-        self._fatal: HTTPModelError | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._jitter = random.Random()
-        self.session = self._make_session()
+    @property
+    def url(self) -> str:
+        """The endpoint URL (with its secrets; show ``safe_url(url)``)."""
+        return self._endpoint.url
 
-    # -- plumbing ----------------------------------------------------------------------
-    def _count(self, key: str, k: int = 1) -> None:
-        with self._stats_lock:
-            self.stats[key] = self.stats.get(key, 0) + k
-
-    def _make_session(self) -> requests.Session:
-        model = self
-
-        class _CountingRetry(Retry):
-            def increment(self, *args: Any, **kwargs: Any) -> Retry:  # type: ignore[override]
-                model._count("failed_attempts")
-                return super().increment(*args, **kwargs)
-
-        opts: dict[str, Any] = dict(
-            total=self.max_retries, connect=self.max_retries, read=self.max_retries,
-            status=self.max_retries, other=0, allowed_methods=frozenset({"POST", "GET"}),
-            status_forcelist=_RETRY_STATUS, backoff_factor=self.backoff,
-            respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=False)
-        try:
-            retry = _CountingRetry(**opts, backoff_max=self.max_backoff,
-                                   backoff_jitter=self.backoff)
-        except TypeError:  # urllib3 < 2 has neither backoff_max nor backoff_jitter
-            retry = _CountingRetry(**opts)
-        session = requests.Session()
-        # Resolve the environment (proxies, CA bundle) once, here: with trust_env on,
-        # requests re-reads os.environ and ~/.netrc on every request, a CPU cost per
-        # request that shows at hundreds of requests per second. Secrets come from our
-        # arguments, never from ~/.netrc.
-        session.proxies.update(requests.utils.get_environ_proxies(self.url))
-        session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                          or True)
-        session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.concurrency,
-                              max_retries=retry, pool_block=True)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.headers.update(self._headers)
-        return session
-
-    def _redact(self, text: str) -> str:
-        for value in self._redact_values:
-            text = text.replace(value, "***")
-        return text.replace(self.url, safe_url(self.url))
-
-    def _error(self, cls: type[HTTPModelError], what: str, *, status: int | None = None,
-               vendor: str = "", check: str = "") -> HTTPModelError:
-        where = safe_url(self.url)
-        msg = f"{self.preset.name} endpoint {where}: {what}"
-        if status is not None:
-            msg += f" (HTTP {status})"
-        if vendor:
-            msg += f"; the server said: {vendor[:300]}"
-        if check:
-            msg += f". Check {check}"
-        return cls(self._redact(msg), url=where, status=status, vendor_message=self._redact(vendor))
-
-    def _encode(self, image: np.ndarray) -> bytes:
-        return encode_image(image, self.encoding, self.jpeg_quality)
-
-    # -- one request -------------------------------------------------------------------
-    def _send(self, images: np.ndarray, abort: threading.Event) -> np.ndarray:
-        wire = self.preset.build_request(images, self._encode, self._secrets)
-        body_kw: dict[str, Any] = {"headers": wire.headers}
-        if wire.json is not None:
-            body_kw["data"] = json.dumps(wire.json).encode()
-            body_kw["headers"] = {"Content-Type": "application/json", **wire.headers}
-        elif wire.data is not None:
-            body_kw["data"] = dict(wire.data)
-        else:
-            body_kw["data"] = wire.content
-        n = len(images)
-        for attempt in range(self.max_retries + 1):
-            if abort.is_set():
-                raise _Aborted
-            self._limiter.wait()
-            self._count("requests")
-            try:
-                resp = self.session.post(self.url, timeout=self.timeout, **body_kw)
-            except requests.exceptions.RequestException as exc:
-                raise self._error(
-                    EndpointUnreachable,
-                    f"no answer after {self.max_retries} retries ({type(exc).__name__}: {exc})",
-                    check="that the URL and port are right, the server is up, and the timeout "
-                          f"({self.timeout}) is long enough") from None
-            status = resp.status_code
-            try:
-                body: Any = json.loads(resp.content)  # bytes: json detects UTF-8/16/32 itself
-            except ValueError:
-                body = None
-            if body is not None and self.preset.is_throttle(status, body):
-                self._count("throttled")
-                if attempt < self.max_retries:
-                    time.sleep(self._throttle_delay(attempt, resp))
-                    continue
-                raise self._error(ThrottledError,
-                                  f"still throttled after {self.max_retries} retries",
-                                  status=status, vendor=self.preset.vendor_message(body),
-                                  check="rate_limit and concurrency against your plan's limits")
-            return self._finish(resp, body, n)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _throttle_delay(self, attempt: int, resp: requests.Response) -> float:
-        after = resp.headers.get("Retry-After", "")
-        if after.strip().isdigit():
-            return min(float(after), self.max_backoff)
-        base = min(self.max_backoff, self.backoff * 2.0**attempt)
-        return base * (0.5 + 0.5 * self._jitter.random())
-
-    def _finish(self, resp: requests.Response, body: Any, n: int) -> np.ndarray:
-        status = resp.status_code
-        vendor = self.preset.vendor_message(body) if body is not None else resp.text[:200]
-        if self.preset.is_auth_error(status, body):
-            raise self._latch(self._error(
-                AuthenticationError, "the key was refused", status=status, vendor=vendor,
-                check=f"the API key/secret (argument or {sorted(self.preset.secret_env.values())}) "
-                      "and that it may call this endpoint"))
-        if status == 429 or status >= 500:
-            raise self._error(ThrottledError if status == 429 else HTTPStatusError,
-                              f"error answer after {self.max_retries} retries", status=status,
-                              vendor=vendor, check="the server's health or lower the concurrency")
-        if status >= 300:
-            raise self._latch(self._error(
-                HTTPStatusError, "the request was refused", status=status, vendor=vendor,
-                check="the URL path, the preset and its options (the request format)"))
-        if body is None:
-            raise self._latch(self._error(
-                ResponseFormatError, f"the answer is not JSON (content-type "
-                f"{resp.headers.get('Content-Type', '?')!r}, starts {resp.text[:80]!r})",
-                status=status, check="that the URL is the model's endpoint, not a web page"))
-        try:
-            scores = np.asarray(self.preset.parse_response(body, n), dtype=np.float64)
-            if scores.ndim != 2 or scores.shape[0] != n:
-                raise ResponseFormatError(
-                    f"parsed scores have shape {scores.shape}, expected ({n}, K)")
-        except ResponseFormatError as exc:
-            raise self._latch(self._error(
-                ResponseFormatError, f"unusable answer: {exc}", status=status,
-                check="the preset options (scores_path, labels, output_name) against a real "
-                      "answer")) from None
-        self._count("images_answered", n)
-        return scores
-
-    def _latch(self, err: HTTPModelError) -> HTTPModelError:
-        self._fatal = err
-        return err
+    @url.setter
+    def url(self, value: str) -> None:
+        self._endpoint.url = value
 
     # -- Model API ---------------------------------------------------------------------
     def _predict(self, images: np.ndarray) -> np.ndarray:
-        if self._fatal is not None:
-            raise type(self._fatal)(
-                f"{self._fatal} [raised earlier; nothing was sent. Fix it, then call reset()]",
-                url=self._fatal.url, status=self._fatal.status,
-                vendor_message=self._fatal.vendor_message)
+        latched = self._endpoint.latched()
+        if latched is not None:
+            raise latched
         k = self.images_per_request
-        chunks = [images[i:i + k] for i in range(0, len(images), k)]
-        abort = threading.Event()
-        if len(chunks) == 1 or self.concurrency == 1:
-            parts = [self._send(c, abort) for c in chunks]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="HTTPModel")
-            futures: list[Future[np.ndarray]] = [
-                self._pool.submit(self._send, c, abort) for c in chunks]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in futures if f in done and f.exception() is not None]
-            if failed:
-                abort.set()
-                for f in futures:
-                    f.cancel()
-                wait(futures)
-                errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
-                real = [e for e in errors if not isinstance(e, _Aborted)]
-                raise (real or errors)[0]  # type: ignore[misc]
-            parts = [f.result() for f in futures]
+        starts = list(range(0, len(images), k))
+        done: dict[int, np.ndarray] = {}  # first row of a request -> its scores
+        call = Call()
+        with self._calls_lock:
+            self._calls.add(call)
+        error: BaseException | None = None
+        try:
+            if len(starts) == 1 or self.concurrency == 1:
+                for s in starts:
+                    done[s] = self._endpoint.send(images[s:s + k], call)
+            else:
+                error = self._gather(images, starts, call, done)
+        except BaseException as exc:  # KeyboardInterrupt included: keep what came back
+            call.cut_all()
+            error = exc
+        finally:
+            with self._calls_lock:
+                self._calls.discard(call)
+        if isinstance(error, Aborted):  # only close() from another thread stops a call so
+            error = self._endpoint.error(
+                EndpointUnreachable, "the call was stopped before every request was answered "
+                "(the model was closed)")
+        if error is not None:
+            self._attach(error, done)
+            raise error
+        parts = [done[s] for s in starts]
         widths = {p.shape[1] for p in parts}
         if len(widths) != 1:
-            raise self._error(ResponseFormatError, f"requests answered different numbers of "
-                              f"scores per image: {sorted(widths)}", check="the preset options")
+            raise self._endpoint.error(
+                ResponseFormatError, f"requests answered different numbers of scores per "
+                f"image: {sorted(widths)}", check="the preset options")
         return np.concatenate(parts, axis=0)
+
+    def _gather(self, images: np.ndarray, starts: list[int], call: Call,
+                done: dict[int, np.ndarray]) -> BaseException | None:
+        """Send the requests on the pool; fill ``done``; return the error to raise, if any."""
+        if self._pool is None:
+            self._pool = DaemonPool(self.concurrency, "HTTPModel")
+        k = self.images_per_request
+        futures: dict[Future[np.ndarray], int] = {
+            self._pool.submit(self._endpoint.send, images[s:s + k], call): s for s in starts}
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.done() and f.exception() is not None for f in futures):
+                call.abort.set()  # nothing new starts; sleeping retries wake and stop
+                wait(futures)  # in flight: each bounded by the deadline, and maybe paid
+        except KeyboardInterrupt as exc:
+            call.abort.set()
+            try:
+                wait(futures, timeout=_INTERRUPT_GRACE)
+            except KeyboardInterrupt:
+                pass
+            call.cut_all()
+            self._collect(futures, done)
+            return exc
+        errors = self._collect(futures, done)
+        real = [e for e in errors if not isinstance(e, Aborted)]
+        return (real or errors)[0] if errors else None
+
+    @staticmethod
+    def _collect(futures: dict[Future[np.ndarray], int],
+                 done: dict[int, np.ndarray]) -> list[BaseException]:
+        errors = []
+        for f, s in sorted(futures.items(), key=lambda item: item[1]):
+            if not f.done():
+                f.cancel()
+            elif f.exception() is not None:
+                errors.append(f.exception())
+            else:
+                done[s] = f.result()
+        return [e for e in errors if e is not None]
+
+    def _attach(self, error: BaseException, done: dict[int, np.ndarray]) -> None:
+        """Record the requests that came back on ``error`` (rows into this call's images)."""
+        if not done or len({p.shape[1] for p in done.values()}) != 1:
+            return
+        rows = np.concatenate([np.arange(s, s + len(p)) for s, p in sorted(done.items())])
+        attach_answered(error, rows, np.concatenate([p for _, p in sorted(done.items())]))
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
         """Similarities float64 ``(P,)`` of pairs ``(images_a[i], images_b[i])`` from a
@@ -374,18 +276,23 @@ class HTTPModel(BaseModel):
         a, b = check_image_pairs(images_a, images_b)
         sims = self.predict(side_by_side(a, b))
         if sims.shape[1] != 1:
-            raise self._error(ResponseFormatError, f"expected one similarity per pair, got "
-                              f"{sims.shape[1]} values", check="the preset options")
+            raise self._endpoint.error(
+                ResponseFormatError, f"expected one similarity per pair, got {sims.shape[1]} "
+                "values", check="the preset options")
         return sims[:, 0]
 
     def reset(self) -> None:
         """Forget a latched error so that the next ``predict`` sends requests again."""
-        self._fatal = None
+        self._endpoint.fatal = None
 
     def close(self) -> None:
-        """Close the connection pool and the worker threads."""
+        """Stop the calls in progress, the worker threads and the connection pool."""
+        with self._calls_lock:
+            calls = list(self._calls)
+        for call in calls:
+            call.cut_all()
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown()
             self._pool = None
         self.session.close()
 

@@ -91,6 +91,11 @@ class Preset:
                       secrets: Mapping[str, str]) -> WireRequest:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def secret_strings(self) -> list[str]:
+        """Option values that may hold a secret (a key written into a request template):
+        the client redacts them from its messages like its keys."""
+        return []
+
     def parse_response(self, body: Any, n: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -165,6 +170,22 @@ class JSONPreset(Preset):
         if self.single:
             self.max_images_per_request = 1
             self.default_images_per_request = 1
+
+    def secret_strings(self) -> list[str]:
+        out: list[str] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, str) and node not in ("$images", "$image"):
+                out.append(node)
+            elif isinstance(node, dict):
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        walk(self.template)
+        return out
 
     def _fill(self, node: Any, images: list[str]) -> Any:
         if node == "$images":

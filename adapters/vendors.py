@@ -28,7 +28,7 @@ from .presets import (
     TorchServePreset,
     WireRequest,
 )
-from .wire import Encoder, b64, decode_image, decode_stack, json_body, unb64
+from .wire import Encoder, b64, decode_image, decode_stack, json_body, short, unb64
 
 __all__ = ["FacePPPreset", "FacePPComparePreset", "GoogleVisionPreset", "ClarifaiPreset",
            "PRESETS", "make_preset", "side_by_side", "split_pair", "SideBySide"]
@@ -128,7 +128,7 @@ class FacePPPreset(_FacePPCommon, _FacePreset):
 
     def parse_response(self, body: Any, n: int) -> np.ndarray:
         if not isinstance(body, dict) or not isinstance(body.get("faces"), list):
-            raise ResponseFormatError(f"no 'faces' list in the answer (got {str(body)[:120]})")
+            raise ResponseFormatError(f"no 'faces' list in the answer (got {short(body)})")
         return self._rows([body["faces"]], n)
 
     def _face_row(self, face: Any, i: int) -> list[float]:
@@ -207,12 +207,12 @@ class FacePPComparePreset(_FacePPCommon):
 
     def parse_response(self, body: Any, n: int) -> np.ndarray:
         if not isinstance(body, dict):
-            raise ResponseFormatError(f"the answer is not a JSON object (got {str(body)[:120]})")
+            raise ResponseFormatError(f"the answer is not a JSON object (got {short(body)})")
         if "confidence" not in body:
             if not isinstance(body.get("faces1"), list) or not isinstance(body.get("faces2"),
                                                                           list):
                 raise ResponseFormatError(f"no 'confidence' and no 'faces1'/'faces2' lists in "
-                                          f"the answer (got {str(body)[:120]})")
+                                          f"the answer (got {short(body)})")
             with self._lock:
                 self.no_face_count += 1
             return np.full((n, 1), self.no_face)
@@ -275,12 +275,15 @@ class GoogleVisionPreset(_FacePreset):
     def parse_response(self, body: Any, n: int) -> np.ndarray:
         resps = body.get("responses") if isinstance(body, dict) else None
         if not isinstance(resps, list):
-            raise ResponseFormatError(f"no 'responses' list in the answer (got {str(body)[:120]})")
+            raise ResponseFormatError(f"no 'responses' list in the answer (got {short(body)})")
         for i, r in enumerate(resps):
-            if isinstance(r, dict) and "error" in r:
+            if not isinstance(r, dict):  # an image without a face is {}, not something else
+                raise ResponseFormatError(f"image {i}: the response is not an object "
+                                          f"(got {short(r)})")
+            if "error" in r:
                 raise ResponseFormatError(
                     f"image {i}: Vision answered an error: {self.vendor_message(r)}")
-        faces = [r.get("faceAnnotations", []) if isinstance(r, dict) else [] for r in resps]
+        faces = [r.get("faceAnnotations", []) for r in resps]
         return self._rows(faces, n)
 
     def _face_row(self, face: Any, i: int) -> list[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import reprlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,9 +19,20 @@ import numpy as np
 from .errors import ResponseFormatError
 
 __all__ = ["Encoder", "encode_image", "decode_image", "b64", "unb64", "decode_stack",
-           "get_path", "rows_from_entries", "json_body"]
+           "get_path", "rows_from_entries", "json_body", "short"]
 
 Encoder = Callable[[np.ndarray], bytes]
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 6
+
+
+def short(value: Any, limit: int = 120) -> str:
+    """A short text of a parsed JSON value for error messages: bounded in depth and length,
+    so that a huge or deeply nested answer costs nothing (``str()`` of one can recurse)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def encode_image(image: np.ndarray, encoding: str = "png", quality: int = 95) -> bytes:
@@ -128,7 +140,7 @@ def _row(entry: Any, labels: Sequence[str] | None, i: int) -> list[float]:
     ):
         return [float(v) for v in entry]
     raise ValueError(f"image {i}: expected numbers, a label, or a mapping of label -> score, "
-                     f"got {str(entry)[:80]}")
+                     f"got {short(entry, 80)}")
 
 
 def rows_from_entries(entries: Any, n: int, labels: Sequence[str] | None = None) -> np.ndarray:
