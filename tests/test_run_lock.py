@@ -89,7 +89,7 @@ def test_two_concurrent_resumes_one_runs_the_other_is_refused(tmp_path, failed_r
     # Two at once: A (slowed down) takes the lock; B starts while A works.
     pair, c2 = str(tmp_path / "pair"), str(tmp_path / "pair.txt")
     shutil.copytree(failed, pair)
-    a = _resume(pair, c2, delay=0.05)
+    a = _resume(pair, c2, delay=0.12)
     _wait_for_lock(pair, a)
     b = _resume(pair, c2)
     b_out, b_err = b.communicate(timeout=60)
