@@ -5,6 +5,12 @@ is a secret-free description of the model (its spec and options). Repeated queri
 (a resumed fit replaying steps since its last checkpoint, the clean-baseline
 evaluation of a second run) are answered from the file. ``misses`` are the images
 actually sent to the model; ``hits`` the images the cache answered.
+
+Money: the file also keeps ``images_sent``, the images this cache has ever passed on to the
+model, committed *before* each send (an image whose answer never comes back still counts as
+paid), and the answers of a call that failed halfway (a split HTTP call whose other requests
+came back: :func:`blackbox_dft.model.answered_of`) are stored before the error propagates,
+so nothing that was paid for is paid again.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from .images import check_image_pairs, check_images, side_by_side
-from .model import check_scores, model_name
+from .model import answered_of, check_scores, model_name
 
 __all__ = ["CachedModel", "image_keys"]
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, k INTEGER, s BLOB)"
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, k INTEGER, s BLOB)",
+           "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER)")
 
 
 def image_keys(images: np.ndarray, key: str) -> list[bytes]:
@@ -61,11 +68,31 @@ class CachedModel:
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            for statement in _SCHEMA:
+                self._db.execute(statement)
             self._db.commit()
+            self._sent = self._read_sent()
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"query cache {self.path} is not usable: {exc}; delete it or "
-                             "pass --no-cache") from None
+            raise ValueError(f"query cache {self.path} is not usable ({exc}): delete the file "
+                             "(its answers will be paid again) or fit with --no-cache") from None
+
+    def _read_sent(self) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = 'sent'").fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def images_sent(self) -> int:
+        """Images ever passed on to the model through this file (every process), each
+        counted before it was sent."""
+        with self._lock:
+            return self._sent
+
+    def _store(self, new: dict[bytes, np.ndarray]) -> None:
+        """Insert answers (caller holds the lock)."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO scores (key, k, s) VALUES (?, ?, ?)",
+            [(kk, int(s.shape[0]), s.astype(np.float64).tobytes()) for kk, s in new.items()])
+        self._db.commit()
 
     @property
     def output_kind(self) -> str | None:
@@ -102,24 +129,46 @@ class CachedModel:
             if kk not in found and kk not in todo:
                 todo[kk] = i
         if todo:
-            rows = list(todo.values())
-            scores = check_scores(send(rows), len(rows), self.model)
-            new = {kk: scores[j] for j, kk in enumerate(todo)}
-            with self._lock:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO scores (key, k, s) VALUES (?, ?, ?)",
-                    [(kk, int(s.shape[0]), s.astype(np.float64).tobytes())
-                     for kk, s in new.items()])
-                self._db.commit()
-            found.update(new)
+            found.update(self._send(todo, send, per_entry))
         with self._lock:
-            self.misses += per_entry * len(todo)
             self.hits += per_entry * (len(keys) - len(todo))
         widths = {v.shape[0] for v in found.values()}
         if len(widths) > 1:
             raise ValueError(f"query cache {self.path} holds scores of different widths "
                              f"{sorted(widths)} for model key {self.key!r}; delete it")
         return np.stack([found[kk] for kk in keys])
+
+    def _send(self, todo: dict[bytes, int], send: Callable[[list[int]], Any],
+              per_entry: int) -> dict[bytes, np.ndarray]:
+        """Send the unseen entries ``todo`` (key -> row), counting them as paid first; keep
+        every answer that came back, even from a call that then failed."""
+        rows = list(todo.values())
+        with self._lock:
+            self._sent += per_entry * len(rows)
+            self.misses += per_entry * len(rows)
+            self._db.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('sent', ?)",
+                             (self._sent,))
+            self._db.commit()
+        try:
+            scores = check_scores(send(rows), len(rows), self.model)
+        except BaseException as exc:
+            got = answered_of(exc)
+            if got is not None:
+                self._keep_partial(list(todo), *got)
+            raise
+        new = {kk: scores[j] for j, kk in enumerate(todo)}
+        with self._lock:
+            self._store(new)
+        return new
+
+    def _keep_partial(self, keys: list[bytes], rows: np.ndarray, scores: np.ndarray) -> None:
+        """Store the answers a failed call got back (rows index ``keys``); bad rows are
+        ignored: the error that is propagating says what went wrong."""
+        ok = (rows >= 0) & (rows < len(keys))
+        if scores.ndim != 2 or not ok.all() or not np.all(np.isfinite(scores)):
+            return
+        with self._lock:
+            self._store({keys[int(r)]: scores[j] for j, r in enumerate(rows)})
 
     def __len__(self) -> int:
         with self._lock:

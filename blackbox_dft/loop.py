@@ -24,7 +24,7 @@ from .model import QueryCounter
 from .objectives import Objective
 from .optimizers import Optimizer
 from .perturbation import Perturbation
-from .state import FitState, keep_on_failure
+from .state import FitState, commit_queries, keep_on_failure
 
 if TYPE_CHECKING:
     from .tuner import DataFineTuner
@@ -125,13 +125,13 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
             state.save(checkpoint, meta)
 
     try:
-        with keep_on_failure(state, lambda: counter.queries, save):
+        with keep_on_failure(state, counter, save):
             if val is not None and state.baseline is None:
                 m = scorer.validate(state.z, val)
                 state.baseline = {"queries": counter.queries, **m}
                 state.best_z, state.best_score = state.z.copy(), _score(m, tuner.selection)
-                state.queries = counter.queries
-            while not state.done and counter.remaining >= step_cost + val_cost:
+                commit_queries(state, counter)
+            while not state.done and counter.affords(step_cost + val_cost):
                 t = state.step
                 idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
                 xb, yb = x[idx], y[idx]
@@ -156,7 +156,8 @@ def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.n
                         state.best_step = t + 1
                 # Commit the whole step at once.
                 state.z, state.opt_state, state.step = z, opt_state, t + 1
-                state.queries, state.rng_state = counter.queries, dict(rng.bit_generator.state)
+                commit_queries(state, counter)
+                state.rng_state = dict(rng.bit_generator.state)
                 state.history.append(rec)
                 bar.update(counter.queries - bar.n)
                 post = {"loss": f"{loss:.4f}"}

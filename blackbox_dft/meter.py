@@ -1,8 +1,11 @@
 """Query metering for the command line: a progress bar with queries, cache savings and money.
 
 :class:`Meter` wraps a model (usually a :class:`~blackbox_dft.cache.CachedModel`) and
-counts every image asked for (``asked``); the images actually paid for are the
-cache's misses when there is a cache, else all of them.
+counts every image asked for (``asked``); the images actually paid for are the ones the
+cache sent on when there is a cache, else all of them. Paid images are counted before they
+are sent and the ledger (``spend.json``) is written before and after every call, so a
+failed call, an interrupt or a SIGKILL never leaves paid images out of it: a new process
+of the same run adds what the cache sent after the ledger's last write.
 """
 
 from __future__ import annotations
@@ -84,6 +87,11 @@ class Meter:
         self.asked_before = int(before.get("asked", 0))
         self.paid_before = int(before.get("paid", 0))
         self.saved_before = int(before.get("saved", 0))
+        self._cache_start = int(cache.images_sent) if cache is not None else 0
+        if cache is not None and "cache_sent" in before:
+            # Sent by an earlier process after its last ledger write (it was killed).
+            late = max(0, self._cache_start - int(before["cache_sent"]))
+            self.paid_before += late
         self.name = model_name(model)
 
     def totals(self) -> dict[str, Any]:
@@ -91,6 +99,8 @@ class Meter:
         out: dict[str, Any] = {"asked": self.asked_before + self.asked,
                                "paid": self.paid_before + self.paid,
                                "saved": self.saved_before + self.saved}
+        if self.cache is not None:
+            out["cache_sent"] = int(self.cache.images_sent)
         if self.cost_per_1000 is not None:
             out["cost_per_1000"] = self.cost_per_1000
             out["cost"] = self.cost(out["paid"])
@@ -100,14 +110,26 @@ class Meter:
         if not self.ledger:
             return
         tmp = self.ledger + ".part"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.totals(), fh)
-        os.replace(tmp, self.ledger)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.totals(), fh)
+            os.replace(tmp, self.ledger)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     @property
     def paid(self) -> int:
-        """Images sent to the model by this process."""
-        return self.cache.misses if self.cache is not None else self.asked
+        """Images sent to the model by this process (counted before they were sent)."""
+        if self.cache is not None:
+            return int(self.cache.images_sent) - self._cache_start
+        return self.asked
+
+    @property
+    def images_sent(self) -> int:
+        """Images paid over every process of the run (what :class:`QueryCounter` charges)."""
+        return self.paid_before + self.paid
 
     @property
     def saved(self) -> int:
@@ -144,23 +166,26 @@ class Meter:
         return getattr(self.model, "output_kind", None)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Forward to the wrapped model, then advance the bar by the images asked."""
-        scores = self.model.predict(images)
-        self._advance(int(images.shape[0]))
-        return np.asarray(scores)
+        """Forward to the wrapped model; the images count as asked (and, without a cache,
+        as paid) before they are sent."""
+        return np.asarray(self._forward(int(images.shape[0]),
+                                        lambda: self.model.predict(images)))
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
         """Forward a pair model's ``compare``; every pair counts its 2 images."""
-        sims = self.model.compare(images_a, images_b)
-        self._advance(2 * int(images_a.shape[0]))
-        return np.asarray(sims)
+        return np.asarray(self._forward(2 * int(images_a.shape[0]),
+                                        lambda: self.model.compare(images_a, images_b)))
 
-    def _advance(self, n: int) -> None:
+    def _forward(self, n: int, call: Any) -> Any:
         self.asked += n
-        self._write_ledger()
-        if self.bar is not None:
-            self.bar.set_postfix(self.postfix(), refresh=False)
-            self.bar.update(n)  # refreshes, postfix included
+        self._write_ledger()  # write-ahead: a SIGKILL during the call still finds them
+        try:
+            return call()
+        finally:
+            self._write_ledger()
+            if self.bar is not None:
+                self.bar.set_postfix(self.postfix(), refresh=False)
+                self.bar.update(n)  # refreshes, postfix included
 
     def __repr__(self) -> str:
         return f"Meter({self.name}, asked={self.asked}, paid={self.paid})"

@@ -23,6 +23,7 @@ __all__ = [
     "FineTunedModel",
     "attach_answered",
     "answered_of",
+    "images_sent",
 ]
 
 
@@ -107,12 +108,30 @@ def check_scores(scores: Any, n_images: int, model: Any = None) -> np.ndarray:
     return arr
 
 
-class QueryCounter:
-    """Wrap a model: check its output, count every image sent, enforce a hard budget.
+def images_sent(model: Any) -> int | None:
+    """The images ``model`` has passed on to the paid model so far, if it says (else None).
 
-    ``queries`` is the number of images actually passed to ``model.predict``.
-    A call that would push ``queries`` past ``budget`` raises
-    :class:`BudgetExhausted` before anything is sent.
+    A wrapper that answers some images without sending them (the query cache, the money
+    meter) exposes ``images_sent``: a monotonic count of the images it really sent, kept
+    across processes where it can. :class:`QueryCounter` charges only those.
+    """
+    got = getattr(model, "images_sent", None)
+    if isinstance(got, (int, np.integer)) and not isinstance(got, bool):
+        return int(got)
+    return None
+
+
+class QueryCounter:
+    """Wrap a model: check its output, count every image asked and paid, enforce a hard budget.
+
+    ``queries`` counts the images the caller asked for (the fit's schedule: deterministic,
+    so a resumed fit replays the uninterrupted one); ``paid`` the images sent to the model.
+    Every image of a call is charged to both *before* the call, and a call that would push
+    either past ``budget`` raises :class:`BudgetExhausted` with nothing sent. The images of
+    a call that fails stay paid (their answers are unknown). When the model tells how many
+    images it really sent (``images_sent``, see :func:`images_sent`: a query cache), the
+    ones it answered itself are refunded from ``paid`` after the call: replaying answered
+    images costs nothing.
     """
 
     def __init__(self, model: Any, budget: int | None = None, queries: int = 0) -> None:
@@ -125,44 +144,77 @@ class QueryCounter:
         self.model = model
         self.budget = budget
         self.queries = int(queries)
+        self.paid = int(queries)
         self.name = model_name(model)
 
     @property
     def remaining(self) -> float:
-        """Images that may still be sent (inf without a budget)."""
+        """Images that may still be asked (inf without a budget). A fit plans its steps on
+        this count, which does not depend on faults, so a resumed fit replays the
+        uninterrupted one; :meth:`affords` also checks the images paid."""
         if self.budget is None:
             return float("inf")
         return self.budget - self.queries
 
-    def _charge(self, n: int, what: str) -> None:
-        """Count ``n`` images about to be sent, or raise BudgetExhausted sending nothing.
-        Counted before the call: a paid request that fails halfway was still paid."""
-        if n > self.remaining:
+    def affords(self, n: int) -> bool:
+        """Whether ``n`` more images fit in the budget, both as asked and as paid (images paid
+        twice after a fault come out of the budget: the fit then ends earlier)."""
+        if self.budget is None:
+            return True
+        return n <= self.budget - max(self.queries, self.paid)
+
+    def mark(self) -> int | None:
+        """The model's own count of images sent (None if it keeps none): saved with a
+        checkpoint so that a resumed fit can add what was sent after it (see :meth:`resume`)."""
+        return images_sent(self.model)
+
+    def resume(self, queries: int, paid: int, mark: int | None) -> None:
+        """Continue from a checkpoint that had asked ``queries`` and paid ``paid`` images when
+        the model's count was ``mark``: images the model sent since (steps after the
+        checkpoint of a killed process, answered into a persistent cache) were paid too."""
+        self.queries, self.paid = int(queries), int(paid)
+        now = self.mark()
+        if mark is not None and now is not None and now > mark:
+            self.paid += now - int(mark)
+
+    def _call(self, n: int, what: str, call: Any) -> Any:
+        """Charge ``n`` images (or raise BudgetExhausted sending nothing), run ``call()``,
+        then refund the images the model answered without sending them."""
+        if not self.affords(n):
             raise BudgetExhausted(
                 f"sending {what} would exceed the query budget "
-                f"({self.queries} used of {self.budget})"
+                f"({max(self.queries, self.paid)} used of {self.budget})"
             )
+        before = self.mark()
         self.queries += n
+        self.paid += n
+        try:
+            return call()
+        finally:
+            after = self.mark()
+            if before is not None and after is not None:
+                self.paid -= n - min(n, max(0, after - before))
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         n = images.shape[0]
-        self._charge(n, f"{n} images")
-        scores = self.model.predict(images)
+        scores = self._call(n, f"{n} images", lambda: self.model.predict(images))
         return check_scores(scores, n, self.model)
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
         """Similarities float64 ``(P,)`` of ``P`` image pairs from a pair model (one whose
         ``compare(a, b)`` answers a face-compare call); counts ``2 P`` images."""
         p = images_a.shape[0]
-        self._charge(2 * p, f"{2 * p} images ({p} pairs)")
-        sims = check_scores(self.model.compare(images_a, images_b), p, self.model)
+        raw = self._call(2 * p, f"{2 * p} images ({p} pairs)",
+                         lambda: self.model.compare(images_a, images_b))
+        sims = check_scores(raw, p, self.model)
         if sims.shape[1] != 1:
             raise ModelError(f"{self.name}.compare must return one similarity per pair, got "
                              f"{sims.shape[1]} values per pair")
         return sims[:, 0]
 
     def __repr__(self) -> str:
-        return f"QueryCounter({self.name}, queries={self.queries}, budget={self.budget})"
+        return (f"QueryCounter({self.name}, queries={self.queries}, paid={self.paid}, "
+                f"budget={self.budget})")
 
 
 class FineTunedModel:

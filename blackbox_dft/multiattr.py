@@ -27,7 +27,15 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, keep_on_failure, load_resumable, read_result, write_npz_json
+from .state import (
+    FitState,
+    commit_queries,
+    keep_on_failure,
+    load_resumable,
+    read_result,
+    resume_queries,
+    write_npz_json,
+)
 from .tuner import DataFineTuner, _fingerprint, decode_params
 
 __all__ = ["MultiAttributeTuner", "MODES"]
@@ -135,7 +143,7 @@ class MultiAttributeTuner:
         if loaded is not None:
             st = loaded
             rng.bit_generator.state = st.rng_state
-            sender.counter.queries = st.queries
+            resume_queries(st, sender.counter)
         else:
             z0 = np.zeros((n_attr, *pert.latent_shape(hw)))
             # per-attribute optimizer states in one dict, keys prefixed "a<index>/"
@@ -164,14 +172,14 @@ class MultiAttributeTuner:
                 st.save(checkpoint, meta)
 
         ex = st.extra
-        with keep_on_failure(st, lambda: sender.counter.queries, save):
+        with keep_on_failure(st, sender.counter, save):
             if val is not None and st.baseline is None:
                 base = validate(st.z)  # all-zero latents: one clean pass serves every attribute
                 ex["separate"] += val_cost
                 st.baseline = {"per_attribute": base}
                 ex["best_key"] = [[m["val_accuracy"], -m["val_loss"]] for m in base]
-                st.queries = sender.counter.queries
-            while not st.done and sender.counter.remaining >= step_cost + val_cost:
+                commit_queries(st, sender.counter)
+            while not st.done and sender.counter.affords(step_cost + val_cost):
                 step = st.step
                 idx = rng.choice(x.shape[0], size=b, replace=False) if b < x.shape[0] \
                     else np.arange(x.shape[0])
@@ -208,7 +216,8 @@ class MultiAttributeTuner:
                 # Commit the whole step at once.
                 st.z, st.opt_state, st.step, st.best_z = zs, opt_state, step + 1, best_z
                 ex.update(best_key=best_key, best_step=best_step, separate=separate)
-                st.queries, st.rng_state = sender.counter.queries, dict(rng.bit_generator.state)
+                commit_queries(st, sender.counter)
+                st.rng_state = dict(rng.bit_generator.state)
                 st.history.append(rec)
                 if st.step % checkpoint_every == 0:
                     save()
@@ -222,8 +231,7 @@ class MultiAttributeTuner:
         self.perturbation_, self.image_shape_ = pert, hw
         self.latents_ = st.best_z.astype(np.float32)
         self.deltas_ = pert.to_deltas(self.latents_, hw, eps)
-        # images of a failed or interrupted step were (maybe) paid: counted, as DataFineTuner
-        self.queries_ = sender.counter.queries + st.lost_queries
+        self.queries_ = sender.counter.paid  # every image sent, failed steps' included
         self.queries_separate_ = int(ex["separate"]) + st.lost_queries
         self.queries_saved_ = self.queries_separate_ - self.queries_
         self.history_, self.best_step_, self.n_steps_ = st.history, list(ex["best_step"]), st.step

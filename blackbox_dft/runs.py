@@ -31,7 +31,7 @@ from typing import Any
 
 from . import __version__
 from .run_lock import LOCK_NAME, RunBusy, RunLock
-from .state import FitState
+from .state import FitState, paid_images
 from .state_checks import TEMP_PREFIX, StateFileError, atomic_write_text, check_history
 
 __all__ = ["RUN_FORMAT", "RunError", "RunBusy", "RunFolder", "write_json", "read_json",
@@ -311,7 +311,7 @@ class RunFolder:
             return "not started", 0, None
         state, _ = FitState.load(self.checkpoint)
         status = "fit done" if state.done else f"in progress (resumable): step {state.step}"
-        return status, state.queries + state.lost_queries, state
+        return status, paid_images(state), state  # failed steps' images included
 
     def __repr__(self) -> str:
         return f"RunFolder({self.path!r})"

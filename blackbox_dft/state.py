@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,9 +27,13 @@ from .state_checks import (
     damaged,
 )
 
+if TYPE_CHECKING:
+    from .model import QueryCounter
+
 __all__ = ["FitState", "write_npz_json", "read_npz_json", "read_result", "FORMAT_VERSION",
            "StateFileError", "FileWriteError",
-           "check_resumable", "load_resumable", "keep_on_failure"]
+           "check_resumable", "load_resumable", "keep_on_failure", "commit_queries",
+           "resume_queries", "paid_images"]
 
 FORMAT_VERSION = 1
 _META_KEY = "__meta_json__"
@@ -133,7 +137,7 @@ class FitState:
     baseline: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
-    lost_queries: int = 0  # sent for steps that failed or were interrupted (replayed on resume)
+    lost_queries: int = 0  # asked for steps that failed or were interrupted (replayed on resume)
     extra: dict[str, Any] = field(default_factory=dict)  # a tuner's own JSON-able bookkeeping
 
     def save(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
@@ -206,15 +210,49 @@ def load_resumable(checkpoint: str | os.PathLike[str] | None, resume: bool,
     return state
 
 
+def commit_queries(state: FitState, counter: QueryCounter) -> None:
+    """Record in ``state`` the images ``counter`` has asked (``queries``) and paid
+    (``extra["paid"]``), and the model's own count of images sent (a cache's, kept across
+    processes: ``extra["sent_mark"]``) to reconcile with on resume."""
+    state.queries = counter.queries
+    _record_paid(state, counter)
+
+
+def _record_paid(state: FitState, counter: QueryCounter) -> None:
+    state.extra["paid"] = counter.paid
+    mark = counter.mark()
+    if mark is None:
+        state.extra.pop("sent_mark", None)
+    else:
+        state.extra["sent_mark"] = mark
+
+
+def paid_images(state: FitState) -> int:
+    """Images sent to the model by the fit so far (failed steps' included)."""
+    paid = state.extra.get("paid")
+    return int(paid) if isinstance(paid, int) else state.queries + state.lost_queries
+
+
+def resume_queries(state: FitState, counter: QueryCounter) -> None:
+    """Set ``counter`` from a checkpoint: the images asked by its committed steps (the
+    replayed steps are asked again, as in an uninterrupted fit) and those paid, plus, for
+    an unfinished fit, what the model sent after the checkpoint was written (a killed
+    process's last steps: paid, and answered into the cache)."""
+    mark = None if state.done else state.extra.get("sent_mark")
+    counter.resume(state.queries, paid_images(state), mark if isinstance(mark, int) else None)
+
+
 @contextmanager
-def keep_on_failure(state: FitState, queries: Callable[[], int],
+def keep_on_failure(state: FitState, counter: QueryCounter,
                     save: Callable[[], None]) -> Iterator[None]:
-    """Around a fit loop: on any exception (a model error, Ctrl-C) book the images sent for
-    the unfinished step as ``lost_queries`` (they may have been paid; a resumed fit replays
-    that step exactly as an uninterrupted one), write the checkpoint, and re-raise."""
+    """Around a fit loop: on any exception (a model error, Ctrl-C) book the images asked for
+    the unfinished step as ``lost_queries`` and the images paid so far (a failed call's
+    included: they may have been paid), write the checkpoint, and re-raise. A resumed fit
+    replays that step exactly as an uninterrupted one would, within the budget left."""
     try:
         yield
     except BaseException:
-        state.lost_queries += queries() - state.queries
+        state.lost_queries += max(0, counter.queries - state.queries)
+        _record_paid(state, counter)
         save()
         raise

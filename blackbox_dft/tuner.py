@@ -24,7 +24,14 @@ from .model import QueryCounter, model_name
 from .objectives import Objective
 from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, load_resumable, read_result, write_npz_json
+from .state import (
+    FitState,
+    load_resumable,
+    paid_images,
+    read_result,
+    resume_queries,
+    write_npz_json,
+)
 
 __all__ = ["DataFineTuner", "NotFittedError"]
 
@@ -233,7 +240,7 @@ class DataFineTuner:
                 "image_shape": list(self.image_shape_), "version": __version__}
         state = load_resumable(checkpoint, resume, meta, "training data")
         if state is not None:
-            counter.queries = state.queries
+            resume_queries(state, counter)
         bar = tqdm(total=int(self.query_budget), unit="query", disable=not self.progress,
                    desc=f"DFT {model_name(self.model)}", dynamic_ncols=True)
         try:
@@ -248,8 +255,8 @@ class DataFineTuner:
         self.latent_ = np.asarray(z, dtype=np.float32)
         self.delta_ = self.perturbation_.to_delta(self.latent_, self.image_shape_,
                                                   float(self.epsilon))
-        # Every image passed to predict, including those of an interrupted step.
-        self.queries_ = int(state.queries + state.lost_queries)
+        # Every image sent to the model, those of failed or interrupted steps included.
+        self.queries_ = paid_images(state)
         self.history_ = list(state.history)
         self.baseline_ = state.baseline
         self.best_step_ = int(state.best_step)

@@ -33,7 +33,15 @@ from .metrics import ssim
 from .model import QueryCounter, model_name
 from .optimizers import Optimizer, Schedule, make_optimizer
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
-from .state import FitState, keep_on_failure, load_resumable, read_result, write_npz_json
+from .state import (
+    FitState,
+    commit_queries,
+    keep_on_failure,
+    load_resumable,
+    read_result,
+    resume_queries,
+    write_npz_json,
+)
 from .tuner import _fingerprint, decode_params
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
@@ -259,7 +267,7 @@ class VerificationTuner:
         if loaded is not None:
             st = loaded
             rng.bit_generator.state = st.rng_state
-            counter.queries = st.queries
+            resume_queries(st, counter)
         else:
             z0 = np.zeros(pert.latent_shape(hw))
             st = FitState(z=z0, opt_state=opt.init(z0), rng_state=dict(rng.bit_generator.state),
@@ -285,12 +293,12 @@ class VerificationTuner:
             if checkpoint is not None:
                 st.save(checkpoint, meta)
 
-        with keep_on_failure(st, lambda: counter.queries, save):
+        with keep_on_failure(st, counter, save):
             if val is not None and st.baseline is None:
                 st.best_score, rec = validate(st.z)
                 st.baseline = {"queries": counter.queries, **rec}
-                st.queries = counter.queries
-            while not st.done and counter.remaining >= worst_step + val_cost:
+                commit_queries(st, counter)
+            while not st.done and counter.affords(worst_step + val_cost):
                 t = current_t()
                 pb = p[rng.choice(p.shape[0], size=b, replace=False)]
 
@@ -312,7 +320,8 @@ class VerificationTuner:
                         st.best_z, st.best_score, st.best_step = z.copy(), key, st.step + 1
                 # Commit the whole step at once.
                 st.z, st.opt_state, st.step = z, opt_state, st.step + 1
-                st.queries, st.rng_state = counter.queries, dict(rng.bit_generator.state)
+                commit_queries(st, counter)
+                st.rng_state = dict(rng.bit_generator.state)
                 st.history.append(rec)
                 if st.step % checkpoint_every == 0:
                     save()
@@ -331,8 +340,7 @@ class VerificationTuner:
             self.threshold_ = float(best[0]["threshold"]) if best else self.baseline_threshold_
         else:
             self.baseline_threshold_ = self.threshold_ = fixed_t
-        # images of a failed or interrupted step were (maybe) paid: counted, as DataFineTuner
-        self.queries_ = counter.queries + st.lost_queries
+        self.queries_ = counter.paid  # every image sent, failed steps' included
         self.history_, self.best_step_ = st.history, st.best_step
         return self
 
