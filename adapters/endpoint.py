@@ -181,7 +181,11 @@ class Endpoint:
         try:
             return self._answer(resp, ex, n, attempt)
         finally:
-            resp.close()
+            ex.end_attempt()  # first: a connection back in the pool must never be cut
+            if ex.body_read:  # a complete answer: keep the connection alive for the next
+                resp.raw.release_conn()
+            else:
+                resp.close()
 
     def _deadline_error(self) -> HTTPModelError:
         return self.error(

@@ -1,8 +1,9 @@
 """Errors raised by the HTTP adapter: all are :class:`blackbox_dft.model.ModelError`.
 
-Every message names the URL (with secrets removed), what came back and what to
-check. None of them ever contains an API key: the adapter redacts its secrets
-from every message before raising.
+Every message is one line that names the URL (with secrets removed), what came back and
+what to check. None of them ever contains a secret (API keys, header values, URL query
+values and userinfo, in any encoding the server may echo them in), and none carries the
+transport error it replaces in ``__context__`` (whose text may hold the URL).
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ class HTTPModelError(ModelError):
 
 
 class EndpointUnreachable(HTTPModelError):
-    """No answer at all (refused, timed out, dropped) after every retry."""
+    """No answer at all (refused, timed out, dropped) after every retry, an answer that broke
+    off or passed the deadline (not retried: it may have been billed), or a call stopped by
+    ``close()``. Not latched: the next call tries again."""
 
 
 class HTTPStatusError(HTTPModelError):
-    """The server kept answering with an HTTP error status (4xx, or 5xx after the retries)."""
+    """The server kept answering with an HTTP error status (4xx, or 5xx after the retries),
+    or redirected (3xx: never followed, so that keys stay with the endpoint given)."""
 
 
 class AuthenticationError(HTTPStatusError):
@@ -47,4 +51,5 @@ class ThrottledError(HTTPStatusError):
 
 
 class ResponseFormatError(HTTPModelError):
-    """The answer was not JSON, lacked the configured path, or had the wrong number of scores."""
+    """The answer was not JSON (or nested too deeply), lacked the configured path, had the
+    wrong number of scores or non-finite ones, or was larger than ``max_response_bytes``."""

@@ -87,13 +87,15 @@ class Exchange:
     """One request of a call (with urllib3's retries of it), as the transport sees it.
 
     ``attempts``: requests actually started; ``increments``: urllib3 retry decisions (a
-    connection that never opened counts there only); ``expired``: the watchdog cut it.
+    connection that never opened counts there only); ``expired``: the watchdog cut it;
+    ``body_read``: its answer was read to the end.
     """
 
     def __init__(self, call: Call, deadline: float) -> None:
         self.call, self.deadline_s = call, deadline
         self.deadline = math.inf
         self.expired = False
+        self.body_read = False  # the answer was read to its end (its connection is reusable)
         self.attempts = self.increments = 0
         self._conns: list[Any] = []
         self._lock = threading.Lock()
@@ -359,6 +361,7 @@ def read_body(resp: requests.Response, ex: Exchange, cap: int) -> bytes:
             raise BodyTooLarge(f"more than {cap} bytes came (decoded)")
     if ex.expired:  # a cut socket may look like the end of a body without a length
         raise DeadlineExceeded
+    ex.body_read = True
     return bytes(buf)
 
 
