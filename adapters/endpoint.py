@@ -16,6 +16,7 @@ from urllib.parse import urljoin
 
 import numpy as np
 import requests
+from urllib3.exceptions import DecodeError
 
 from .errors import (
     AuthenticationError,
@@ -202,11 +203,13 @@ class Endpoint:
                 HTTPStatusError, f"the endpoint redirected (HTTP {status}) to {target}; "
                 "blackbox_dft follows no redirect, so keys stay with the endpoint you gave",
                 check="the URL: use the final URL"))
-        raw, too_large, broken = b"", "", ""
+        raw, too_large, undecodable, broken = b"", "", "", ""
         try:
             raw = read_body(resp, ex, self.max_response_bytes)
         except BodyTooLarge as exc:
             too_large = str(exc.args[0])
+        except DecodeError:
+            undecodable = one_line(resp.headers.get("Content-Encoding", "?"), 40)
         except DeadlineExceeded:
             broken = "deadline"
         except Exception as exc:  # noqa: BLE001 - a transport error mid-body (reset, bad chunk)
@@ -218,6 +221,10 @@ class Endpoint:
                 f"{self.max_response_bytes} ({too_large})", status=status,
                 check="that the URL is the model's endpoint; raise max_response_bytes= if it "
                       "really answers this much"))
+        if undecodable:
+            raise self._latch(self.error(
+                ResponseFormatError, f"the answer is not in the Content-Encoding it declares "
+                f"({undecodable!r})", status=status, check="the server or any proxy in between"))
         if broken:
             if ex.call.abort.is_set():
                 raise Aborted

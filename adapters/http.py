@@ -134,13 +134,12 @@ class HTTPModel(BaseModel):
         self.images_per_request, self.concurrency = int(ipr), int(concurrency)
         self.timeout, self.max_retries = timeout, int(max_retries)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
-        pair = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        self.deadline = float(2.0 * (pair[0] + pair[1]) if deadline is None else deadline)
-        if not (self.deadline > 0 and np.isfinite(self.deadline)) or not self.max_backoff >= 0:
-            raise ValueError(f"deadline must be a finite number of seconds > 0 and max_backoff "
-                             f">= 0, got {deadline!r}, {max_backoff!r}")
-        if isinstance(max_response_bytes, bool) or int(max_response_bytes) < 1:
-            raise ValueError(f"max_response_bytes must be a positive integer, got "
+        self.deadline = _deadline(timeout, deadline)
+        if not self.max_backoff >= 0:
+            raise ValueError(f"max_backoff must be >= 0 seconds, got {max_backoff!r}")
+        if (isinstance(max_response_bytes, bool)
+                or not isinstance(max_response_bytes, (int, np.integer)) or max_response_bytes < 1):
+            raise ValueError(f"max_response_bytes must be a positive integer (bytes), got "
                              f"{max_response_bytes!r}")
         self.max_response_bytes = int(max_response_bytes)
         self.rate_limit = rate_limit
@@ -308,3 +307,16 @@ class HTTPModel(BaseModel):
         return (f"HTTPModel({safe_url(self.url)!r}, preset={self.preset!r}, "
                 f"concurrency={self.concurrency}, images_per_request={self.images_per_request}, "
                 f"rate_limit={self.rate_limit}, encoding={self.encoding!r}{auth}{hdrs})")
+
+
+def _deadline(timeout: Any, deadline: Any) -> float:
+    """Seconds per attempt: ``deadline``, or twice connect + read timeout (120 s if either
+    is None, i.e. unbounded)."""
+    if deadline is None:
+        pair = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        known = all(isinstance(t, (int, float)) for t in pair)
+        return 2.0 * float(pair[0] + pair[1]) if known else 120.0
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not (
+            0 < deadline < float("inf")):
+        raise ValueError(f"deadline must be a finite number of seconds > 0, got {deadline!r}")
+    return float(deadline)

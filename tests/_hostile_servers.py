@@ -222,6 +222,8 @@ def _handlers() -> dict[str, Callable[..., None]]:
         "html-page": lambda r: (200, b"<!DOCTYPE html>\n<html><body><h1>Sign in</h1>\n"
                                      b"</body></html>", "text/html", {}),
         "empty-200": lambda r: (200, b"", "application/json", {}),
+        "bad-gzip": lambda r: (200, b"this is not gzip", "application/json",
+                               {"Content-Encoding": "gzip"}),
         "json-as-html": lambda r: (200, valid_answer(r.preset), "text/html", {}),
         "retry-after-huge": lambda r: (429, b'{"error": "slow down"}', "application/json",
                                        {"Retry-After": "1000000000"}),

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -87,6 +88,7 @@ EXPECT: dict[str, tuple[type[ModelError] | None, str, int]] = {
     "html-page": (ResponseFormatError, r"not JSON .*'text/html', it starts '<!DOCTYPE html> "
                                        r"<html>", 1),
     "empty-200": (ResponseFormatError, r"not JSON", 1),
+    "bad-gzip": (ResponseFormatError, r"not in the Content-Encoding it declares \('gzip'\)", 1),
     "json-as-html": (None, "", 1),
     "retry-after-huge": (ThrottledError, _CAPPED.format(1000000000), 2),
     "retry-after-date": (ThrottledError, _CAPPED.format(r"3153\d{4}"), 2),
@@ -265,10 +267,29 @@ def test_urllib3_debug_log_lines_lose_their_query_values(servers, caplog):
     assert "code=***" in caplog.text and not leaks(caplog.text)
 
 
+def test_a_complete_answer_keeps_its_connection_for_the_next_request(servers, caplog):
+    hostile, _ = servers
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+    with HTTPModel(_url(hostile.base, "json-as-html", "json"), **OPTS) as m:
+        for _ in range(5):
+            m.predict(IMAGE)
+    assert caplog.text.count("Starting new HTTP connection") == 1
+    assert caplog.text.count('"POST /json-as-html/') == 5
+
+
+@pytest.mark.parametrize("option, value", [("deadline", 0), ("deadline", float("inf")),
+                                           ("deadline", "5"), ("max_response_bytes", 0),
+                                           ("max_response_bytes", 1.5),
+                                           ("max_backoff", -1.0)])
+def test_limits_are_checked_in_one_line(option, value):
+    with pytest.raises(ValueError, match=f"^{option} must be .*, got {re.escape(repr(value))}$"):
+        HTTPModel("http://127.0.0.1:9/p", **{option: value})
+
+
 @pytest.mark.parametrize("retries, said", [(0, r"after 1 attempt \(no retry\)"),
                                            (2, r"after 2 retries \(3 attempts\)")])
 def test_a_refused_connection_says_how_many_attempts_were_made(retries, said):
-    sock = __import__("socket").create_server(("127.0.0.1", 0))
+    sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
     m = HTTPModel(f"http://127.0.0.1:{port}/p?code=xyz", **{**OPTS, "max_retries": retries})
@@ -344,6 +365,38 @@ def test_answers_that_came_back_are_attached_when_one_request_fails(concurrency,
         assert np.allclose(scores[:, 0], 10 * rows / 255)
         # concurrent: every request was in flight and waited for; one by one: none after
         assert srv.count() == (6 if concurrency > 1 else fail_at // 2 + 1)
+    finally:
+        srv.close()
+
+
+def test_the_query_cache_keeps_the_answers_of_a_failed_call(tmp_path):
+    """Nothing paid twice: after a failed split call, a retry sends only the images whose
+    answer never came."""
+    from blackbox_dft.cache import CachedModel
+
+    x = np.repeat(np.arange(12, dtype=np.uint8)[:, None, None, None] * 10, 4, axis=1)
+    x = np.repeat(np.repeat(x, 4, axis=2), 3, axis=3)
+    refused: list[int] = []
+    handler = _by_pixel(-1, delay=0.0)
+
+    def once(conn, req, srv):
+        if not refused and srv.count() == 6:  # the last request (rows 10, 11), once
+            refused.append(srv.count())
+            answer(conn, 401, b'{"error": "no"}')
+            return
+        handler(conn, req, srv)
+
+    srv = HostileServer(handler=once)
+    try:
+        m = HTTPModel(srv.base + "/p", images_per_request=2, **OPTS)  # one by one, in order
+        cached = CachedModel(m, tmp_path / "cache.sqlite", key="hostile-test")
+        with pytest.raises(AuthenticationError):
+            cached.predict(x)
+        m.reset()
+        got = cached.predict(x)
+        assert srv.count() == 7  # 6 requests, then only the one that failed
+        assert np.allclose(got[:, 0], np.arange(12) * 10 / 255)
+        cached.close()
     finally:
         srv.close()
 
