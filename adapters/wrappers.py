@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from blackbox_dft.checks import check_int, check_number, show
 from blackbox_dft.model import check_scores, model_name
 
 from .base import BaseModel
@@ -34,10 +35,10 @@ class LabelOnly(BaseModel):
     def __init__(self, model: Any, threshold: float = 0.5, onehot: bool = True) -> None:
         if not hasattr(model, "predict"):
             raise TypeError(f"model must have a predict method, got {type(model).__name__}")
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+        self.threshold = check_number("threshold", threshold, 0.0, 1.0)
+        if not isinstance(onehot, (bool, np.bool_)):
+            raise ValueError(f"onehot must be True or False, got {show(onehot)}")
         self.model = model
-        self.threshold = float(threshold)
         self.onehot = bool(onehot)
         self.name = f"LabelOnly({model_name(model)})"
 
@@ -70,10 +71,8 @@ class Ordinal(BaseModel):
     def __init__(self, model: Any, levels: int = 5) -> None:
         if not hasattr(model, "predict"):
             raise TypeError(f"model must have a predict method, got {type(model).__name__}")
-        if not isinstance(levels, (int, np.integer)) or levels < 2:
-            raise ValueError(f"levels must be an int >= 2, got {levels!r}")
         self.model = model
-        self.levels = int(levels)
+        self.levels = check_int("levels", levels, 2)
         self.name = f"Ordinal{self.levels}({model_name(model)})"
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
@@ -94,13 +93,20 @@ class MultiModel(BaseModel):
     """
 
     def __init__(self, heads: list[tuple[str, Any, int]], name: str = "multi") -> None:
+        if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__"):
+            raise TypeError(f"heads must be a list of (attribute, model, column), "
+                            f"got {show(heads)}")
+        heads = list(heads)
         if not heads:
             raise ValueError("heads must name at least one (attribute, model, column)")
-        for attr, model, col in heads:
+        for head in heads:
+            if not isinstance(head, (tuple, list)) or len(head) != 3:
+                raise TypeError(f"each head must be (attribute, model, column), got {show(head)}")
+            attr, model, col = head
             if not hasattr(model, "predict"):
                 raise TypeError(f"head {attr!r}: model has no predict method")
-            if not isinstance(col, (int, np.integer)):
-                raise TypeError(f"head {attr!r}: column must be an int, got {col!r}")
+            if isinstance(col, (bool, np.bool_)) or not isinstance(col, (int, np.integer)):
+                raise TypeError(f"head {attr!r}: column must be an int, got {show(col)}")
         self.heads = [(str(a), m, int(c)) for a, m, c in heads]
         self.attributes = tuple(a for a, _, _ in self.heads)
         self.name = name

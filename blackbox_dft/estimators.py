@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_choice, check_int, check_number, show
+
 __all__ = ["Estimator", "SPSA", "NES", "RandomDirections", "estimator_from_config"]
 
 LossFn = Callable[[np.ndarray], np.ndarray]
@@ -37,17 +39,11 @@ class Estimator:
 
     def __init__(self, directions: int = 1, step: float = 2.0, step_decay: float = 0.0,
                  per_image: bool = False) -> None:
-        if not isinstance(directions, (int, np.integer)) or directions < 1:
-            raise ValueError(f"directions must be an int >= 1, got {directions!r}")
-        if not np.isfinite(step) or step <= 0:
-            raise ValueError(f"step must be > 0 (grey levels), got {step!r}")
-        if not np.isfinite(step_decay) or step_decay < 0:
-            raise ValueError(f"step_decay must be >= 0, got {step_decay!r}")
+        self.directions = check_int("directions", directions, 1)
+        self.step = check_number("step", step, 0.0, low_open=True, unit=" (grey levels)")
+        self.step_decay = check_number("step_decay", step_decay, 0.0)
         if not isinstance(per_image, (bool, np.bool_)):
-            raise ValueError(f"per_image must be True or False, got {per_image!r}")
-        self.directions = int(directions)
-        self.step = float(step)
-        self.step_decay = float(step_decay)
+            raise ValueError(f"per_image must be True or False, got {show(per_image)}")
         self.per_image = bool(per_image)
 
     @property
@@ -175,8 +171,11 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 
 def estimator_from_config(config: dict[str, Any]) -> Estimator:
     """Rebuild an estimator from :meth:`Estimator.get_config` output."""
+    if not isinstance(config, dict):
+        raise ValueError(f"an estimator config must be a dict, got {show(config)}")
     config = dict(config)
-    kind = config.pop("type", None)
-    if kind not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {kind!r}; expected one of {sorted(ESTIMATORS)}")
+    kind = check_choice("estimator type", config.pop("type", None), sorted(ESTIMATORS))
+    unknown = sorted(set(config) - {"directions", "step", "step_decay", "per_image"})
+    if unknown:
+        raise ValueError(f"estimator config has unknown keys {unknown}")
     return ESTIMATORS[kind](**config)

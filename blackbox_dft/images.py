@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["check_images", "apply_delta", "apply_deltas", "resize_delta", "psnr",
+__all__ = ["check_images", "check_delta", "apply_delta", "apply_deltas", "resize_delta", "psnr",
            "check_image_pairs", "side_by_side", "split_pair"]
 
 
@@ -52,7 +52,8 @@ def check_images(images: Any, name: str = "images") -> np.ndarray:
             )
         return np.rint(images).astype(np.uint8)
     raise TypeError(
-        f"{name} must be uint8 (or float in [0, 255]), got dtype {images.dtype}"
+        f"{name} must be uint8 (or float in [0, 255]), got dtype {images.dtype}; "
+        "convert 0-255 integers with images.astype(np.uint8)"
     )
 
 
@@ -123,14 +124,31 @@ def apply_paired(images: np.ndarray, deltas: np.ndarray,
     return out
 
 
+def check_delta(delta: Any, name: str = "delta") -> np.ndarray:
+    """Validate one perturbation: finite real ``(h, w, 3)`` grey levels, as float32."""
+    arr = np.asarray(delta) if not isinstance(delta, np.ndarray) else delta
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
+                                 or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name} must be a float array (H, W, 3) of grey levels, "
+                        f"got {_describe(delta)}")
+    if arr.ndim != 3 or arr.shape[-1] != 3 or 0 in arr.shape:
+        raise ValueError(f"{name} must have shape (H, W, 3) with H, W >= 1, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return arr.astype(np.float32, copy=False)
+
+
 def apply_delta(images: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """Return ``clip(images + round(delta), 0, 255)`` as uint8 ``(N, H, W, 3)``.
 
-    images: uint8 ``(N, H, W, 3)``; delta: float ``(H, W, 3)`` in grey levels
-    (resized bilinearly when its size differs from the images').
+    images: uint8 ``(N, H, W, 3)`` (or floats in [0, 255], see :func:`check_images`);
+    delta: float ``(H, W, 3)`` in grey levels (resized bilinearly when its size differs
+    from the images'). ``round`` is numpy's ``rint`` (ties to even): at an exact .5 this
+    can differ by one grey level from ``rint(images + delta)``.
     """
-    h, w = images.shape[1:3]
-    return apply_deltas(images, resize_delta(delta, h, w)[None])
+    x = check_images(images)
+    h, w = x.shape[1:3]
+    return apply_deltas(x, resize_delta(check_delta(delta), h, w)[None])
 
 
 def check_image_pairs(images_a: Any, images_b: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +183,10 @@ def split_pair(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def psnr(clean: np.ndarray, perturbed: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB between two uint8 image stacks (inf if equal)."""
+    clean, perturbed = np.asarray(clean), np.asarray(perturbed)
+    if clean.shape != perturbed.shape or clean.size == 0:
+        raise ValueError(f"psnr needs two non-empty stacks of one shape, got {clean.shape} "
+                         f"and {perturbed.shape}")
     diff = clean.astype(np.float64) - perturbed.astype(np.float64)
     mse = float(np.mean(diff * diff))
     if mse == 0.0:

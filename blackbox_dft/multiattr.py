@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .checks import check_choice, check_int, show
 from .estimators import SPSA, Estimator
 from .images import apply_deltas, check_images
 from .metrics import classification_metrics
@@ -36,7 +37,7 @@ from .state import (
     resume_queries,
     write_npz_json,
 )
-from .tuner import DataFineTuner, _fingerprint, decode_params
+from .tuner import DataFineTuner, _fingerprint, check_common_args, decode_params
 
 __all__ = ["MultiAttributeTuner", "MODES"]
 
@@ -84,12 +85,14 @@ class MultiAttributeTuner:
         self.validation_every, self.seed = validation_every, seed
 
     def _setup(self, labels: Any, n: int) -> np.ndarray:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        check_choice("mode", self.mode, MODES)
+        check_common_args(self)
         self.objective_ = Objective("binary", self.scores)  # one attribute = one binary task
         self.objective_.check_model(self.model)
         y = Objective("multilabel").check_labels(labels, n)
         names = self.attributes or [f"attr{a}" for a in range(y.shape[1])]
+        if isinstance(names, str) or not all(isinstance(a, str) for a in names):
+            raise ValueError(f"attributes must be a list of names (str), got {show(names)}")
         if len(names) != y.shape[1]:
             raise ValueError(f"{len(names)} attribute names for {y.shape[1]} label columns")
         self.attributes_ = list(names)
@@ -114,6 +117,8 @@ class MultiAttributeTuner:
         y = self._setup(labels, x.shape[0])
         val = None
         if validation is not None:
+            if not isinstance(validation, tuple) or len(validation) != 2:
+                raise TypeError("validation must be a tuple (images, labels)")
             xv = check_images(validation[0], "validation images")
             val = (xv, Objective("multilabel").check_labels(validation[1], xv.shape[0],
                                                             "validation labels"))
@@ -266,7 +271,13 @@ class MultiAttributeTuner:
         """Images ``(N, H, W, 3)`` perturbed by one attribute's delta (by index or name)."""
         if not hasattr(self, "deltas_"):
             raise ValueError("this MultiAttributeTuner is not fitted yet; call fit first")
-        a = self.attributes_.index(attribute) if isinstance(attribute, str) else int(attribute)
+        if isinstance(attribute, str):
+            a = self.attributes_.index(check_choice("attribute", attribute, self.attributes_))
+        else:
+            a = check_int("attribute", attribute, 0)
+            if a >= len(self.attributes_):
+                raise ValueError(f"attribute must be an index 0..{len(self.attributes_) - 1} "
+                                 f"or a name, got {a}")
         x = check_images(images)
         d = self.perturbation_.to_delta(self.latents_[a], x.shape[1:3], float(self.epsilon))
         return apply_deltas(x, d[None])

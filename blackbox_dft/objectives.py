@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
-__all__ = ["Objective", "TASKS", "SCORES"]
+from .checks import check_choice, check_int, check_number, show
+
+__all__ = ["Objective", "TASKS", "SCORES", "check_class_weight"]
 
 TASKS = ("multiclass", "binary", "multilabel")
 SCORES = ("probabilities", "logits", "labels")
@@ -37,21 +39,9 @@ class Objective:
 
     def __init__(self, task: str = "multiclass", scores: str = "probabilities",
                  label_map: list[int | None] | None = None) -> None:
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if scores not in SCORES:
-            raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
-        if label_map is not None:
-            if task == "multilabel":
-                raise ValueError("label_map is only supported for multiclass and binary tasks")
-            label_map = [None if c is None else int(c) for c in label_map]
-            if not any(c is not None for c in label_map) or any(
-                c is not None and c < 0 for c in label_map
-            ):
-                raise ValueError(f"label_map must map outputs to classes >= 0, got {label_map}")
-        self.task = task
-        self.scores = scores
-        self.label_map = label_map
+        self.task = check_choice("task", task, TASKS)
+        self.scores = check_choice("scores", scores, SCORES)
+        self.label_map = None if label_map is None else _check_label_map(label_map, task)
 
     # -- scores -> probabilities -------------------------------------------------------------
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
@@ -156,6 +146,7 @@ class Objective:
              weights: np.ndarray | None = None) -> np.ndarray:
         """Per-image cross-entropy ``(N,)`` in nats; ``weights`` are per-class (C,) or None."""
         p = self.probabilities(raw)
+        self.check_against(p.shape[1], labels)
         if self.scores == "labels":  # 0-1 loss: p is one-hot (or all zero: no kept class)
             if self.task == "multilabel":
                 wrong = np.abs(p - labels)
@@ -177,6 +168,30 @@ class Objective:
             nll = nll * weights[labels]
         return nll
 
+    def known_outputs(self) -> int | None:
+        """Task classes known without asking the model (binary: 2; a label map's classes)."""
+        if self.task == "binary":
+            return 2
+        if self.label_map is not None:
+            return max(c for c in self.label_map if c is not None) + 1
+        return None
+
+    def check_against(self, n_outputs: int, labels: np.ndarray) -> None:
+        """Refuse checked labels that ``n_outputs`` task classes (:meth:`n_outputs`) cannot
+        score: a class index ``>= n_outputs``, or (multilabel) another number of attributes."""
+        if self.task == "multilabel":
+            if labels.ndim != 2 or labels.shape[1] != n_outputs:
+                raise ValueError(
+                    f"the labels have {labels.shape[1] if labels.ndim == 2 else 1} "
+                    f"attributes but the model returns {n_outputs} scores per image; "
+                    "give one label column per score column")
+            return
+        top = int(labels.max()) if labels.size else -1
+        if top >= n_outputs:
+            raise ValueError(
+                f"labels go up to {top} but the model's scores give {n_outputs} classes "
+                f"(0..{n_outputs - 1}); check the labels or pass a label_map")
+
     def predict_labels(self, raw: np.ndarray) -> np.ndarray:
         """Predicted labels: int ``(N,)``, or ``(N, A)`` {0, 1} for multilabel (threshold 0.5)."""
         p = self.probabilities(raw)
@@ -190,21 +205,35 @@ class Objective:
     # -- labels -------------------------------------------------------------------------------
     def check_labels(self, labels: Any, n_images: int, name: str = "labels") -> np.ndarray:
         """Validate labels for this task; return int64 ``(N,)`` or ``(N, A)``."""
-        arr = np.asarray(labels)
+        n_images = check_int("n_images", n_images, 1)
+        try:
+            arr = np.asarray(labels)
+        except (TypeError, ValueError):  # ragged nested lists
+            raise ValueError(f"{name} must be an array of integers of one shape "
+                             f"(N,){' or (N, A)' if self.task == 'multilabel' else ''}, "
+                             f"got {show(labels)}") from None
         if arr.dtype == bool:
             arr = arr.astype(np.int64)
         if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
             raise TypeError(f"{name} must be integers, got dtype {arr.dtype}")
-        if np.issubdtype(arr.dtype, np.floating):
-            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-                raise ValueError(f"{name} must be whole numbers, got non-integer values")
-            arr = arr.astype(np.int64)
-        arr = arr.astype(np.int64)
-        if arr.shape[0:1] != (n_images,):
+        if arr.ndim == 0 or arr.shape[0] != n_images:
             raise ValueError(
                 f"{name} has length {arr.shape[0] if arr.ndim else 'scalar'} "
                 f"but there are {n_images} images"
             )
+        if arr.size == 0:
+            raise ValueError(f"{name} has no values (shape {arr.shape}); "
+                             "give at least one label per image")
+        if np.issubdtype(arr.dtype, np.floating):
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise ValueError(f"{name} must be whole numbers, got non-integer values")
+        # Range before the cast: a float 1e19 or a uint64 would wrap to a negative int64.
+        lo, hi = arr.min(), arr.max()
+        if lo < 0:
+            raise ValueError(f"{name} must be >= 0, found {show(lo.item())}")
+        if hi > _MAX_CLASS:
+            raise ValueError(f"{name} must be class indices, found {show(hi.item())}")
+        arr = arr.astype(np.int64)
         if self.task == "multilabel":
             if arr.ndim != 2:
                 raise ValueError(f"multilabel {name} must have shape (N, A), got {arr.shape}")
@@ -214,8 +243,6 @@ class Objective:
             return arr
         if arr.ndim != 1:
             raise ValueError(f"{self.task} {name} must have shape (N,), got {arr.shape}")
-        if arr.min() < 0:
-            raise ValueError(f"{name} must be >= 0, found {int(arr.min())}")
         if self.task == "binary" and arr.max() > 1:
             raise ValueError(f"binary {name} must be 0 or 1, found {int(arr.max())}")
         return arr
@@ -223,28 +250,58 @@ class Objective:
     def class_weights(self, labels: np.ndarray, n_classes: int,
                       class_weight: Any) -> np.ndarray | None:
         """Per-class loss weights: None, ``"balanced"`` (n / (C * count)) or a {class: w} dict."""
+        class_weight = check_class_weight(class_weight, self.task)
         if class_weight is None:
             return None
         if self.task == "multilabel":
-            if class_weight != "balanced":
-                raise ValueError("multilabel tasks support class_weight=None or 'balanced'")
             pos = labels.mean(axis=0).clip(1.0 / labels.shape[0], 1 - 1.0 / labels.shape[0])
             return np.stack([0.5 / (1.0 - pos), 0.5 / pos], axis=1)
         if class_weight == "balanced":
             counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
             w = np.where(counts > 0, labels.shape[0] / (n_classes * np.maximum(counts, 1)), 0.0)
             return w
-        if isinstance(class_weight, dict):
-            w = np.ones(n_classes)
-            for k, v in class_weight.items():
-                if not 0 <= int(k) < n_classes:
-                    raise ValueError(f"class_weight names class {k!r}, outside 0..{n_classes - 1}")
-                w[int(k)] = float(v)
-            return w
-        raise ValueError(f"class_weight must be None, 'balanced' or a dict, got {class_weight!r}")
+        w = np.ones(n_classes)
+        for k, v in class_weight.items():
+            if not 0 <= k < n_classes:
+                raise ValueError(f"class_weight names class {k!r}, outside 0..{n_classes - 1}")
+            w[k] = v
+        return w
 
     def get_config(self) -> dict[str, Any]:
         return {"task": self.task, "scores": self.scores, "label_map": self.label_map}
 
     def __repr__(self) -> str:
         return f"Objective(task={self.task!r}, scores={self.scores!r}, label_map={self.label_map})"
+
+
+#: no classifier has this many classes; larger "labels" are data errors (and would wrap in int64)
+_MAX_CLASS = 2**31 - 1
+
+
+def _check_label_map(label_map: Any, task: str) -> list[int | None]:
+    """A label map as a list of ``int >= 0`` or ``None`` (one entry per model output)."""
+    if task == "multilabel":
+        raise ValueError("label_map is only supported for multiclass and binary tasks")
+    if isinstance(label_map, (str, bytes, dict)) or not hasattr(label_map, "__iter__"):
+        raise ValueError(f"label_map must be a list with one class (int >= 0, or None) per "
+                        f"model output, got {show(label_map)}")
+    out = [None if c is None else check_int("label_map entry", c, 0) for c in label_map]
+    if not any(c is not None for c in out):
+        raise ValueError(f"label_map must map at least one output to a class, got {show(out)}")
+    return out
+
+
+def check_class_weight(class_weight: Any, task: str) -> None | str | dict[int, float]:
+    """``None``, ``"balanced"`` or (multiclass/binary) ``{class int >= 0: weight >= 0}``;
+    a one-line error otherwise. Returns the dict with plain int keys and float weights."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, str):
+        return check_choice("class_weight", class_weight, ("balanced",))
+    if not isinstance(class_weight, dict) or task == "multilabel":
+        what = "None or 'balanced'" if task == "multilabel" else \
+            "None, 'balanced' or a dict {class: weight}"
+        raise ValueError(f"class_weight must be {what} for task={task!r}, "
+                         f"got {show(class_weight)}")
+    return {check_int("class_weight class", k, 0):
+            check_number(f"class_weight[{k!r}]", v, 0.0) for k, v in class_weight.items()}

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_choice, check_int, check_number, show
+
 __all__ = ["Schedule", "Optimizer", "SGD", "Adam", "SignSGD", "make_optimizer",
-           "optimizer_from_config"]
+           "optimizer_from_config", "check_optimizer_name", "OPTIMIZER_NAMES"]
 
 State = dict[str, Any]
 
@@ -31,13 +33,15 @@ class Schedule:
 
     def __init__(self, init: float, kind: str = "constant", total: int = 0,
                  final_fraction: float = 0.1, scale: float = 10.0, rate: float = 0.99) -> None:
-        if kind not in self.KINDS:
-            raise ValueError(f"schedule kind must be one of {self.KINDS}, got {kind!r}")
-        if not np.isfinite(init) or init <= 0:
-            raise ValueError(f"learning rate must be > 0, got {init!r}")
-        self.init, self.kind, self.total = float(init), kind, int(total)
-        self.final_fraction = float(final_fraction)
-        self.scale, self.rate = float(scale), float(rate)
+        self.kind = check_choice("schedule kind", kind, self.KINDS)
+        self.init = check_number("learning rate", init, 0.0, low_open=True,
+                                 unit=" (grey levels per step)")
+        self.total = check_int("schedule total", total, 0)
+        self.final_fraction = check_number("final_fraction", final_fraction, 0.0, 1.0)
+        # scale divides t and rate is raised to the power t: 0 or a rate > 1 would give a
+        # ZeroDivisionError or a learning rate growing without bound.
+        self.scale = check_number("scale", scale, 0.0, low_open=True)
+        self.rate = check_number("rate", rate, 0.0, 1.0, low_open=True)
 
     def __call__(self, t: int) -> float:
         if self.kind == "constant":
@@ -59,7 +63,7 @@ class Schedule:
 
 
 def _as_schedule(lr: float | Schedule) -> Schedule:
-    return lr if isinstance(lr, Schedule) else Schedule(float(lr))
+    return lr if isinstance(lr, Schedule) else Schedule(lr)
 
 
 class Optimizer:
@@ -107,9 +111,10 @@ class SGD(Optimizer):
     def __init__(self, learning_rate: float | Schedule = 1.0, momentum: float = 0.0,
                  nesterov: bool = False) -> None:
         super().__init__(learning_rate)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.momentum = check_number("momentum", momentum, 0.0, 1.0, high_open=True)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise ValueError(f"nesterov must be True or False, got {show(nesterov)}")
+        self.nesterov = bool(nesterov)
 
     def _update(self, grad: np.ndarray, state: State, lr: float,
                 t: int) -> tuple[np.ndarray, State]:
@@ -129,10 +134,9 @@ class Adam(Optimizer):
     def __init__(self, learning_rate: float | Schedule = 1.0, b1: float = 0.9,
                  b2: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__(learning_rate)
-        for name, b in (("b1", b1), ("b2", b2)):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {b!r}")
-        self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
+        self.b1 = check_number("b1", b1, 0.0, 1.0, high_open=True)
+        self.b2 = check_number("b2", b2, 0.0, 1.0, high_open=True)
+        self.eps = check_number("eps", eps, 0.0, low_open=True)
 
     def _update(self, grad: np.ndarray, state: State, lr: float,
                 t: int) -> tuple[np.ndarray, State]:
@@ -153,9 +157,7 @@ class SignSGD(Optimizer):
 
     def __init__(self, learning_rate: float | Schedule = 1.0, momentum: float = 0.0) -> None:
         super().__init__(learning_rate)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = check_number("momentum", momentum, 0.0, 1.0, high_open=True)
 
     def _update(self, grad: np.ndarray, state: State, lr: float,
                 t: int) -> tuple[np.ndarray, State]:
@@ -174,22 +176,33 @@ _NAMED: dict[str, Callable[[float | Schedule], Optimizer]] = {
     "sign_sgd": lambda lr: SignSGD(lr),
 }
 _CLASSES: dict[str, type[Optimizer]] = {"SGD": SGD, "Adam": Adam, "SignSGD": SignSGD}
+OPTIMIZER_NAMES = tuple(sorted(_NAMED))
+
+
+def check_optimizer_name(spec: Any) -> str:
+    """``spec`` if it names an optimizer; else a one-line error (closest name, if any)."""
+    if not isinstance(spec, str):
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)} or an "
+                        f"Optimizer, got {show(spec)} ({type(spec).__name__})")
+    return check_choice("optimizer", spec, OPTIMIZER_NAMES)
 
 
 def make_optimizer(spec: str | Optimizer, learning_rate: float | Schedule) -> Optimizer:
     """An optimizer from a name (``sgd``, ``momentum``, ``nesterov``, ``adam``, ``sign_sgd``)."""
     if isinstance(spec, Optimizer):
         return spec
-    if not isinstance(spec, str) or spec not in _NAMED:
-        raise ValueError(f"optimizer must be one of {sorted(_NAMED)} or an Optimizer, got {spec!r}")
-    return _NAMED[spec](learning_rate)
+    return _NAMED[check_optimizer_name(spec)](learning_rate)
 
 
 def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
     """Rebuild an optimizer from :meth:`Optimizer.get_config` output."""
+    if not isinstance(config, dict) or not isinstance(config.get("learning_rate"), dict):
+        raise ValueError(f"an optimizer config must be a dict with a learning_rate dict, "
+                        f"got {show(config)}")
     config = dict(config)
-    kind = config.pop("type", None)
-    if kind not in _CLASSES:
-        raise ValueError(f"unknown optimizer {kind!r}; expected one of {sorted(_CLASSES)}")
-    lr = Schedule(**config.pop("learning_rate"))
-    return _CLASSES[kind](lr, **config)
+    kind = check_choice("optimizer type", config.pop("type", None), sorted(_CLASSES))
+    try:
+        lr = Schedule(**config.pop("learning_rate"))
+        return _CLASSES[kind](lr, **config)
+    except TypeError as exc:  # an unknown key: the constructor names it
+        raise ValueError(f"bad {kind} optimizer config: {exc}") from None

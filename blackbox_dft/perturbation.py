@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .checks import check_choice, check_int, show
 from .images import add_saturating, apply_paired, nearest_rows, split_rounded
 
 __all__ = ["Perturbation", "FullResolution", "LowResolution", "perturbation_from_config"]
@@ -89,19 +90,20 @@ class LowResolution(Perturbation):
     ``"nearest"``. Dimension ``h*w*3`` regardless of image size.
     """
 
+    #: cv2.resize refuses sides of 32767 pixels or more; a latent side this large would be
+    #: a full-resolution latent anyway (use FullResolution)
+    MAX_SIDE = 4096
+
     def __init__(self, size: tuple[int, int] = (8, 8), interpolation: str = "linear") -> None:
-        try:
-            h, w = (int(s) for s in size)
-        except (TypeError, ValueError):
-            raise ValueError(f"size must be a pair (h, w) of positive ints, got {size!r}") from None
-        if h <= 0 or w <= 0:
-            raise ValueError(f"size must be a pair (h, w) of positive ints, got {size!r}")
-        if interpolation not in _INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {interpolation!r}"
-            )
+        if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
+            raise ValueError(f"size must be a pair (h, w) of positive ints, got {show(size)}")
+        h, w = (check_int(f"size[{i}]", s, 1) for i, s in enumerate(size))
+        if max(h, w) > self.MAX_SIDE:
+            raise ValueError(f"size must be at most {self.MAX_SIDE} per side (a latent that "
+                             f"large is FullResolution()), got {show(size)}")
         self.size = (h, w)
-        self.interpolation = interpolation
+        self.interpolation = check_choice("interpolation", interpolation,
+                                          sorted(_INTERPOLATIONS))
 
     def latent_shape(self, image_shape: tuple[int, int]) -> tuple[int, int, int]:
         return (self.size[0], self.size[1], 3)
@@ -145,11 +147,10 @@ class LowResolution(Perturbation):
 
 def perturbation_from_config(config: dict[str, Any]) -> Perturbation:
     """Rebuild a perturbation from :meth:`Perturbation.get_config` output."""
-    kind = config.get("type")
+    if not isinstance(config, dict):
+        raise ValueError(f"a perturbation config must be a dict, got {show(config)}")
+    kind = check_choice("perturbation type", config.get("type"),
+                        ("FullResolution", "LowResolution"))
     if kind == "FullResolution":
         return FullResolution()
-    if kind == "LowResolution":
-        h, w = config["size"]
-        return LowResolution((h, w), config.get("interpolation", "linear"))
-    raise ValueError(
-        f"unknown perturbation type {kind!r}; expected FullResolution or LowResolution")
+    return LowResolution(config.get("size", (8, 8)), config.get("interpolation", "linear"))

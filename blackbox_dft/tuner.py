@@ -17,12 +17,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
-from .estimators import SPSA, Estimator, estimator_from_config
+from .checks import check_choice, check_instance, check_int, check_number, check_seed, show
+from .estimators import ESTIMATORS, SPSA, Estimator, estimator_from_config
 from .images import apply_delta, check_images, psnr
 from .metrics import classification_metrics, ssim
 from .model import QueryCounter, model_name
-from .objectives import Objective
-from .optimizers import Optimizer, Schedule, make_optimizer, optimizer_from_config
+from .objectives import Objective, check_class_weight
+from .optimizers import (
+    Optimizer,
+    Schedule,
+    check_optimizer_name,
+    make_optimizer,
+    optimizer_from_config,
+)
 from .perturbation import LowResolution, Perturbation, perturbation_from_config
 from .state import (
     FitState,
@@ -50,7 +57,37 @@ def decode_params(params: dict[str, Any]) -> dict[str, Any]:
         p["optimizer"] = optimizer_from_config(p["optimizer"])
     if isinstance(p.get("learning_rate"), dict):
         p["learning_rate"] = Schedule(**p["learning_rate"])
+    if isinstance(p.get("class_weight"), dict):  # JSON turned its class keys into strings
+        p["class_weight"] = {int(k) if isinstance(k, str) and k.isdigit() else k: v
+                             for k, v in p["class_weight"].items()}
     return p
+
+
+def check_common_args(tuner: Any) -> None:
+    """The argument checks of the three tuners' ``fit`` (their ``__init__`` only stores, as
+    in scikit-learn): epsilon, batch_size, query_budget, validation_every, seed,
+    learning_rate, optimizer, estimator and perturbation; one line per bad value.
+
+    epsilon first: the default learning rate is derived from it (``epsilon / 16``), so a bad
+    epsilon must not surface as a learning-rate error.
+    """
+    try:
+        check_number("epsilon", tuner.epsilon, 0.0, 255.0, low_open=True)
+    except ValueError:
+        raise ValueError(f"epsilon must be a number > 0 and <= 255 (the L-inf budget in grey "
+                         f"levels), got {show(tuner.epsilon)}") from None
+    check_int("batch_size", tuner.batch_size, 1)
+    check_int("query_budget", tuner.query_budget, 1)
+    check_int("validation_every", tuner.validation_every, 1)
+    check_seed(tuner.seed)
+    lr = tuner.learning_rate
+    if lr is not None and not isinstance(lr, Schedule):
+        check_number("learning_rate", lr, 0.0, low_open=True, unit=" (grey levels per step)")
+    if not isinstance(tuner.optimizer, Optimizer):
+        check_optimizer_name(tuner.optimizer)
+    check_instance("estimator", tuner.estimator, Estimator, list(ESTIMATORS))
+    check_instance("perturbation", tuner.perturbation, Perturbation,
+                   ["LowResolution", "FullResolution"])
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -121,22 +158,12 @@ class DataFineTuner:
 
     # -- configuration ------------------------------------------------------------------------
     def _components(self) -> tuple[Objective, Perturbation, Estimator]:
-        eps = self.epsilon
-        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.number)) or not eps > 0:
-            raise ValueError(f"epsilon must be a number > 0 (grey levels), got {eps!r}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        if not isinstance(self.query_budget, (int, np.integer)) or self.query_budget < 1:
-            raise ValueError(f"query_budget must be an int >= 1, got {self.query_budget!r}")
-        pen = self.energy_penalty
-        if isinstance(pen, bool) or not isinstance(pen, (int, float, np.number)) \
-                or not (np.isfinite(pen) and pen >= 0):
-            raise ValueError(f"energy_penalty must be a finite number >= 0, got {pen!r}")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-        if not isinstance(self.validation_every, (int, np.integer)) or self.validation_every < 1:
-            raise ValueError(f"validation_every must be an int >= 1, got {self.validation_every!r}")
+        check_common_args(self)
+        check_number("energy_penalty", self.energy_penalty, 0.0)
+        check_choice("selection", self.selection, SELECTIONS)
+        check_choice("lr_schedule", self.lr_schedule, Schedule.KINDS)
         objective = Objective(self.task, self.scores, self.label_map)
+        check_class_weight(self.class_weight, objective.task)
         # 16x16 nearest: each latent cell moves whole pixels by the full finite-difference
         # step, which survives the uint8 rounding (bilinear upsampling blends the +-step of
         # neighbouring cells towards 0, and the rounding erases it). Measured against 8x8 /
@@ -287,18 +314,28 @@ class DataFineTuner:
         Returns accuracy, balanced accuracy and per-class recall (per attribute for
         multilabel) ``_before`` / ``_after``, PSNR and SSIM of the perturbed images
         (dB, unitless), and the queries this evaluation spent.
+        Labels the model cannot score (a class index beyond its outputs, another number of
+        attributes) raise ValueError after at most N queries: the clean images are sent
+        first and the labels checked against their answers before the perturbed images
+        go (no query at all when the classes are known: binary, or a label_map).
         """
         self._check_fitted()
         x = check_images(images)
-        y = self.objective_.check_labels(labels, x.shape[0])
+        obj = self.objective_
+        y = obj.check_labels(labels, x.shape[0])
+        known = obj.known_outputs()
+        if known is not None:
+            obj.check_against(known, y)
         xp = self.transform(x)
         counter = QueryCounter(self.model)
+        answers = {"before": counter.predict(x)}
+        obj.check_against(obj.n_outputs(answers["before"]), y)
+        answers["after"] = counter.predict(xp)
         out: dict[str, Any] = {}
-        for tag, batch in (("before", x), ("after", xp)):
-            raw = counter.predict(batch)
-            m = classification_metrics(y, self.objective_.predict_labels(raw), self.task,
+        for tag, raw in answers.items():
+            m = classification_metrics(y, obj.predict_labels(raw), self.task,
                                        self._n_classes(raw, y))
-            m["loss"] = float(self.objective_.loss(raw, y).mean())
+            m["loss"] = float(obj.loss(raw, y).mean())
             out.update({f"{k}_{tag}": v for k, v in m.items()})
         out["psnr"] = psnr(x, xp)
         out["ssim"] = ssim(x, xp)

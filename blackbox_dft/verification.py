@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .checks import check_choice, check_number, show
 from .estimators import SPSA, Estimator
 from .images import apply_delta, apply_deltas, check_images, psnr
 from .metrics import ssim
@@ -42,7 +43,7 @@ from .state import (
     resume_queries,
     write_npz_json,
 )
-from .tuner import _fingerprint, decode_params
+from .tuner import _fingerprint, check_common_args, decode_params
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
            "verification_accuracy", "tar_at_far", "roc_auc", "verification_metrics"]
@@ -94,13 +95,24 @@ def verification_metrics(sims: np.ndarray, same: np.ndarray, threshold: float,
 # -- inputs ----------------------------------------------------------------------------------
 def check_pairs(pairs: Any, n_images: int, name: str = "pairs") -> np.ndarray:
     """Validate pairs against ``n_images`` images; return int64 ``(P, 3)``."""
-    arr = np.asarray(pairs)
+    try:
+        arr = np.asarray(pairs)
+    except (TypeError, ValueError):  # ragged nested lists
+        raise ValueError(f"{name} must be an int array of shape (P, 3), got {show(pairs)}") \
+            from None
     if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
         raise ValueError(f"{name} must have shape (P, 3) rows (index a, index b, same), "
                          f"got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer) and not np.all(arr == np.round(arr)):
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
+                                 or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"{name} must hold integers (indices and 0/1), got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
+    if np.issubdtype(arr.dtype, np.floating) and not (
+            np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+        raise ValueError(f"{name} must hold whole numbers (indices and 0/1), got fractions, "
+                         "NaN or inf")
+    # Out-of-range indices are reported below; clip first so that a float 1e19 or a
+    # uint64 does not wrap around to a valid-looking int64.
+    arr = np.clip(arr, -1, n_images).astype(np.int64)
     bad = np.flatnonzero((arr[:, :2] < 0).any(axis=1) | (arr[:, :2] >= n_images).any(axis=1))
     if bad.size:
         i = int(bad[0])
@@ -207,6 +219,10 @@ class VerificationTuner:
         """Loss per candidate: sims ``(..., P)``, same ``(P,)``, threshold t -> ``(...)``."""
         if self._loss_name() == "dprime":
             pos, neg = sims[..., same == 1], sims[..., same == 0]
+            if pos.shape[-1] == 0 or neg.shape[-1] == 0:
+                # d' needs both kinds of pair; a minibatch drawn with one kind only gives
+                # no gradient (0 for every candidate) instead of NaN.
+                return np.zeros(sims.shape[:-1])
             spread = np.sqrt((pos.var(axis=-1) + neg.var(axis=-1)) / 2.0 + 1e-6)
             return -(pos.mean(axis=-1) - neg.mean(axis=-1)) / spread
         sign = np.where(same == 1, 1.0, -1.0)
@@ -225,13 +241,17 @@ class VerificationTuner:
         continued (same seed and data give the same result as an uninterrupted fit).
         """
         self._check_model()
-        if self.loss not in ("auto", "dprime", "margin"):
-            raise ValueError(f"loss must be 'auto', 'dprime' or 'margin', got {self.loss!r}")
-        if self.threshold is not None and not (
-                isinstance(self.threshold, (int, float, np.floating, np.integer))
-                and np.isfinite(self.threshold) and -1.0 <= float(self.threshold) <= 1.0):
-            raise ValueError(f"threshold must be None or a cosine similarity in [-1, 1], "
-                             f"got {self.threshold!r}")
+        check_common_args(self)
+        check_choice("loss", self.loss, ("auto", "dprime", "margin"))
+        if self.threshold is not None:
+            # A pair model answers on its own scale (e.g. a vendor's 0-100 confidence).
+            check_number("threshold", self.threshold, *((None, None) if self._pairwise()
+                                                       else (-1.0, 1.0)))
+        check_number("sharpness", self.sharpness, 0.0, low_open=True)
+        check_number("far", self.far, 0.0, 1.0)
+        if validation is not None and (not isinstance(validation, tuple)
+                                       or len(validation) != 2):
+            raise TypeError("validation must be a tuple (images, pairs)")
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
         x = check_images(images)
@@ -240,6 +260,14 @@ class VerificationTuner:
         if validation is not None:
             xv = check_images(validation[0], "validation images")
             val = (xv, check_pairs(validation[1], xv.shape[0], "validation pairs"))
+        if self._loss_name() == "dprime":
+            for what, pp in (("pairs", p), ("validation pairs", None if val is None else val[1])):
+                if pp is not None and len(np.unique(pp[:, 2])) < 2:
+                    raise ValueError(f"loss='dprime' separates same from different pairs, but "
+                                     f"the {what} hold only same={int(pp[0, 2])}; give both")
+            if int(self.batch_size) < 2:
+                raise ValueError(f"loss='dprime' compares same with different pairs within a "
+                                 f"minibatch: batch_size must be >= 2, got {self.batch_size}")
         if self.threshold is None and val is None:
             raise ValueError("threshold=None chooses the threshold on validation pairs: pass "
                              "validation=(images, pairs) or a fixed threshold")
