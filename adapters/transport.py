@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import os
 import queue
@@ -109,11 +107,12 @@ class Exchange:
             self.attempts += 1
             self.deadline = time.monotonic() + self.deadline_s
             self._conns = [conn]
-        _WATCHDOG.watch(self, self.deadline)
+        _WATCHDOG.watch(self)
 
     def end_attempt(self) -> None:
         with self._lock:  # from here the connection may serve another thread: never cut it
             self._conns, self.deadline = [], math.inf
+        _WATCHDOG.forget(self)
 
     def expire(self, deadline: float) -> None:
         with self._lock:
@@ -132,38 +131,43 @@ class Exchange:
 
 
 class _Watchdog:
-    """One daemon thread for the process: expires attempts that pass their deadline."""
+    """One daemon thread for the process: expires attempts that pass their deadline.
+
+    It holds only the attempts in flight (a few per model), so it never grows."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Exchange]] = []
-        self._ids = itertools.count()
+        self._live: set[Exchange] = set()
         self._thread: threading.Thread | None = None
 
-    def watch(self, ex: Exchange, deadline: float) -> None:
+    def watch(self, ex: Exchange) -> None:
         with self._cond:
-            heapq.heappush(self._heap, (deadline, next(self._ids), ex))
+            self._live.add(ex)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="HTTPModel-deadline",
                                                 daemon=True)
                 self._thread.start()
             self._cond.notify()
 
+    def forget(self, ex: Exchange) -> None:
+        with self._cond:
+            self._live.discard(ex)
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._heap:
-                    self._cond.wait()
-                deadline, _, ex = self._heap[0]
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
+                now = time.monotonic()
+                due = [(ex, ex.deadline) for ex in self._live if ex.deadline <= now]
+                if not due:
+                    nxt = min((ex.deadline for ex in self._live), default=math.inf)
+                    self._cond.wait(None if nxt == math.inf else nxt - now)
                     continue
-                heapq.heappop(self._heap)
-            ex.expire(deadline)
+                self._live.difference_update(ex for ex, _ in due)
+            for ex, deadline in due:
+                ex.expire(deadline)
 
     def _after_fork(self) -> None:
-        self._cond, self._heap, self._thread = threading.Condition(), [], None
+        self._cond, self._live, self._thread = threading.Condition(), set(), None
 
 
 _WATCHDOG = _Watchdog()

@@ -332,15 +332,25 @@ def test_a_wildcard_scores_path_on_a_deep_answer_is_a_format_error(servers):
 
 
 # -- partial answers and interrupts -----------------------------------------------------
-def _by_pixel(fail_value: int, delay: float):
+def _grey(req) -> int:
+    """The grey level of the first image of a json-preset request."""
+    png = base64.b64decode(json.loads(req.body)["images"][0])
+    return int(cv2.imdecode(np.frombuffer(png, np.uint8), 1)[0, 0, 0])
+
+
+def _by_pixel(fail_value: int = -1, delay: float = 0.0, in_flight: int = 0):
     """A json endpoint answering [v/255, 1 - v/255] for an image of grey level v, and 401
-    for a request holding an image of ``fail_value`` (after the others, if concurrent)."""
+    for a request holding an image of ``fail_value``; that one is answered once
+    ``in_flight`` requests have arrived (all in flight), the others ``delay`` s later."""
 
     def handler(conn, req, srv):
         pngs = json.loads(req.body)["images"]
         values = [int(cv2.imdecode(np.frombuffer(base64.b64decode(p), np.uint8), 1)[0, 0, 0])
                   for p in pngs]
         if fail_value in values:
+            t0 = time.monotonic()
+            while srv.count() < in_flight and time.monotonic() - t0 < HANG:
+                time.sleep(0.01)
             answer(conn, 401, b'{"error": "no"}')
             return
         time.sleep(delay)
@@ -354,7 +364,8 @@ def test_answers_that_came_back_are_attached_when_one_request_fails(concurrency,
                                                                     answered):
     x = np.repeat(np.arange(12, dtype=np.uint8)[:, None, None, None] * 10, 4, axis=1)
     x = np.repeat(np.repeat(x, 4, axis=2), 3, axis=3)  # (12, 4, 4, 3), image i grey 10 i
-    srv = HostileServer(handler=_by_pixel(10 * fail_at, delay=0.05))
+    srv = HostileServer(handler=_by_pixel(10 * fail_at, delay=0.05,
+                                          in_flight=6 if concurrency > 1 else 0))
     try:
         m = HTTPModel(srv.base + "/p", images_per_request=2, **{**OPTS, "concurrency":
                                                                  concurrency})
@@ -377,7 +388,7 @@ def test_the_query_cache_keeps_the_answers_of_a_failed_call(tmp_path):
     x = np.repeat(np.arange(12, dtype=np.uint8)[:, None, None, None] * 10, 4, axis=1)
     x = np.repeat(np.repeat(x, 4, axis=2), 3, axis=3)
     refused: list[int] = []
-    handler = _by_pixel(-1, delay=0.0)
+    handler = _by_pixel()
 
     def once(conn, req, srv):
         if not refused and srv.count() == 6:  # the last request (rows 10, 11), once
@@ -413,7 +424,8 @@ signal.signal(signal.SIGTERM, stop)
 m = HTTPModel(sys.argv[1], concurrency=int(sys.argv[2]), images_per_request=1, max_retries=5,
               backoff=0.01, max_backoff=30.0)
 try:
-    m.predict(np.zeros((4, 4, 4, 3), np.uint8))
+    m.predict(np.arange(4, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2)
+              .repeat(3, 3) * 10)  # image i is grey 10 i
 except KeyboardInterrupt as exc:
     got = answered_of(exc)
     print(json.dumps(sorted(got[0].tolist()) if got else None), flush=True)
@@ -422,13 +434,15 @@ except KeyboardInterrupt as exc:
 
 @pytest.mark.parametrize("sig, concurrency", [(signal.SIGTERM, 2), (signal.SIGINT, 1)])
 def test_an_interrupt_ends_a_sleeping_retry_at_once_and_keeps_the_answers(sig, concurrency):
-    """Two requests are answered, the next ones get 429 'Retry-After: 1e9' and sleep (up to
+    """Images 0 and 1 are answered, 2 and 3 get 429 'Retry-After: 1e9' and sleep (up to
     max_backoff=30 s, five times); SIGTERM/SIGINT must end the process within seconds."""
+    answered = _by_pixel()
+
     def handler(conn, req, srv):
-        if srv.count() <= 2:
-            answer(conn, 200, b'{"scores": [[0.25, 0.75]]}')
-        else:
+        if b'"images"' in req.body and _grey(req) >= 20:
             answer(conn, 429, b"{}", extra={"Retry-After": "1000000000"})
+        else:
+            answered(conn, req, srv)
 
     srv = HostileServer(handler=handler)
     root = Path(__file__).resolve().parents[1]
