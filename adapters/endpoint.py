@@ -75,16 +75,15 @@ class Endpoint:
                  timeout: float | tuple[float, float], max_retries: int, backoff: float,
                  max_backoff: float, deadline: float, max_response_bytes: int, pool_size: int,
                  rate_limit: float | None) -> None:
-        self.url, self.preset, self.encode = url, preset, encode
+        self.preset, self.encode = preset, encode
         self._secrets = dict(secrets)
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.max_backoff, self.deadline = max_backoff, deadline
         self.max_response_bytes = max_response_bytes
-        secret_headers = [v for k, v in headers.items() if k.lower() not in PLAIN_HEADERS]
-        self._redact = Redactor([*self._secrets.values(), *url_secrets(url), *secret_headers,
-                                 *preset.auth_headers(self._secrets).values(),
-                                 *preset.secret_strings()])
-        install_log_filter(self._redact)
+        self._known = [*self._secrets.values(), *preset.auth_headers(self._secrets).values(),
+                       *preset.secret_strings(),
+                       *(v for k, v in headers.items() if k.lower() not in PLAIN_HEADERS)]
+        self.url = url
         self.stats: dict[str, int] = {"requests": 0, "failed_attempts": 0, "throttled": 0,
                                       "images_answered": 0}
         self._stats_lock = threading.Lock()
@@ -96,6 +95,17 @@ class Endpoint:
                                     backoff=backoff, max_backoff=max_backoff,
                                     pool_size=pool_size,
                                     on_failed_attempt=lambda: self._count("failed_attempts"))
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @url.setter
+    def url(self, value: str) -> None:
+        """A new URL brings its own secrets (query values, userinfo): redact those too."""
+        self._url = value
+        self._redact = Redactor([*self._known, *url_secrets(value)])
+        install_log_filter(self._redact)
 
     def latched(self) -> HTTPModelError | None:
         """The latched error, restated for a call that sends nothing (or None)."""
