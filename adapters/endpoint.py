@@ -167,7 +167,7 @@ class Endpoint:
 
     def _exchange(self, ex: Exchange, kw: dict[str, Any], n: int, attempt: int) -> np.ndarray:
         if ex.call.abort.is_set():
-            raise Aborted
+            raise Aborted(before_send=attempt == 0)
         self._limiter.wait(ex.call.abort)
         self._count("requests")
         failure = ""

@@ -188,16 +188,16 @@ class HTTPModel(BaseModel):
         k = self.images_per_request
         starts = list(range(0, len(images), k))
         done: dict[int, np.ndarray] = {}  # first row of a request -> its scores
+        unsent: list[int] = []  # first rows of requests that never went out
         call = Call()
         with self._calls_lock:
             self._calls.add(call)
         error: BaseException | None = None
         try:
             if len(starts) == 1 or self.concurrency == 1:
-                for s in starts:
-                    done[s] = self._endpoint.send(images[s:s + k], call)
+                self._in_turn(images, starts, call, done, unsent)
             else:
-                error = self._gather(images, starts, call, done)
+                error = self._gather(images, starts, call, done, unsent)
         except BaseException as exc:  # KeyboardInterrupt included: keep what came back
             call.cut_all()
             error = exc
@@ -209,7 +209,7 @@ class HTTPModel(BaseModel):
                 EndpointUnreachable, "the call was stopped before every request was answered "
                 "(the model was closed)")
         if error is not None:
-            self._attach(error, done)
+            self._attach(error, done, unsent, len(images))
             raise error
         parts = [done[s] for s in starts]
         widths = {p.shape[1] for p in parts}
@@ -219,8 +219,21 @@ class HTTPModel(BaseModel):
                 f"image: {sorted(widths)}", check="the preset options")
         return np.concatenate(parts, axis=0)
 
+    def _in_turn(self, images: np.ndarray, starts: list[int], call: Call,
+                 done: dict[int, np.ndarray], unsent: list[int]) -> None:
+        """Send the requests one after the other; on a failure, the ones after it (and it,
+        if it was stopped before going out) are recorded in ``unsent``."""
+        k = self.images_per_request
+        for i, s in enumerate(starts):
+            try:
+                done[s] = self._endpoint.send(images[s:s + k], call)
+            except BaseException as exc:
+                went_out = not (isinstance(exc, Aborted) and exc.before_send)
+                unsent += starts[i + 1 if went_out else i:]
+                raise
+
     def _gather(self, images: np.ndarray, starts: list[int], call: Call,
-                done: dict[int, np.ndarray]) -> BaseException | None:
+                done: dict[int, np.ndarray], unsent: list[int]) -> BaseException | None:
         """Send the requests on the pool; fill ``done``; return the error to raise, if any."""
         if self._pool is None:
             self._pool = DaemonPool(self.concurrency, "HTTPModel")
@@ -239,31 +252,45 @@ class HTTPModel(BaseModel):
             except KeyboardInterrupt:
                 pass
             call.cut_all()
-            self._collect(futures, done)
+            self._collect(futures, done, unsent)
             return exc
-        errors = self._collect(futures, done)
+        errors = self._collect(futures, done, unsent)
         real = [e for e in errors if not isinstance(e, Aborted)]
         return (real or errors)[0] if errors else None
 
     @staticmethod
-    def _collect(futures: dict[Future[np.ndarray], int],
-                 done: dict[int, np.ndarray]) -> list[BaseException]:
+    def _collect(futures: dict[Future[np.ndarray], int], done: dict[int, np.ndarray],
+                 unsent: list[int]) -> list[BaseException]:
+        """Answers into ``done``, the first rows of requests never sent into ``unsent``;
+        returns the errors."""
         errors = []
         for f, s in sorted(futures.items(), key=lambda item: item[1]):
             if not f.done():
-                f.cancel()
-            elif f.exception() is not None:
-                errors.append(f.exception())
+                if f.cancel():  # never started
+                    unsent.append(s)
+                continue
+            err = f.exception()
+            if err is not None:
+                errors.append(err)
+                if isinstance(err, Aborted) and err.before_send:
+                    unsent.append(s)
             else:
                 done[s] = f.result()
         return [e for e in errors if e is not None]
 
-    def _attach(self, error: BaseException, done: dict[int, np.ndarray]) -> None:
-        """Record the requests that came back on ``error`` (rows into this call's images)."""
+    def _attach(self, error: BaseException, done: dict[int, np.ndarray], unsent: list[int],
+                n: int) -> None:
+        """Record on ``error`` the requests that came back and those never sent (rows into
+        this call's ``n`` images)."""
+        k = self.images_per_request
+        never = np.concatenate([np.arange(s, min(s + k, n)) for s in sorted(unsent)]) \
+            if unsent else np.zeros(0, dtype=np.int64)
         if not done or len({p.shape[1] for p in done.values()}) != 1:
+            attach_answered(error, np.zeros(0, dtype=np.int64), np.zeros((0, 1)), never)
             return
         rows = np.concatenate([np.arange(s, s + len(p)) for s, p in sorted(done.items())])
-        attach_answered(error, rows, np.concatenate([p for _, p in sorted(done.items())]))
+        attach_answered(error, rows, np.concatenate([p for _, p in sorted(done.items())]),
+                        never)
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
         """Similarities float64 ``(P,)`` of pairs ``(images_a[i], images_b[i])`` from a

@@ -40,7 +40,14 @@ RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
 class Aborted(Exception):
-    """The call was interrupted, closed, or failed in another request: stop this one."""
+    """The call was interrupted, closed, or failed in another request: stop this one.
+
+    ``before_send``: the request was stopped before its first attempt went out, so its
+    images were never sent (and cannot have been paid)."""
+
+    def __init__(self, before_send: bool = False) -> None:
+        super().__init__()
+        self.before_send = before_send
 
 
 class DeadlineExceeded(Exception):

@@ -15,17 +15,20 @@ so nothing that was paid for is paid again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from .images import check_image_pairs, check_images, side_by_side
-from .model import answered_of, check_scores, model_name
+from .model import answered_of, check_scores, model_name, unsent_of
+from .state_checks import FileWriteError
 
 __all__ = ["CachedModel", "image_keys"]
 
@@ -73,8 +76,11 @@ class CachedModel:
             self._db.commit()
             self._sent = self._read_sent()
         except sqlite3.DatabaseError as exc:
+            if "full" in str(exc):  # SQLITE_FULL: the disk, not the file
+                raise FileWriteError(self.path, OSError(errno.ENOSPC, str(exc))) from None
             raise ValueError(f"query cache {self.path} is not usable ({exc}): delete the file "
-                             "(its answers will be paid again) or fit with --no-cache") from None
+                             "(its answers will be paid again) or run the command with "
+                             "--no-cache") from None
 
     def _read_sent(self) -> int:
         row = self._db.execute("SELECT value FROM counters WHERE name = 'sent'").fetchone()
@@ -89,10 +95,22 @@ class CachedModel:
 
     def _store(self, new: dict[bytes, np.ndarray]) -> None:
         """Insert answers (caller holds the lock)."""
-        self._db.executemany(
-            "INSERT OR REPLACE INTO scores (key, k, s) VALUES (?, ?, ?)",
-            [(kk, int(s.shape[0]), s.astype(np.float64).tobytes()) for kk, s in new.items()])
-        self._db.commit()
+        with self._disk():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO scores (key, k, s) VALUES (?, ?, ?)",
+                [(kk, int(s.shape[0]), s.astype(np.float64).tobytes()) for kk, s in new.items()])
+            self._db.commit()
+
+    @contextmanager
+    def _disk(self) -> Iterator[None]:
+        """A full disk while writing the file is a FileWriteError naming it (the run is
+        resumable once there is space), not an sqlite internal."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc):
+                raise FileWriteError(self.path, OSError(errno.ENOSPC, str(exc))) from None
+            raise
 
     @property
     def output_kind(self) -> str | None:
@@ -146,20 +164,37 @@ class CachedModel:
         with self._lock:
             self._sent += per_entry * len(rows)
             self.misses += per_entry * len(rows)
-            self._db.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('sent', ?)",
-                             (self._sent,))
-            self._db.commit()
+            self._save_sent()
         try:
             scores = check_scores(send(rows), len(rows), self.model)
         except BaseException as exc:
             got = answered_of(exc)
             if got is not None:
                 self._keep_partial(list(todo), *got)
+            self._unsend(unsent_of(exc), len(rows), per_entry)
             raise
         new = {kk: scores[j] for j, kk in enumerate(todo)}
         with self._lock:
             self._store(new)
         return new
+
+    def _save_sent(self) -> None:
+        """Commit the count of sent images to the file (caller holds the lock)."""
+        with self._disk():
+            self._db.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('sent', ?)",
+                             (self._sent,))
+            self._db.commit()
+
+    def _unsend(self, never: np.ndarray, n: int, per_entry: int) -> None:
+        """Take back from the count of sent images those a failed call says it never sent
+        (requests stopped before they went out)."""
+        k = int(np.unique(never[(never >= 0) & (never < n)]).size)
+        if not k:
+            return
+        with self._lock:
+            self._sent -= per_entry * k
+            self.misses -= per_entry * k
+            self._save_sent()
 
     def _keep_partial(self, keys: list[bytes], rows: np.ndarray, scores: np.ndarray) -> None:
         """Store the answers a failed call got back (rows index ``keys``); bad rows are

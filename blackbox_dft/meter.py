@@ -11,13 +11,13 @@ of the same run adds what the cache sent after the ledger's last write.
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 
 import numpy as np
 
 from .model import model_name
+from .state_checks import atomic_write_text, damaged
 
 __all__ = ["Meter", "parse_budget", "money", "read_ledger"]
 
@@ -55,13 +55,21 @@ def parse_budget(text: Any, cost_per_1000: float | None) -> int:
 
 
 def read_ledger(path: str) -> dict[str, Any]:
-    """Totals written by a :class:`Meter` (``{}`` if there are none yet)."""
+    """Totals written by a :class:`Meter` (``{}`` if there are none yet); a damaged file is a
+    :class:`~blackbox_dft.state_checks.StateFileError` (money must never silently reset)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError, RecursionError) as exc:
+        raise damaged(path, f"not readable JSON: {type(exc).__name__}") from None
+    bad = [k for k in ("asked", "paid", "saved", "cache_sent") if k in data and (
+        not isinstance(data[k], int) or isinstance(data[k], bool) or data[k] < 0)] \
+        if isinstance(data, dict) else ["the whole file"]
+    if bad:
+        raise damaged(path, f"{bad[0]} is not a count of images")
+    return data
 
 
 class Meter:
@@ -109,15 +117,9 @@ class Meter:
     def _write_ledger(self) -> None:
         if not self.ledger:
             return
-        tmp = self.ledger + ".part"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(self.totals(), fh)
-            os.replace(tmp, self.ledger)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # No fsync: it is written twice per call, and a killed process's page cache still
+        # reaches the disk; what a power cut could lose, the cache file's own count restores.
+        atomic_write_text(self.ledger, json.dumps(self.totals()), fsync=False)
 
     @property
     def paid(self) -> int:

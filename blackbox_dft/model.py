@@ -23,6 +23,7 @@ __all__ = [
     "FineTunedModel",
     "attach_answered",
     "answered_of",
+    "unsent_of",
     "images_sent",
 ]
 
@@ -42,14 +43,17 @@ class BudgetExhausted(RuntimeError):
     """A predict call would have crossed the query budget; it was not sent."""
 
 
-def attach_answered(exc: BaseException, rows: Any, scores: Any) -> BaseException:
+def attach_answered(exc: BaseException, rows: Any, scores: Any,
+                    unsent: Any = None) -> BaseException:
     """Record on ``exc`` the answers that came back before a ``predict`` call failed.
 
     A model that splits one call into several paid requests (an HTTP endpoint) raises
     when one of them fails, but the others may have been answered and paid. It attaches
     them here so that a wrapper (the query cache) can keep them before the error
     propagates: ``rows`` int ``(R,)`` are row numbers into the images given to that
-    ``predict`` call, ``scores`` float ``(R, K)`` their answers. Returns ``exc``.
+    ``predict`` call, ``scores`` float ``(R, K)`` their answers. ``unsent``: row numbers of
+    images that were certainly never sent (requests stopped before they went out); every
+    other row without an answer may have been paid. Returns ``exc``.
     """
     r = np.asarray(rows, dtype=np.int64).reshape(-1)
     s = np.asarray(scores, dtype=np.float64)
@@ -58,6 +62,8 @@ def attach_answered(exc: BaseException, rows: Any, scores: Any) -> BaseException
     if s.shape[0] != r.shape[0]:
         raise ValueError(f"attach_answered: {r.shape[0]} rows but {s.shape[0]} score rows")
     exc.answered = (r, s)  # type: ignore[attr-defined]
+    if unsent is not None:
+        exc.unsent = np.asarray(unsent, dtype=np.int64).reshape(-1)  # type: ignore[attr-defined]
     return exc
 
 
@@ -67,6 +73,12 @@ def answered_of(exc: BaseException) -> tuple[np.ndarray, np.ndarray] | None:
     if not isinstance(got, tuple) or len(got) != 2:
         return None
     return got
+
+
+def unsent_of(exc: BaseException) -> np.ndarray:
+    """Row numbers recorded by :func:`attach_answered` as never sent (empty if none)."""
+    got = getattr(exc, "unsent", None)
+    return got if isinstance(got, np.ndarray) else np.zeros(0, dtype=np.int64)
 
 
 def model_name(model: Any) -> str:

@@ -131,7 +131,9 @@ def test_retry_after_is_honoured():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _RetryAfterOnce)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        m = HTTPModel(f"http://127.0.0.1:{httpd.server_address[1]}/predict", **FAST)
+        # honoured up to max_backoff (a huge Retry-After is capped: tests/test_hostile_http.py)
+        m = HTTPModel(f"http://127.0.0.1:{httpd.server_address[1]}/predict",
+                      **{**FAST, "max_backoff": 2.0})
         assert m.predict(np.zeros((1, 4, 4, 3), np.uint8)).tolist() == [[1.0]]
         t = _RetryAfterOnce.times
         assert len(t) == 2 and t[1] - t[0] >= 0.95  # backoff alone would be ~0.01 s
