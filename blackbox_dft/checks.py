@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["show", "check_choice", "check_number", "check_int", "check_seed",
+__all__ = ["show", "closest", "check_choice", "check_number", "check_int", "check_seed",
            "check_instance"]
 
 _REALS = (int, float, np.integer, np.floating)
@@ -38,17 +38,21 @@ def _listed(choices: Sequence[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
+def closest(value: Any, choices: Sequence[str], cutoff: float = 0.5, fmt: str = "{!r}") -> str:
+    """``"; did you mean 'x'?"`` for the choice closest to a misspelt string, else ``""``."""
+    if not isinstance(value, str):
+        return ""
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=cutoff)
+    return f"; did you mean {fmt.format(lowered[close[0]])}?" if close else ""
+
+
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``; else ValueError naming the closest choice."""
     if isinstance(value, str) and value in choices:
         return value
-    hint = ""
-    if isinstance(value, str):
-        lowered = {c.lower(): c for c in choices}
-        close = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.5)
-        if close:
-            hint = f"; did you mean {lowered[close[0]]!r}?"
-    raise ValueError(f"{name} must be one of {_listed(choices)}, got {show(value)}{hint}")
+    raise ValueError(f"{name} must be one of {_listed(choices)}, got {show(value)}"
+                     f"{closest(value, choices)}")
 
 
 def _where(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -102,10 +106,6 @@ def check_instance(name: str, value: Any, cls: type, names: Sequence[str]) -> An
     if value is None or isinstance(value, cls):
         return value
     listed = ", ".join(f"{n}(...)" for n in names)
-    hint = ""
-    if isinstance(value, str):
-        lowered = {n.lower(): n for n in names}
-        close = difflib.get_close_matches(value.lower(), list(lowered), n=1, cutoff=0.3)
-        hint = f"; did you mean {lowered[close[0]]}()?" if close else ""
     raise ValueError(f"{name} must be an object, one of {listed}, or None for the default, "
-                     f"got {show(value)} ({type(value).__name__}){hint}")
+                     f"got {show(value)} ({type(value).__name__})"
+                     f"{closest(value, names, cutoff=0.3, fmt='{}()')}")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
-from .checks import check_choice, check_int, check_number, show
+from .checks import check_choice, check_int, check_number, closest, show
 
 __all__ = ["Objective", "TASKS", "SCORES", "check_class_weight"]
 
@@ -254,7 +254,9 @@ class Objective:
         if class_weight is None:
             return None
         if self.task == "multilabel":
-            pos = labels.mean(axis=0).clip(1.0 / labels.shape[0], 1 - 1.0 / labels.shape[0])
+            # kept off 0 and 1 (no infinite weight); max(N, 2): one image would give [1, 0]
+            lo = 1.0 / max(labels.shape[0], 2)
+            pos = labels.mean(axis=0).clip(lo, 1.0 - lo)
             return np.stack([0.5 / (1.0 - pos), 0.5 / pos], axis=1)
         if class_weight == "balanced":
             counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
@@ -296,12 +298,13 @@ def check_class_weight(class_weight: Any, task: str) -> None | str | dict[int, f
     a one-line error otherwise. Returns the dict with plain int keys and float weights."""
     if class_weight is None:
         return None
-    if isinstance(class_weight, str):
-        return check_choice("class_weight", class_weight, ("balanced",))
-    if not isinstance(class_weight, dict) or task == "multilabel":
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        return "balanced"
+    if isinstance(class_weight, str) or not isinstance(class_weight, dict) \
+            or task == "multilabel":
         what = "None or 'balanced'" if task == "multilabel" else \
             "None, 'balanced' or a dict {class: weight}"
         raise ValueError(f"class_weight must be {what} for task={task!r}, "
-                         f"got {show(class_weight)}")
+                         f"got {show(class_weight)}{closest(class_weight, ['balanced'])}")
     return {check_int("class_weight class", k, 0):
             check_number(f"class_weight[{k!r}]", v, 0.0) for k, v in class_weight.items()}

@@ -72,7 +72,9 @@ def check_common_args(tuner: Any) -> None:
     epsilon must not surface as a learning-rate error.
     """
     try:
-        check_number("epsilon", tuner.epsilon, 0.0, 255.0, low_open=True)
+        # a denormal epsilon passes "> 0" but its default learning rate rounds to 0
+        if not check_number("epsilon", tuner.epsilon, 0.0, 255.0, low_open=True) / 16.0 > 0:
+            raise ValueError
     except ValueError:
         raise ValueError(f"epsilon must be a number > 0 and <= 255 (the L-inf budget in grey "
                          f"levels), got {show(tuner.epsilon)}") from None

@@ -148,7 +148,11 @@ class Counting:
 
 def good_answer(task: str, scores: str, images: np.ndarray) -> np.ndarray:
     """What a well-behaved model of this task returns in this score format."""
-    z = logits(images)
+    return good_answer_from(task, scores, logits(images))
+
+
+def good_answer_from(task: str, scores: str, z: np.ndarray) -> np.ndarray:
+    """Scores ``(N, 4)`` logits ``z`` in the task's format (binary: 2 columns)."""
     if task == "binary":
         z = np.stack([z[:, 0], z[:, 1:].max(axis=1)], axis=1)
     if task == "multilabel":
@@ -323,7 +327,7 @@ def test_bad_labels_fail_fit_before_any_query(labels, task, scores):
 
 # -- fits with misbehaving models -------------------------------------------------------------
 GARBAGE = ("nan", "inf", "rows+1", "rows-1", "negative", "unnormalised", "huge", "zero_cols",
-           "three_d", "strings", "none", "raises", "labels_not_onehot", "constant")
+           "three_d", "strings", "none", "raises", "labels_not_onehot", "constant", "logits")
 
 
 class Garbage(Counting):
@@ -349,6 +353,7 @@ class Garbage(Counting):
             "huge": good * 1e300, "zero_cols": np.zeros((n, 0)), "three_d": good[..., None],
             "strings": [["a"] * good.shape[1]] * n, "none": None,
             "labels_not_onehot": np.full_like(good, 0.5), "constant": np.ones_like(good),
+            "logits": 3.0 * logits(x)[:, :good.shape[1]],
         }[k]
         return bad
 
@@ -369,6 +374,34 @@ def test_fit_against_a_garbage_model_fails_clean_and_within_budget(
     assert model.seen == getattr(t, "queries_", 0)
     if err is None:
         assert np.all(np.isfinite(t.delta_)) and np.abs(t.delta_).max() <= np.float32(8.0)
+
+
+@FITS
+@given(task=st.sampled_from(TASKS), scores=st.sampled_from(SCORES), n=st.integers(1, 3),
+       h=st.integers(1, 9), w=st.integers(1, 9), class_weight=st.sampled_from([None, "balanced"]),
+       budget=st.integers(1, 60), data=st.data())
+def test_tiny_datasets_and_images_fit_or_fail_clean(task, scores, n, h, w, class_weight,
+                                                    budget, data):
+    x = data.draw(hnp.arrays(np.uint8, (n, h, w, 3)))
+    z = np.random.default_rng(n * 100 + h * 10 + w).standard_normal((n, 4))
+    y = {"multiclass": z.argmax(1), "binary": (z[:, 0] > 0).astype(int),
+         "multilabel": (z > 0).astype(int)}[task]
+
+    def answer(images: np.ndarray) -> np.ndarray:  # a linear model of the mean colour
+        m = images.reshape(len(images), -1, 3).mean(axis=1) - 128.0
+        zz = np.concatenate([m, m[:, :1] - m[:, 1:2]], axis=1) / 32.0
+        return good_answer_from(task, scores, zz)
+
+    model = Counting(answer)
+    t = DataFineTuner(model, task, scores=scores, class_weight=class_weight, batch_size=2,
+                      query_budget=budget, progress=False)
+    _, err = outcome(t.fit, x, y, validation=(x, y))
+    if err is not None:
+        assert "query_budget" in str(err), str(err)
+    else:
+        assert np.all(np.isfinite(t.delta_)) and t.delta_.shape == (h, w, 3)
+        assert all(np.isfinite(r["loss"]) for r in t.history_)
+    assert model.seen <= budget and model.seen == getattr(t, "queries_", 0)
 
 
 # -- valid settings: budget, bound, determinism ---------------------------------------------
@@ -476,7 +509,7 @@ def test_evaluate_refuses_labels_beyond_the_models_classes_after_at_most_n_queri
 BAD_SETTINGS = st.one_of(
     st.tuples(st.just("epsilon"), st.one_of(
         st.sampled_from([0, -1, 0.0, -0.5, float("nan"), float("inf"), -float("inf"), 256,
-                         1e9, True, "8", None, [8], 10**400]), ANY)),
+                         1e9, True, "8", None, [8], 10**400, 5e-324]), ANY)),
     st.tuples(st.just("batch_size"), st.sampled_from([0, -3, 1.5, 2.0, True, "4", None, [4]])),
     st.tuples(st.just("query_budget"), st.sampled_from([0, -1, True, 1e4, "100", None])),
     st.tuples(st.just("validation_every"), st.sampled_from([0, -1, False, 2.5, "2"])),
@@ -610,6 +643,24 @@ def test_adapters_and_wrappers_construct_or_refuse_in_one_line(which, a, b):
         out, err2 = outcome(obj.predict, X[:2], types=(ModelError, ValueError, TypeError))
         if err2 is None:
             assert out.shape[0] == 2 and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda m: QueryCounter(m, "100").predict(X[:1]), id="budget '100': raw TypeError"),
+    pytest.param(lambda m: QueryCounter(m, -5), id="budget -5 accepted"),
+    pytest.param(lambda m: QueryCounter(m, float("nan")), id="budget nan accepted"),
+    pytest.param(lambda m: FineTunedModel(m, np.full((4, 4, 3), 1 + 1j)),
+                 id="complex delta loses its imaginary part"),
+])
+@pytest.mark.xfail(strict=True, reason="blackbox_dft/model.py (not this slice): QueryCounter "
+                   "does not check its budget, FineTunedModel casts any delta to float32; "
+                   "reported to its owner")
+def test_model_wrappers_known_gaps(make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as err:
+            make(CallableModel(logits, name="lin"))
+    assert_clean(err.value)
 
 
 @MANY
