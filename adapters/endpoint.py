@@ -168,7 +168,10 @@ class Endpoint:
     def _exchange(self, ex: Exchange, kw: dict[str, Any], n: int, attempt: int) -> np.ndarray:
         if ex.call.abort.is_set():
             raise Aborted(before_send=attempt == 0)
-        self._limiter.wait(ex.call.abort)
+        try:
+            self._limiter.wait(ex.call.abort)
+        except Aborted:
+            raise Aborted(before_send=attempt == 0) from None
         self._count("requests")
         failure = ""
         try:
@@ -181,8 +184,8 @@ class Endpoint:
         # raised here, outside the except blocks: no transport error (whose text holds the
         # URL) is left in the new error's __context__
         if resp is None:
-            if ex.call.abort.is_set():
-                raise Aborted
+            if ex.call.abort.is_set():  # stopped: before its bytes went out if none started
+                raise Aborted(before_send=attempt == 0 and ex.attempts == 0)
             if ex.expired:
                 raise self._deadline_error()
             raise self.error(

@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .checks import check_int, show
 from .images import apply_delta, check_images
 
 __all__ = [
@@ -96,11 +97,16 @@ def check_scores(scores: Any, n_images: int, model: Any = None) -> np.ndarray:
     number of rows, the wrong rank, or non-finite values.
     """
     who = model_name(model) if model is not None else "model"
+    kind = getattr(scores, "dtype", None)
+    if getattr(kind, "kind", "") in ("c", "m", "M", "S", "U", "V"):
+        # complex, dates, bytes, text: numpy would drop parts or read dates as numbers
+        raise ModelError(f"{who}.predict returned an array of dtype {kind}, not real scores")
     try:
         arr = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ModelError(
-            f"{who}.predict returned {type(scores).__name__}, which is not a numeric array: {exc}"
+            f"{who}.predict returned {show(scores)}, which is not a numeric array "
+            f"({show(str(exc), 80)})"
         ) from None
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -154,9 +160,9 @@ class QueryCounter:
                 f"compare(images_a, images_b) -> similarities), got {type(model).__name__}"
             )
         self.model = model
-        self.budget = budget
-        self.queries = int(queries)
-        self.paid = int(queries)
+        self.budget = None if budget is None else check_int("budget", budget, 0)
+        self.queries = check_int("queries", queries, 0)
+        self.paid = self.queries
         self.name = model_name(model)
 
     @property
@@ -238,7 +244,12 @@ class FineTunedModel:
     def __init__(self, model: Any, delta: np.ndarray) -> None:
         if not hasattr(model, "predict"):
             raise TypeError(f"model must have a predict method, got {type(model).__name__}")
-        delta = np.asarray(delta, dtype=np.float32)
+        if np.iscomplexobj(delta):
+            raise ValueError("delta must be real grey levels, got complex values")
+        try:
+            delta = np.asarray(delta, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"delta must be a float array (H, W, 3), got {show(delta)}") from None
         if delta.ndim != 3 or delta.shape[-1] != 3:
             raise ValueError(f"delta must have shape (H, W, 3), got {delta.shape}")
         if not np.all(np.isfinite(delta)):
