@@ -17,10 +17,11 @@ __all__ = ["classification_metrics", "ssim"]
 
 def _binary_or_multiclass(y_true: np.ndarray, y_pred: np.ndarray,
                           n_classes: int) -> dict[str, Any]:
-    recalls: dict[str, float | None] = {}
-    for c in range(n_classes):
-        mask = y_true == c
-        recalls[str(c)] = float(np.mean(y_pred[mask] == c)) if mask.any() else None
+    # Counted in one pass (not one pass per class): a model may have thousands of classes.
+    total = np.bincount(y_true, minlength=n_classes)
+    hits = np.bincount(y_true[y_pred == y_true], minlength=n_classes)
+    recalls: dict[str, float | None] = {
+        str(c): float(hits[c] / total[c]) if total[c] else None for c in range(n_classes)}
     present = [r for r in recalls.values() if r is not None]
     return {
         "accuracy": float(np.mean(y_true == y_pred)),

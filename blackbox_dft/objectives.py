@@ -16,7 +16,7 @@ from scipy.special import expit, log_softmax, softmax
 
 from .checks import check_choice, check_int, check_number, closest, show
 
-__all__ = ["Objective", "TASKS", "SCORES", "check_class_weight"]
+__all__ = ["Objective", "TASKS", "SCORES", "MAX_CLASS", "check_class_weight"]
 
 TASKS = ("multiclass", "binary", "multilabel")
 SCORES = ("probabilities", "logits", "labels")
@@ -231,8 +231,9 @@ class Objective:
         lo, hi = arr.min(), arr.max()
         if lo < 0:
             raise ValueError(f"{name} must be >= 0, found {show(lo.item())}")
-        if hi > _MAX_CLASS:
-            raise ValueError(f"{name} must be class indices, found {show(hi.item())}")
+        if hi > MAX_CLASS:
+            raise ValueError(f"{name} must be class indices up to {MAX_CLASS:,}, found "
+                             f"{show(hi.item())}")
         arr = arr.astype(np.int64)
         if self.task == "multilabel":
             if arr.ndim != 2:
@@ -276,8 +277,10 @@ class Objective:
         return f"Objective(task={self.task!r}, scores={self.scores!r}, label_map={self.label_map})"
 
 
-#: no classifier has this many classes; larger "labels" are data errors (and would wrap in int64)
-_MAX_CLASS = 2**31 - 1
+#: The largest class index a label may hold (the data loaders' limit too). Larger "labels"
+#: are data errors, would wrap around in int64, and would make per-class tables (class
+#: weights, recalls) of billions of entries before the model's answer could refuse them.
+MAX_CLASS = 1_000_000
 
 
 def _check_label_map(label_map: Any, task: str) -> list[int | None]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from synthetic import make_problem
@@ -47,7 +47,7 @@ from blackbox_dft import (
 )
 from blackbox_dft.model import BudgetExhausted
 from blackbox_dft.multiattr import MultiAttributeTuner
-from blackbox_dft.objectives import SCORES, TASKS
+from blackbox_dft.objectives import MAX_CLASS, SCORES, TASKS
 from blackbox_dft.verification import VerificationTuner
 
 # Cheap pure functions get many examples; fits (a few ms each) fewer.
@@ -269,7 +269,7 @@ def test_apply_delta_refuses_bad_images_and_deltas_in_one_line(images, delta):
 LABELS = st.one_of(
     any_array(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)),
     hnp.arrays(np.float64, st.integers(1, 5), elements=st.sampled_from(
-        [0.0, 1.0, 2.0, 0.5, -1.0, 1e19, np.nan, 3.0])),
+        [0.0, 1.0, 2.0, 0.5, -1.0, 1e19, 1e9, 1e6, np.nan, 3.0])),
     st.lists(st.one_of(st.integers(-2, 5), st.floats(-1, 5)), max_size=5),
     st.lists(st.lists(st.integers(0, 2), max_size=3), max_size=5), ANY)
 
@@ -286,7 +286,7 @@ def label_oracle(labels: Any, n: int, task: str) -> np.ndarray | None:
         return None
     if arr.dtype.kind == "f" and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
         return None
-    if arr.min() < 0 or arr.max() >= 2**31:
+    if arr.min() < 0 or arr.max() > MAX_CLASS:
         return None
     arr = arr.astype(np.int64)
     if task == "multilabel":
@@ -303,6 +303,7 @@ def test_labels_are_accepted_exactly_when_valid(labels, n, task):
     want = label_oracle(labels, n, task)
     if want is None:
         assert err is not None, f"accepted {labels!r} for {task}"
+        assert "labels" in str(err), f"does not name the labels: {err}"
     else:
         assert err is None and out.dtype == np.int64 and np.array_equal(out, want)
 
@@ -379,11 +380,15 @@ def test_fit_against_a_garbage_model_fails_clean_and_within_budget(
 @FITS
 @given(task=st.sampled_from(TASKS), scores=st.sampled_from(SCORES), n=st.integers(1, 3),
        h=st.integers(1, 9), w=st.integers(1, 9), class_weight=st.sampled_from([None, "balanced"]),
-       budget=st.integers(1, 60), data=st.data())
+       budget=st.integers(1, 60), seed=st.integers(0, 2**16))
+# found by review, then pinned: balanced multilabel weights on ONE image were infinite
+@example(task="multilabel", scores="probabilities", n=1, h=4, w=4, class_weight="balanced",
+         budget=40, seed=1)
 def test_tiny_datasets_and_images_fit_or_fail_clean(task, scores, n, h, w, class_weight,
-                                                    budget, data):
-    x = data.draw(hnp.arrays(np.uint8, (n, h, w, 3)))
-    z = np.random.default_rng(n * 100 + h * 10 + w).standard_normal((n, 4))
+                                                    budget, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+    z = rng.standard_normal((n, 4))
     y = {"multiclass": z.argmax(1), "binary": (z[:, 0] > 0).astype(int),
          "multilabel": (z > 0).astype(int)}[task]
 
@@ -402,6 +407,53 @@ def test_tiny_datasets_and_images_fit_or_fail_clean(task, scores, n, h, w, class
         assert np.all(np.isfinite(t.delta_)) and t.delta_.shape == (h, w, 3)
         assert all(np.isfinite(r["loss"]) for r in t.history_)
     assert model.seen <= budget and model.seen == getattr(t, "queries_", 0)
+
+
+class FailsAt(Counting):
+    """Answers ``k`` calls, then fails the way ``how`` says (a vendor outage, garbage)."""
+
+    def __init__(self, fn: Any, k: int, how: str) -> None:
+        super().__init__(self._answer)
+        self.inner, self.k, self.how, self.calls = fn, k, how, 0
+
+    def _answer(self, x: np.ndarray) -> Any:
+        self.calls += 1
+        out = self.inner(x)
+        if self.calls <= self.k:
+            return out
+        if self.how == "raises":
+            raise ModelError("vendor: HTTP 503")
+        return {"nan": np.full_like(out, np.nan), "rows": out[1:]}[self.how]
+
+
+def _tuner_and_data(kind: str, model: Any) -> tuple[Any, tuple[Any, ...]]:
+    if kind == "classification":
+        return (DataFineTuner(model, scores="logits", query_budget=300, batch_size=4,
+                              progress=False), (X, Y))
+    if kind == "verification":
+        return VerificationTuner(model, threshold=0.3, query_budget=300), (X[:12], PAIRS)
+    return (MultiAttributeTuner(model, query_budget=300, batch_size=4),
+            (X[:8], (logits(X[:8]) > 0).astype(int)))
+
+
+@pytest.mark.parametrize("kind", [
+    "classification",
+    pytest.param("verification", marks=pytest.mark.xfail(strict=True, reason=(
+        "verification.py fit loop (not this slice): a fit that fails sets no queries_, so "
+        "the images it paid for are not reported; reported to the lead"))),
+    pytest.param("multiattribute", marks=pytest.mark.xfail(strict=True, reason=(
+        "multiattr.py fit loop (not this slice): a fit that fails sets no queries_; "
+        "reported to the lead"))),
+])
+@FEW
+@given(k=st.integers(0, 6), how=st.sampled_from(["raises", "nan", "rows"]))
+def test_a_fit_that_fails_reports_every_image_it_sent(kind, k, how):
+    fn = {"classification": logits, "verification": embed, "multiattribute": attributes}[kind]
+    model = FailsAt(fn, k, how)
+    t, data = _tuner_and_data(kind, model)
+    _, err = outcome(t.fit, *data, types=(ModelError,))
+    assert err is not None or model.calls <= k  # a fit shorter than k calls may finish
+    assert model.seen <= 300 and model.seen == getattr(t, "queries_", 0)
 
 
 # -- valid settings: budget, bound, determinism ---------------------------------------------
@@ -491,7 +543,7 @@ def test_transform_of_any_size_is_the_bounded_rounded_delta(fitted, x):
 
 
 @FITS
-@given(top=st.integers(4, 2**31 - 1), n=st.integers(1, 6), spot=st.integers(0, 5))
+@given(top=st.integers(4, MAX_CLASS), n=st.integers(1, 6), spot=st.integers(0, 5))
 def test_evaluate_refuses_labels_beyond_the_models_classes_after_at_most_n_queries(
         fitted, top, n, spot):
     model = Counting(logits)
@@ -544,6 +596,7 @@ def test_invalid_settings_fail_fit_in_one_line_before_any_query(bad, base):
     _, err = outcome(t.fit, X, Y)
     assert err is not None, f"{name}={value!r} was accepted"
     assert model.seen == 0, f"{name}={value!r} cost {model.seen} queries"
+    assert name in str(err), f"{name}={value!r}: the message does not name it: {err}"
     if isinstance(value, str) and name in ("task", "scores", "selection", "optimizer",
                                            "lr_schedule", "estimator", "perturbation"):
         assert repr(value) in str(err)  # names the offending value
@@ -610,7 +663,9 @@ COMPONENTS = st.one_of(
 def test_components_construct_and_work_or_refuse_in_one_line(spec):
     cls, kw = spec
     obj, err = outcome(cls, **kw)
-    if err is not None:
+    if err is not None:  # names the argument (Schedule's init is "learning rate")
+        msg = str(err).replace("learning rate", "init learning_rate")
+        assert any(k in msg for k in kw), f"{cls.__name__}({kw}): {err}"
         return
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a constructed component must run cleanly
@@ -627,18 +682,23 @@ def test_components_construct_and_work_or_refuse_in_one_line(spec):
 
 @MANY
 @given(which=st.sampled_from(["callable", "label_only", "ordinal", "multi", "finetuned",
-                              "counter"]), a=ANY, b=ANY)
-def test_adapters_and_wrappers_construct_or_refuse_in_one_line(which, a, b):
+                              "counter"]), a=ANY, b=ANY,
+       arr=any_array(hnp.array_shapes(min_dims=3, max_dims=3, min_side=0, max_side=5)))
+def test_adapters_and_wrappers_construct_or_refuse_in_one_line(which, a, b, arr):
     base = CallableModel(logits, name="lin")
     make = {
         "callable": lambda: CallableModel(logits, name="lin", n_outputs=a),
         "label_only": lambda: LabelOnly(base, threshold=a, onehot=b),
         "ordinal": lambda: Ordinal(base, levels=a),
         "multi": lambda: MultiModel([("a", base, a)] if b is None else a),
-        "finetuned": lambda: FineTunedModel(base, np.full((4, 4, 3), a, dtype=object)),
+        "finetuned": lambda: FineTunedModel(base, arr if b is None else a),
         "counter": lambda: QueryCounter(base, budget=a),
     }[which]
     obj, err = outcome(make)
+    if err is not None:
+        names = {"callable": "n_outputs", "label_only": "threshold onehot", "ordinal": "levels",
+                 "multi": "head", "finetuned": "delta", "counter": "budget"}[which]
+        assert any(n in str(err) for n in names.split()), f"{which}: {err}"
     if err is None and which != "counter":
         out, err2 = outcome(obj.predict, X[:2], types=(ModelError, ValueError, TypeError))
         if err2 is None:
@@ -713,6 +773,7 @@ def test_verification_tuner_refuses_bad_input_before_any_query(bad):
         assert err is not None, f"{bad[1]} was accepted"
     if err is not None:
         assert model.seen == 0
+        assert (bad[1][0] if bad[0] == "arg" else "pairs") in str(err), str(err)
     assert model.seen <= 400 and model.seen == getattr(t, "queries_", 0)
 
 
@@ -757,6 +818,7 @@ def test_multiattribute_tuner_refuses_bad_input_before_any_query(bad, mode):
     _, err = outcome(t.fit, X[:8], y)
     if bad[0] == "arg" or label_oracle(y, 8, "multilabel") is None:
         assert err is not None and model.seen == 0
+        assert (bad[1][0] if bad[0] == "arg" else "labels") in str(err), str(err)
     assert model.seen <= 400 and model.seen == getattr(t, "queries_", 0)
 
 
