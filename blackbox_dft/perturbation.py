@@ -90,9 +90,9 @@ class LowResolution(Perturbation):
     ``"nearest"``. Dimension ``h*w*3`` regardless of image size.
     """
 
-    #: cv2.resize refuses sides of 32767 pixels or more; a latent side this large would be
-    #: a full-resolution latent anyway (use FullResolution)
-    MAX_SIDE = 4096
+    #: a latent side this large is a full-resolution latent (and a larger one costs hundreds
+    #: of MB per copy): use FullResolution
+    MAX_SIDE = 1024
 
     def __init__(self, size: tuple[int, int] = (8, 8), interpolation: str = "linear") -> None:
         if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:

@@ -110,18 +110,17 @@ def check_pairs(pairs: Any, n_images: int, name: str = "pairs") -> np.ndarray:
             np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
         raise ValueError(f"{name} must hold whole numbers (indices and 0/1), got fractions, "
                          "NaN or inf")
-    # Out-of-range indices are reported below; clip first so that a float 1e19 or a
-    # uint64 does not wrap around to a valid-looking int64.
-    arr = np.clip(arr, -1, n_images).astype(np.int64)
+    # Ranges are checked in the given dtype, before the int64 cast: a float 1e19 or a
+    # uint64 would wrap around to a valid-looking index.
     bad = np.flatnonzero((arr[:, :2] < 0).any(axis=1) | (arr[:, :2] >= n_images).any(axis=1))
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"{name} row {i} names image {arr[i, :2].tolist()} but there are only {n_images} "
-            f"images (indices 0..{n_images - 1}); {bad.size} rows name missing images")
+            f"{name} row {i} names image {show(arr[i, :2].tolist())} but there are only "
+            f"{n_images} images (indices 0..{n_images - 1}); {bad.size} rows name missing images")
     if not np.all((arr[:, 2] == 0) | (arr[:, 2] == 1)):
         raise ValueError(f"{name} column 2 (same) must be 0 or 1")
-    return arr
+    return arr.astype(np.int64)
 
 
 def cosine_similarities(emb: np.ndarray, pairs: np.ndarray) -> np.ndarray:
