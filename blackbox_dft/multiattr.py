@@ -177,69 +177,72 @@ class MultiAttributeTuner:
                 st.save(checkpoint, meta)
 
         ex = st.extra
-        with keep_on_failure(st, sender.counter, save):
-            if val is not None and st.baseline is None:
-                base = validate(st.z)  # all-zero latents: one clean pass serves every attribute
-                ex["separate"] += val_cost
-                st.baseline = {"per_attribute": base}
-                ex["best_key"] = [[m["val_accuracy"], -m["val_loss"]] for m in base]
-                commit_queries(st, sender.counter)
-            while not st.done and sender.counter.affords(step_cost + val_cost):
-                step = st.step
-                idx = rng.choice(x.shape[0], size=b, replace=False) if b < x.shape[0] \
-                    else np.arange(x.shape[0])
-                c = est.step_at(step)
-                zs = st.z.copy()
-                dirs = [est._directions((), zs[a].shape, rng) for a in range(n_attr)]
-                cands = np.stack([est._candidates(zs[a], dirs[a], c) for a in range(n_attr)])
-                m = cands.shape[1]
-                s = sender.scores(x[idx], pert.to_deltas(cands.reshape(-1, *zs.shape[1:]), hw,
-                                                         eps))
-                separate = ex["separate"] + step_cost
-                rec: dict[str, Any] = {"step": step + 1}
-                opt_state: dict[str, Any] = {}
-                for a in range(n_attr):
-                    raw_a = s[a * m:(a + 1) * m, :, a].reshape(-1)
-                    losses = self._column_loss(raw_a, np.tile(y[idx, a], m)).reshape(m, b)
-                    g, loss = est._combine(losses.mean(1), dirs[a], c)
-                    upd, new = opt.update(g.reshape(zs[a].shape), opt_of(st.opt_state, a))
-                    opt_state.update({f"a{a}/{k}": v for k, v in new.items()})
-                    zs[a] = pert.project(zs[a] - upd, eps)
-                    rec[f"loss/{self.attributes_[a]}"] = loss
-                last = sender.counter.remaining < 2 * step_cost + val_cost
-                best_z = st.best_z.copy() if st.best_z is not None else zs.copy()
-                best_key, best_step = list(ex["best_key"]), list(ex["best_step"])
-                if val is not None and ((step + 1) % int(self.validation_every) == 0 or last):
-                    ms = validate(zs)
-                    separate += val_cost
-                    for a, mm in enumerate(ms):
-                        rec[f"val_accuracy/{self.attributes_[a]}"] = mm["val_accuracy"]
-                        key = [mm["val_accuracy"], -mm["val_loss"]]
-                        if key > best_key[a]:
-                            best_z[a], best_key[a], best_step[a] = zs[a].copy(), key, step + 1
-                rec["queries"] = sender.counter.queries
-                # Commit the whole step at once.
-                st.z, st.opt_state, st.step, st.best_z = zs, opt_state, step + 1, best_z
-                ex.update(best_key=best_key, best_step=best_step, separate=separate)
-                commit_queries(st, sender.counter)
-                st.rng_state = dict(rng.bit_generator.state)
-                st.history.append(rec)
-                if st.step % checkpoint_every == 0:
-                    save()
-            if val is None:
-                st.best_z, ex["best_step"] = st.z.copy(), [st.step] * n_attr
-            st.done = True
-            save()
-        assert st.best_z is not None
-        if st.baseline is not None:
-            self.baseline_ = st.baseline["per_attribute"]
-        self.perturbation_, self.image_shape_ = pert, hw
-        self.latents_ = st.best_z.astype(np.float32)
-        self.deltas_ = pert.to_deltas(self.latents_, hw, eps)
-        self.queries_ = sender.counter.paid  # every image sent, failed steps' included
-        self.queries_separate_ = int(ex["separate"]) + st.lost_queries
-        self.queries_saved_ = self.queries_separate_ - self.queries_
-        self.history_, self.best_step_, self.n_steps_ = st.history, list(ex["best_step"]), st.step
+        try:
+            with keep_on_failure(st, sender.counter, save):
+                if val is not None and st.baseline is None:
+                    base = validate(st.z)  # all-zero latents: one clean pass serves every attribute
+                    ex["separate"] += val_cost
+                    st.baseline = {"per_attribute": base}
+                    ex["best_key"] = [[m["val_accuracy"], -m["val_loss"]] for m in base]
+                    commit_queries(st, sender.counter)
+                while not st.done and sender.counter.affords(step_cost + val_cost):
+                    step = st.step
+                    idx = rng.choice(x.shape[0], size=b, replace=False) if b < x.shape[0] \
+                        else np.arange(x.shape[0])
+                    c = est.step_at(step)
+                    zs = st.z.copy()
+                    dirs = [est._directions((), zs[a].shape, rng) for a in range(n_attr)]
+                    cands = np.stack([est._candidates(zs[a], dirs[a], c) for a in range(n_attr)])
+                    m = cands.shape[1]
+                    s = sender.scores(x[idx], pert.to_deltas(cands.reshape(-1, *zs.shape[1:]), hw,
+                                                             eps))
+                    separate = ex["separate"] + step_cost
+                    rec: dict[str, Any] = {"step": step + 1}
+                    opt_state: dict[str, Any] = {}
+                    for a in range(n_attr):
+                        raw_a = s[a * m:(a + 1) * m, :, a].reshape(-1)
+                        losses = self._column_loss(raw_a, np.tile(y[idx, a], m)).reshape(m, b)
+                        g, loss = est._combine(losses.mean(1), dirs[a], c)
+                        upd, new = opt.update(g.reshape(zs[a].shape), opt_of(st.opt_state, a))
+                        opt_state.update({f"a{a}/{k}": v for k, v in new.items()})
+                        zs[a] = pert.project(zs[a] - upd, eps)
+                        rec[f"loss/{self.attributes_[a]}"] = loss
+                    last = sender.counter.remaining < 2 * step_cost + val_cost
+                    best_z = st.best_z.copy() if st.best_z is not None else zs.copy()
+                    best_key, best_step = list(ex["best_key"]), list(ex["best_step"])
+                    if val is not None and ((step + 1) % int(self.validation_every) == 0 or last):
+                        ms = validate(zs)
+                        separate += val_cost
+                        for a, mm in enumerate(ms):
+                            rec[f"val_accuracy/{self.attributes_[a]}"] = mm["val_accuracy"]
+                            key = [mm["val_accuracy"], -mm["val_loss"]]
+                            if key > best_key[a]:
+                                best_z[a], best_key[a], best_step[a] = zs[a].copy(), key, step + 1
+                    rec["queries"] = sender.counter.queries
+                    # Commit the whole step at once.
+                    st.z, st.opt_state, st.step, st.best_z = zs, opt_state, step + 1, best_z
+                    ex.update(best_key=best_key, best_step=best_step, separate=separate)
+                    commit_queries(st, sender.counter)
+                    st.rng_state = dict(rng.bit_generator.state)
+                    st.history.append(rec)
+                    if st.step % checkpoint_every == 0:
+                        save()
+                if val is None:
+                    st.best_z, ex["best_step"] = st.z.copy(), [st.step] * n_attr
+                st.done = True
+                save()
+        finally:  # a failed fit keeps what it reached, as DataFineTuner: queries_ included
+            st.best_z = st.z.copy() if st.best_z is None else st.best_z
+            if st.baseline is not None:
+                self.baseline_ = st.baseline["per_attribute"]
+            self.perturbation_, self.image_shape_ = pert, hw
+            self.latents_ = st.best_z.astype(np.float32)
+            self.deltas_ = pert.to_deltas(self.latents_, hw, eps)
+            self.queries_ = sender.counter.paid  # every image sent, failed steps' included
+            self.queries_separate_ = int(ex["separate"]) + st.lost_queries
+            self.queries_saved_ = self.queries_separate_ - self.queries_
+            self.history_, self.n_steps_ = st.history, st.step
+            self.best_step_ = list(ex["best_step"])
         return self
 
     def _fit_shared(self, x: np.ndarray, y: np.ndarray,
@@ -253,8 +256,15 @@ class MultiAttributeTuner:
             learning_rate=self.learning_rate, batch_size=self.batch_size,
             query_budget=int(self.query_budget), scores=self.scores,
             validation_every=self.validation_every, seed=self.seed, progress=False)
-        tuner.fit(x, y, validation=val, checkpoint=checkpoint,
-                  checkpoint_every=checkpoint_every, resume=resume)
+        try:
+            tuner.fit(x, y, validation=val, checkpoint=checkpoint,
+                      checkpoint_every=checkpoint_every, resume=resume)
+        finally:  # a failed fit keeps what it reached (DataFineTuner sets it even then)
+            if hasattr(tuner, "delta_"):
+                self._take_shared(tuner, n_attr)
+        return self
+
+    def _take_shared(self, tuner: DataFineTuner, n_attr: int) -> None:
         self.tuner_ = tuner
         self.perturbation_, self.image_shape_ = tuner.perturbation_, tuner.image_shape_
         self.latents_ = np.repeat(tuner.latent_[None], n_attr, axis=0)
@@ -265,7 +275,6 @@ class MultiAttributeTuner:
         self.queries_saved_ = self.queries_separate_ - self.queries_
         self.history_, self.n_steps_ = tuner.history_, tuner.n_steps_
         self.best_step_ = [tuner.best_step_] * n_attr
-        return self
 
     def transform(self, images: np.ndarray, attribute: int | str) -> np.ndarray:
         """Images ``(N, H, W, 3)`` perturbed by one attribute's delta (by index or name)."""

@@ -320,55 +320,57 @@ class VerificationTuner:
             if checkpoint is not None:
                 st.save(checkpoint, meta)
 
-        with keep_on_failure(st, counter, save):
-            if val is not None and st.baseline is None:
-                st.best_score, rec = validate(st.z)
-                st.baseline = {"queries": counter.queries, **rec}
-                commit_queries(st, counter)
-            while not st.done and counter.affords(worst_step + val_cost):
-                t = current_t()
-                pb = p[rng.choice(p.shape[0], size=b, replace=False)]
+        try:
+            with keep_on_failure(st, counter, save):
+                if val is not None and st.baseline is None:
+                    st.best_score, rec = validate(st.z)
+                    st.baseline = {"queries": counter.queries, **rec}
+                    commit_queries(st, counter)
+                while not st.done and counter.affords(worst_step + val_cost):
+                    t = current_t()
+                    pb = p[rng.choice(p.shape[0], size=b, replace=False)]
 
-                def f(zs: np.ndarray, pb: np.ndarray = pb, tt: float = t) -> np.ndarray:
-                    s = self._sims(counter, x, pb, pert.to_deltas(zs, hw, eps))
-                    return self._loss(s, pb[:, 2], tt)
+                    def f(zs: np.ndarray, pb: np.ndarray = pb, tt: float = t) -> np.ndarray:
+                        s = self._sims(counter, x, pb, pert.to_deltas(zs, hw, eps))
+                        return self._loss(s, pb[:, 2], tt)
 
-                g, loss, _ = est.estimate(f, st.z, rng, st.step)
-                upd, opt_state = opt.update(g, st.opt_state)
-                z = pert.project(st.z - upd, eps)
-                rec = {"step": st.step + 1, "queries": counter.queries, "loss": loss,
-                       "threshold": t}
-                last = counter.remaining < 2 * worst_step + val_cost
-                if val is not None and ((st.step + 1) % int(self.validation_every) == 0
-                                        or last):
-                    key, m = validate(z)
-                    rec.update(m, queries=counter.queries)
-                    if key > (st.best_score or [-np.inf]):
-                        st.best_z, st.best_score, st.best_step = z.copy(), key, st.step + 1
-                # Commit the whole step at once.
-                st.z, st.opt_state, st.step = z, opt_state, st.step + 1
-                commit_queries(st, counter)
-                st.rng_state = dict(rng.bit_generator.state)
-                st.history.append(rec)
-                if st.step % checkpoint_every == 0:
-                    save()
-            if val is None:
-                st.best_z, st.best_step = st.z.copy(), st.step
-            st.done = True
-            save()
-        assert st.best_z is not None
-        best = [r for r in st.history if r["step"] == st.best_step]
-        self.latent_ = st.best_z.astype(np.float32)
-        self.perturbation_, self.image_shape_ = pert, hw
-        self.delta_ = pert.to_delta(self.latent_, hw, eps)
-        if val is not None:
-            self.baseline_ = st.baseline
-            self.baseline_threshold_ = float(st.baseline["threshold"]) if st.baseline else 0.0
-            self.threshold_ = float(best[0]["threshold"]) if best else self.baseline_threshold_
-        else:
-            self.baseline_threshold_ = self.threshold_ = fixed_t
-        self.queries_ = counter.paid  # every image sent, failed steps' included
-        self.history_, self.best_step_ = st.history, st.best_step
+                    g, loss, _ = est.estimate(f, st.z, rng, st.step)
+                    upd, opt_state = opt.update(g, st.opt_state)
+                    z = pert.project(st.z - upd, eps)
+                    rec = {"step": st.step + 1, "queries": counter.queries, "loss": loss,
+                           "threshold": t}
+                    last = counter.remaining < 2 * worst_step + val_cost
+                    if val is not None and ((st.step + 1) % int(self.validation_every) == 0
+                                            or last):
+                        key, m = validate(z)
+                        rec.update(m, queries=counter.queries)
+                        if key > (st.best_score or [-np.inf]):
+                            st.best_z, st.best_score, st.best_step = z.copy(), key, st.step + 1
+                    # Commit the whole step at once.
+                    st.z, st.opt_state, st.step = z, opt_state, st.step + 1
+                    commit_queries(st, counter)
+                    st.rng_state = dict(rng.bit_generator.state)
+                    st.history.append(rec)
+                    if st.step % checkpoint_every == 0:
+                        save()
+                if val is None:
+                    st.best_z, st.best_step = st.z.copy(), st.step
+                st.done = True
+                save()
+        finally:  # a failed fit keeps what it reached, as DataFineTuner: queries_ included
+            st.best_z = st.z.copy() if st.best_z is None else st.best_z
+            best = [r for r in st.history if r["step"] == st.best_step]
+            self.latent_ = st.best_z.astype(np.float32)
+            self.perturbation_, self.image_shape_ = pert, hw
+            self.delta_ = pert.to_delta(self.latent_, hw, eps)
+            if val is not None:
+                self.baseline_ = st.baseline
+                self.baseline_threshold_ = float(st.baseline["threshold"]) if st.baseline else 0.0
+                self.threshold_ = float(best[0]["threshold"]) if best else self.baseline_threshold_
+            else:
+                self.baseline_threshold_ = self.threshold_ = fixed_t
+            self.queries_ = counter.paid  # every image sent, failed steps' included
+            self.history_, self.best_step_ = st.history, st.best_step
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:

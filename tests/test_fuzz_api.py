@@ -437,13 +437,7 @@ def _tuner_and_data(kind: str, model: Any) -> tuple[Any, tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("kind", [
-    "classification",
-    pytest.param("verification", marks=pytest.mark.xfail(strict=True, reason=(
-        "verification.py fit loop (not this slice): a fit that fails sets no queries_, so "
-        "the images it paid for are not reported; reported to the lead"))),
-    pytest.param("multiattribute", marks=pytest.mark.xfail(strict=True, reason=(
-        "multiattr.py fit loop (not this slice): a fit that fails sets no queries_; "
-        "reported to the lead"))),
+    "classification", "verification", "multiattribute",
 ])
 @FEW
 @given(k=st.integers(0, 6), how=st.sampled_from(["raises", "nan", "rows"]))
