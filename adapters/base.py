@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from blackbox_dft.checks import check_int, show
+from blackbox_dft.checks import check_int
 from blackbox_dft.images import check_image_pairs, check_images
 from blackbox_dft.model import ModelError, check_scores
 
@@ -54,38 +54,13 @@ class CallableModel(BaseModel):
         self.n_outputs = None if n_outputs is None else check_int("n_outputs", n_outputs, 1)
 
     def _predict(self, images: np.ndarray) -> np.ndarray:
-        scores = check_scores(_numeric(self.fn(images), self.name), images.shape[0], self)
+        scores = check_scores(self.fn(images), images.shape[0], self)
         if self.n_outputs is not None and scores.shape[1] != self.n_outputs:
             raise ModelError(
                 f"{self.name} returned {scores.shape[1]} scores per image, "
                 f"expected n_outputs={self.n_outputs}"
             )
         return scores
-
-
-def _numeric(out: Any, who: str) -> Any:
-    """``out`` if it can be read as real numbers; a one-line ModelError for what
-    ``check_scores`` would convert silently or fail on in a raw way: complex numbers (the
-    imaginary part dropped), dates, records, text, Python ints beyond the float range."""
-    if isinstance(out, (str, bytes)):
-        raise ModelError(f"{who} returned {type(out).__name__} of length {len(out)}, "
-                         "which is not a numeric array")
-    try:
-        arr = out if isinstance(out, np.ndarray) else np.asarray(out)
-    except (TypeError, ValueError):  # ragged: check_scores names it
-        return out
-    if arr.dtype.kind in "biuf":
-        return arr
-    if arr.dtype.kind == "O":
-        try:
-            return arr.astype(np.float64)
-        except OverflowError:
-            raise ModelError(f"{who} returned a number beyond the float range, which is not a "
-                             "numeric array of scores") from None
-        except (TypeError, ValueError):  # not numbers: check_scores names what it got
-            return out
-    raise ModelError(f"{who} returned scores of dtype {arr.dtype} ({show(out)}), which is "
-                     "not a numeric array of real numbers")
 
 
 class CallablePairModel:

@@ -231,7 +231,7 @@ def test_check_scores_refuses_what_numpy_would_misread(scores):
 @pytest.mark.parametrize("scores", [np.array([[0.5 + 2j, 0.5]]), [[10**400, 1]], "x" * 10_000,
                                     np.array([["2020-01-01"]], dtype="datetime64[D]")],
                          ids=["complex", "overflow", "long string", "datetime"])
-def test_callable_model_refuses_what_check_scores_lets_through(scores):
+def test_callable_model_names_itself_when_refusing_unreadable_outputs(scores):
     model = CallableModel(lambda x: scores, name="vendor-x")
     _, err = outcome(model.predict, X[:1], types=(ModelError,))
     assert err is not None and "vendor-x" in str(err) and len(str(err)) <= 300
