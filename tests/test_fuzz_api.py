@@ -6,7 +6,8 @@ result is checked against an independent oracle) or fails with a ValueError/Type
 (ModelError for what a model returns) whose message is ONE short line; a bad argument or
 bad labels never cost a query, and the images a model sees never exceed the budget and
 always equal ``queries_``. Examples are derandomized (CI is reproducible); the models are
-tiny linear functions on 8x8 or 16x16 images so that an example takes milliseconds.
+linear functions of 16x16 images (1 to 9 pixels a side in the tiny-data property), so that
+an example takes milliseconds. Run with ``--hypothesis-show-statistics`` for the counts.
 """
 
 from __future__ import annotations
