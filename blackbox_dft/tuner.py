@@ -245,6 +245,15 @@ class DataFineTuner:
                     f"{x.shape[1:]}; resize them to one size"
                 )
             val = (xv, objective.check_labels(validation[1], xv.shape[0], "validation labels"))
+        known = objective.known_outputs()
+        declared = getattr(self.model, "n_outputs", None)
+        if known is None and self.label_map is None and isinstance(declared, int) \
+                and not isinstance(declared, bool):
+            known = declared  # the model says how many scores it returns
+        if known is not None:  # labels it cannot score are refused before any query
+            objective.check_against(known, y)
+            if val is not None:
+                objective.check_against(known, val[1])
         if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
         b = min(int(self.batch_size), x.shape[0])

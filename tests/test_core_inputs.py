@@ -169,3 +169,18 @@ def test_small_budget_still_returns_a_valid_result():
     t = DataFineTuner(p.model, "multiclass", scores="logits", estimator=SPSA(), batch_size=32,
                       query_budget=64 + 2 * 100, progress=False).fit(*p.train, validation=p.val)
     assert t.n_steps_ == 1 and t.queries_ <= 264
+
+
+def test_fit_refuses_labels_beyond_declared_outputs_before_any_query():
+    """A model that declares its number of outputs: labels it cannot score cost nothing."""
+    seen = {"n": 0}
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        seen["n"] += len(x)
+        return np.zeros((len(x), 3))
+
+    model = CallableModel(fn, name="three-classes", n_outputs=3)
+    x = np.zeros((20, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="labels go up to 4 but the model's scores give 3"):
+        DataFineTuner(model, query_budget=500, progress=False).fit(x, np.arange(20) % 5)
+    assert seen["n"] == 0
