@@ -93,7 +93,8 @@ class MultiModel(BaseModel):
     """
 
     def __init__(self, heads: list[tuple[str, Any, int]], name: str = "multi") -> None:
-        if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__"):
+        if isinstance(heads, (str, bytes)) or not hasattr(heads, "__iter__") or (
+                isinstance(heads, np.ndarray) and heads.ndim == 0):
             raise TypeError(f"heads must be a list of (attribute, model, column), "
                             f"got {show(heads)}")
         heads = list(heads)
