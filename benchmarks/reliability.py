@@ -28,7 +28,8 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results")
 PROMISES: dict[str, tuple[str, list[str]]] = {
     "budget": ("Paid images never exceed the query budget, faults or not; spend.json, info "
                "and queries_ agree with what the model was sent",
-               ["test_money.py", "test_server_faults.py", "test_resume_kill.py"]),
+               ["test_money.py", "test_server_faults.py", "test_resume_kill.py",
+                "test_signals.py"]),
     "no_double_pay": ("Answers that came back are kept before an error propagates; one "
                       "process per run folder",
                       ["test_cache.py", "test_run_lock.py"]),
