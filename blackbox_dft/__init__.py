@@ -17,14 +17,17 @@ from .model import (  # noqa: E402
     QueryCounter,
     check_scores,
 )
+from .multiattr import MultiAttributeTuner  # noqa: E402
 from .objectives import Objective  # noqa: E402
 from .optimizers import SGD, Adam, Optimizer, Schedule, SignSGD  # noqa: E402
 from .perturbation import FullResolution, LowResolution, Perturbation  # noqa: E402
 from .tuner import DataFineTuner, NotFittedError  # noqa: E402
+from .verification import VerificationTuner  # noqa: E402
 
 __all__ = [
     "__version__",
-    "DataFineTuner", "NotFittedError", "FineTunedModel",
+    "DataFineTuner", "VerificationTuner", "MultiAttributeTuner", "NotFittedError",
+    "FineTunedModel",
     "Model", "ModelError", "BudgetExhausted", "QueryCounter", "check_scores",
     "Estimator", "SPSA", "NES", "RandomDirections",
     "Optimizer", "SGD", "Adam", "SignSGD", "Schedule",

@@ -37,7 +37,13 @@ from .state import (
     resume_queries,
     write_npz_json,
 )
-from .tuner import DataFineTuner, _fingerprint, check_common_args, decode_params
+from .tuner import (
+    DataFineTuner,
+    NotFittedError,
+    _fingerprint,
+    check_common_args,
+    decode_params,
+)
 
 __all__ = ["MultiAttributeTuner", "MODES"]
 
@@ -279,7 +285,7 @@ class MultiAttributeTuner:
     def transform(self, images: np.ndarray, attribute: int | str) -> np.ndarray:
         """Images ``(N, H, W, 3)`` perturbed by one attribute's delta (by index or name)."""
         if not hasattr(self, "deltas_"):
-            raise ValueError("this MultiAttributeTuner is not fitted yet; call fit first")
+            raise NotFittedError("this MultiAttributeTuner is not fitted yet; call fit first")
         if isinstance(attribute, str):
             a = self.attributes_.index(check_choice("attribute", attribute, self.attributes_))
         else:
@@ -298,7 +304,7 @@ class MultiAttributeTuner:
         the perturbed images: ``(1 + distinct deltas) x N`` queries instead of ``2 A N``.
         """
         if not hasattr(self, "deltas_"):
-            raise ValueError("this MultiAttributeTuner is not fitted yet; call fit first")
+            raise NotFittedError("this MultiAttributeTuner is not fitted yet; call fit first")
         x = check_images(images)
         y = Objective("multilabel").check_labels(labels, x.shape[0])
         eps = float(self.epsilon)
@@ -349,7 +355,7 @@ class MultiAttributeTuner:
         """Write the fitted deltas ``(A, H, W, 3)`` and latents to ``path`` (``.npz`` arrays
         plus one JSON document: attributes, parameters, queries; no pickle)."""
         if not hasattr(self, "deltas_"):
-            raise ValueError("this MultiAttributeTuner is not fitted yet; call fit first")
+            raise NotFittedError("this MultiAttributeTuner is not fitted yet; call fit first")
         write_npz_json(path, {"deltas": self.deltas_, "latents": self.latents_}, {
             "kind": "multiattr_result", "params": self.get_params(), "version": __version__,
             "attributes": self.attributes_, "perturbation": self.perturbation_.get_config(),

@@ -43,7 +43,7 @@ from .state import (
     resume_queries,
     write_npz_json,
 )
-from .tuner import _fingerprint, check_common_args, decode_params
+from .tuner import NotFittedError, _fingerprint, check_common_args, decode_params
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
            "verification_accuracy", "tar_at_far", "roc_auc", "verification_metrics"]
@@ -376,7 +376,7 @@ class VerificationTuner:
     def transform(self, images: np.ndarray) -> np.ndarray:
         """Perturbed copies of uint8 ``(N, H, W, 3)`` images."""
         if not hasattr(self, "delta_"):
-            raise ValueError("this VerificationTuner is not fitted yet; call fit first")
+            raise NotFittedError("this VerificationTuner is not fitted yet; call fit first")
         x = check_images(images)
         return apply_delta(x, self.perturbation_.to_delta(self.latent_, x.shape[1:3],
                                                           float(self.epsilon)))
@@ -389,7 +389,7 @@ class VerificationTuner:
         ``tar_at_far`` and ``auc`` need no threshold. Also PSNR / SSIM and queries spent.
         """
         if not hasattr(self, "delta_"):
-            raise ValueError("this VerificationTuner is not fitted yet; call fit first")
+            raise NotFittedError("this VerificationTuner is not fitted yet; call fit first")
         x = check_images(images)
         p = check_pairs(pairs, x.shape[0])
         counter = QueryCounter(self.model)
@@ -433,7 +433,7 @@ class VerificationTuner:
         """Write the fitted delta, latent and thresholds to ``path`` (``.npz`` + JSON, no
         pickle)."""
         if not hasattr(self, "delta_"):
-            raise ValueError("this VerificationTuner is not fitted yet; call fit first")
+            raise NotFittedError("this VerificationTuner is not fitted yet; call fit first")
         write_npz_json(path, {"delta": self.delta_, "latent": self.latent_}, {
             "kind": "verification_result", "params": self.get_params(), "version": __version__,
             "perturbation": self.perturbation_.get_config(),

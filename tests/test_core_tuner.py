@@ -7,6 +7,7 @@ import pytest
 from adapter_contract import check_model_contract
 from synthetic import make_problem
 
+import blackbox_dft
 from adapters import CallableModel
 from blackbox_dft import (
     NES,
@@ -270,3 +271,14 @@ def test_perturb_paired_is_exactly_clip_of_image_plus_rounded_delta(pert, hw):
     out = np.zeros((6, *hw, 3), dtype=np.uint8)
     pert.perturb_paired(x, zs, 8.0, out=out[1:5])
     assert np.array_equal(out[1:5], want) and not out[0].any() and not out[5].any()
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: blackbox_dft.VerificationTuner(m),
+    lambda m: blackbox_dft.MultiAttributeTuner(m, ["a", "b"]),
+])
+def test_every_tuner_is_exported_and_raises_the_one_not_fitted_error(make):
+    tuner = make(CallableModel(lambda x: np.zeros((len(x), 2)), name="m"))
+    with pytest.raises(NotFittedError, match="not fitted"):
+        tuner.transform(np.zeros((1, 4, 4, 3), np.uint8), *(() if isinstance(
+            tuner, blackbox_dft.VerificationTuner) else (0,)))
