@@ -27,5 +27,7 @@ def check_model_contract(model, height: int = 25, width: int = 25, n: int = 3,
         model.predict(x.astype(np.float32) * 2.0)
     with pytest.raises(TypeError, match="numpy array"):
         model.predict([[1, 2, 3]])
-    assert repr(model)
+    # a useful repr: one line that says what the model is
+    text = repr(model)
+    assert "\n" not in text and type(model).__name__ in text, text
     return s

@@ -8,7 +8,6 @@ from scipy.special import softmax
 from synthetic import make_problem
 
 from adapters import CallableModel
-from adapters.wrappers import LabelOnly
 from blackbox_dft.multiattr import MultiAttributeTuner
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -34,7 +33,6 @@ def test_per_attribute_lockstep_improves_and_shares_queries() -> None:
     assert tuner.deltas_.shape == (3, 16, 16, 3)
     # The clean validation pass is sent once for three attributes.
     assert tuner.queries_saved_ >= 2 * len(val[1])
-    assert tuner.queries_separate_ == tuner.queries_ + tuner.queries_saved_
     ev = tuner.evaluate(*test)
     assert set(ev["per_attribute"]) == {"a0", "a1", "a2"}
     assert ev["queries"] < ev["queries_separate"]
@@ -50,7 +48,6 @@ def test_shared_mode_uses_one_delta() -> None:
     tuner = MultiAttributeTuner(model, mode="shared", query_budget=4_000, seed=0)
     tuner.fit(*train, validation=val)
     assert np.array_equal(tuner.deltas_[0], tuner.deltas_[2])
-    assert tuner.queries_saved_ == 2 * tuner.queries_
     ev = tuner.evaluate(*test)
     assert ev["queries"] == 2 * len(test[1])  # clean + one distinct delta
     assert ev["accuracy_after"] >= ev["accuracy_before"] - 0.02
@@ -68,7 +65,6 @@ def test_label_only_attributes_and_bad_input() -> None:
         MultiAttributeTuner(model, mode="both").fit(*train)
     with pytest.raises(ValueError, match="attribute names"):
         MultiAttributeTuner(model, ["only-one"]).fit(*train)
-    assert isinstance(LabelOnly(model), LabelOnly)
 
 
 @pytest.mark.parametrize("mode", ["per_attribute", "shared"])
