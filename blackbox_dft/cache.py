@@ -65,7 +65,6 @@ class CachedModel:
         self.key = key
         self.name = model_name(model)
         self.hits = 0
-        self.misses = 0
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
@@ -74,7 +73,7 @@ class CachedModel:
             for statement in _SCHEMA:
                 self._db.execute(statement)
             self._db.commit()
-            self._sent = self._read_sent()
+            self._sent = self._sent_at_open = self._read_sent()
         except sqlite3.DatabaseError as exc:
             if "full" in str(exc):  # SQLITE_FULL: the disk, not the file
                 raise FileWriteError(self.path, OSError(errno.ENOSPC, str(exc))) from None
@@ -161,10 +160,7 @@ class CachedModel:
         """Send the unseen entries ``todo`` (key -> row), counting them as paid first; keep
         every answer that came back, even from a call that then failed."""
         rows = list(todo.values())
-        with self._lock:
-            self._sent += per_entry * len(rows)
-            self.misses += per_entry * len(rows)
-            self._save_sent()
+        self._add_sent(per_entry * len(rows))
         try:
             scores = check_scores(send(rows), len(rows), self.model)
         except BaseException as exc:
@@ -178,23 +174,28 @@ class CachedModel:
             self._store(new)
         return new
 
-    def _save_sent(self) -> None:
-        """Commit the count of sent images to the file (caller holds the lock)."""
-        with self._disk():
-            self._db.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('sent', ?)",
-                             (self._sent,))
-            self._db.commit()
+    @property
+    def misses(self) -> int:
+        """Images this object sent to the model (counted before they were sent)."""
+        with self._lock:
+            return self._sent - self._sent_at_open
+
+    def _add_sent(self, k: int) -> None:
+        """Add ``k`` (negative: take back) to the count of sent images and commit it."""
+        with self._lock:
+            self._sent += k
+            with self._disk():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO counters (name, value) VALUES ('sent', ?)",
+                    (self._sent,))
+                self._db.commit()
 
     def _unsend(self, never: np.ndarray, n: int, per_entry: int) -> None:
         """Take back from the count of sent images those a failed call says it never sent
         (requests stopped before they went out)."""
         k = int(np.unique(never[(never >= 0) & (never < n)]).size)
-        if not k:
-            return
-        with self._lock:
-            self._sent -= per_entry * k
-            self.misses -= per_entry * k
-            self._save_sent()
+        if k:
+            self._add_sent(-per_entry * k)
 
     def _keep_partial(self, keys: list[bytes], rows: np.ndarray, scores: np.ndarray) -> None:
         """Store the answers a failed call got back (rows index ``keys``); bad rows are
