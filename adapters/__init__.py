@@ -5,9 +5,8 @@ Adapters import ``blackbox_dft``; ``blackbox_dft`` never imports adapters
 model file and no optional runtime.
 """
 
-from .base import BaseModel, CallableModel, CallablePairModel
-from .dnn import DNNModel, LiteRTModel, Preprocess
-from .errors import (
+from adapters.base import BaseModel, CallableModel, CallablePairModel
+from adapters.errors import (
     AuthenticationError,
     EndpointUnreachable,
     HTTPModelError,
@@ -15,10 +14,12 @@ from .errors import (
     ResponseFormatError,
     ThrottledError,
 )
-from .http import HTTPModel, safe_url
-from .rekognition import RekognitionCompareModel, RekognitionModel
-from .server import Faults, StandInServer, serve_main
-from .standins import (
+from adapters.local.dnn import DNNModel, LiteRTModel, Preprocess
+from adapters.remote.http import HTTPModel, safe_url
+from adapters.remote.rekognition import RekognitionCompareModel, RekognitionModel
+from adapters.remote.vendors import PRESETS, make_preset
+from adapters.serving.server import Faults, StandInServer, serve_main
+from adapters.standins.models import (
     EMOTION_LABELS,
     STANDINS,
     blazeface,
@@ -27,8 +28,7 @@ from .standins import (
     load_standin,
     smiling,
 )
-from .tasks import TASKS, Task, face_task, load_task, smiling_task
-from .vendors import PRESETS, make_preset
+from adapters.standins.tasks import TASKS, Task, face_task, load_task, smiling_task
 
 __all__ = [
     "BaseModel", "CallableModel", "CallablePairModel",

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from blackbox_dft.checks import check_int
-from blackbox_dft.images import check_image_pairs, check_images
-from blackbox_dft.model import ModelError, check_scores
+from blackbox_dft.core.checks import check_int
+from blackbox_dft.core.images import check_image_pairs, check_images
+from blackbox_dft.core.model import ModelError, check_scores
 
 __all__ = ["BaseModel", "CallableModel", "CallablePairModel"]
 
@@ -65,7 +65,7 @@ class CallableModel(BaseModel):
 
 class CallablePairModel:
     """Wrap ``fn(images_a, images_b) -> similarities (P,)`` (a face-compare call) as a pair
-    model for :class:`~blackbox_dft.verification.VerificationTuner`.
+    model for :class:`~blackbox_dft.tasks.verification.VerificationTuner`.
 
     fn gets two uint8 RGB ``(P, H, W, 3)`` stacks, image ``i`` of each forming pair ``i``,
     and returns one similarity per pair (any scale: a cosine, a vendor's 0-100 confidence;

@@ -1,4 +1,4 @@
-"""Errors raised by the HTTP adapter: all are :class:`blackbox_dft.model.ModelError`.
+"""Errors raised by the HTTP adapter: all are :class:`blackbox_dft.core.model.ModelError`.
 
 Every message is one line that names the URL (with secrets removed), what came back and
 what to check. None of them ever contains a secret (API keys, header values, URL query
@@ -8,7 +8,7 @@ transport error it replaces in ``__context__`` (whose text may hold the URL).
 
 from __future__ import annotations
 
-from blackbox_dft.model import ModelError
+from blackbox_dft.core.model import ModelError
 
 __all__ = [
     "HTTPModelError",

@@ -42,7 +42,7 @@ def job(args: tuple[str, dict[str, Any], int, str, int]) -> dict[str, Any]:
     snaps = run_ours(task, seed, 10_000, dict(spec))
     from qe_methods import make_perturbation
 
-    from blackbox_dft.images import apply_delta, psnr
+    from blackbox_dft.core.images import apply_delta, psnr
     acc = {}
     for m in (3000, 10000):
         z = [z for q, z in snaps if q <= m][-1]

@@ -39,9 +39,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from adapters.base import CallableModel  # noqa: E402
-from adapters.http import HTTPModel  # noqa: E402
-from adapters.server import Faults, StandInServer  # noqa: E402
-from adapters.wire import b64, encode_image  # noqa: E402
+from adapters.remote.http import HTTPModel  # noqa: E402
+from adapters.remote.wire import b64, encode_image  # noqa: E402
+from adapters.serving.server import Faults, StandInServer  # noqa: E402
 
 
 def _toy(x: np.ndarray) -> np.ndarray:

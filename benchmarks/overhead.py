@@ -70,7 +70,7 @@ def measure(pert, size: int, steps: int, batch: int, est=None) -> dict:
 
 def blazeface_ms_per_image(size: int) -> float | None:
     try:
-        from adapters.standins import load_standin
+        from adapters.standins.models import load_standin
         model = load_standin("blazeface")
         x = np.random.default_rng(0).integers(0, 256, size=(32, size, size, 3), dtype=np.uint8)
         model.predict(x[:2])

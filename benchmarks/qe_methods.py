@@ -3,7 +3,7 @@
 Every method works on the same problem: a latent ``z`` of the library's perturbation
 family, ``|delta| <= epsilon``, the library's loss (:class:`blackbox_dft.Objective`), and
 one query per image sent to the model (training and validation images alike, counted
-by :class:`blackbox_dft.model.QueryCounter`). Each run returns snapshots
+by :class:`blackbox_dft.core.model.QueryCounter`). Each run returns snapshots
 ``[(queries, best latent so far)]``, the best latent being chosen on the validation
 split exactly as ``DataFineTuner`` does (accuracy, ties broken by lower loss); the
 caller scores the snapshots on the held-out test split, which costs no budget.
@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from blackbox_dft import DataFineTuner, FullResolution, LowResolution
-from blackbox_dft.estimators import ESTIMATORS
-from blackbox_dft.images import apply_delta, apply_deltas
-from blackbox_dft.metrics import classification_metrics
-from blackbox_dft.model import QueryCounter
-from blackbox_dft.objectives import Objective
-from blackbox_dft.optimizers import SGD, Adam, Schedule, SignSGD
-from blackbox_dft.perturbation import Perturbation
+from blackbox_dft.core.estimators import ESTIMATORS
+from blackbox_dft.core.images import apply_delta, apply_deltas
+from blackbox_dft.core.metrics import classification_metrics
+from blackbox_dft.core.model import QueryCounter
+from blackbox_dft.core.objectives import Objective
+from blackbox_dft.core.optimizers import SGD, Adam, Schedule, SignSGD
+from blackbox_dft.core.perturbation import Perturbation
 
 Snapshots = list[tuple[int, np.ndarray]]
 EPSILON = 8.0

@@ -127,16 +127,16 @@ def get_task(name: str) -> Any:
         if name == "synthetic":
             _TASK_CACHE[name] = SyntheticTask()
         else:
-            from adapters.tasks import load_task
+            from adapters.standins.tasks import load_task
             _TASK_CACHE[name] = load_task(name, shift=TASKS[name])
     return _TASK_CACHE[name]
 
 
 def test_metrics(task: Any, latent: str, z: np.ndarray) -> tuple[float, float]:
     """Held-out (accuracy, balanced accuracy) of latent ``z``; not counted as queries."""
-    from blackbox_dft.images import apply_delta
-    from blackbox_dft.metrics import classification_metrics
-    from blackbox_dft.objectives import Objective
+    from blackbox_dft.core.images import apply_delta
+    from blackbox_dft.core.metrics import classification_metrics
+    from blackbox_dft.core.objectives import Objective
     x, y = task.test
     pert = make_perturbation(latent)
     delta = pert.to_delta(np.asarray(z, np.float32), (int(x.shape[1]), int(x.shape[2])), EPSILON)

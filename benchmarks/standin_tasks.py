@@ -37,7 +37,7 @@ TASKS = {"face": "blur:sigma=1", "smiling": "blur:sigma=0.7"}
 
 
 def _metrics(task: Any, images: np.ndarray) -> tuple[float, float]:
-    from blackbox_dft.metrics import classification_metrics
+    from blackbox_dft.core.metrics import classification_metrics
     y = task.test[1]
     pred = task.model.predict(images).argmax(1)
     m = classification_metrics(y, pred, "binary", 2)
@@ -48,9 +48,9 @@ def run_one(job: tuple[str, str, int, int, float]) -> dict[str, Any]:
     """Fit the defaults on one task and seed; score the test split and the controls."""
     import cv2
     cv2.setNumThreads(1)
-    from adapters.tasks import load_task
+    from adapters.standins.tasks import load_task
     from blackbox_dft import DataFineTuner
-    from blackbox_dft.images import apply_delta
+    from blackbox_dft.core.images import apply_delta
 
     name, shift, seed, budget, energy_penalty = job
     task = load_task(name, shift=shift)

@@ -5,11 +5,10 @@ black-box model's loss on a user's labelled images, using only queries
 ``predict(images) -> scores`` (Chhabra et al., AAAI 2019).
 """
 
-__version__ = "0.1.0"
-
-from .estimators import NES, SPSA, Estimator, RandomDirections  # noqa: E402
-from .images import apply_delta, check_images, psnr  # noqa: E402
-from .model import (  # noqa: E402
+from blackbox_dft._version import __version__
+from blackbox_dft.core.estimators import NES, SPSA, Estimator, RandomDirections
+from blackbox_dft.core.images import apply_delta, check_images, psnr
+from blackbox_dft.core.model import (
     BudgetExhausted,
     FineTunedModel,
     Model,
@@ -17,12 +16,12 @@ from .model import (  # noqa: E402
     QueryCounter,
     check_scores,
 )
-from .multiattr import MultiAttributeTuner  # noqa: E402
-from .objectives import Objective  # noqa: E402
-from .optimizers import SGD, Adam, Optimizer, Schedule, SignSGD  # noqa: E402
-from .perturbation import FullResolution, LowResolution, Perturbation  # noqa: E402
-from .tuner import DataFineTuner, NotFittedError  # noqa: E402
-from .verification import VerificationTuner  # noqa: E402
+from blackbox_dft.core.objectives import Objective
+from blackbox_dft.core.optimizers import SGD, Adam, Optimizer, Schedule, SignSGD
+from blackbox_dft.core.perturbation import FullResolution, LowResolution, Perturbation
+from blackbox_dft.tasks.attributes import MultiAttributeTuner
+from blackbox_dft.tasks.classification import DataFineTuner, NotFittedError
+from blackbox_dft.tasks.verification import VerificationTuner
 
 __all__ = [
     "__version__",

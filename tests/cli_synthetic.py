@@ -92,7 +92,7 @@ EMBEDDING = _PixelEmbedding()
 
 def write_attribute_csv(folder: str, per_split: int = 60) -> str:
     """The problem's splits as PNGs plus ``attributes.csv`` (path, split, a0, a1, a2)."""
-    from blackbox_dft.data import write_image
+    from blackbox_dft.data.datasets import write_image
 
     os.makedirs(folder, exist_ok=True)
     rows = ["path,split," + ",".join(ATTRIBUTES)]
@@ -115,7 +115,7 @@ def write_lfw_pairs(root: str, pairs_file: str, n_people: int = 40) -> None:
     person and one different pair (to the next person)."""
     import cv2
 
-    from adapters.verification_task import verification_task
+    from adapters.standins.verification_task import verification_task
 
     task = verification_task(shift="blur:sigma=1", seed=0)
     views = np.concatenate([task.train[0], task.val[0], task.test[0]])[:2 * n_people]

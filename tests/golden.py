@@ -79,7 +79,7 @@ def _classification_face() -> dict[str, Any]:
 def _verification() -> dict[str, Any]:
     from test_verification import _linear_embedding_problem
 
-    from blackbox_dft.verification import VerificationTuner
+    from blackbox_dft.tasks.verification import VerificationTuner
 
     model, train, val, _ = _linear_embedding_problem()
     t = VerificationTuner(model, query_budget=3_000, seed=1).fit(*train, validation=val)
@@ -90,7 +90,7 @@ def _attributes(mode: str) -> Callable[[], dict[str, Any]]:
     def run() -> dict[str, Any]:
         from test_multiattr import _multilabel_problem
 
-        from blackbox_dft.multiattr import MultiAttributeTuner
+        from blackbox_dft.tasks.attributes import MultiAttributeTuner
 
         model, train, val, _ = _multilabel_problem()
         t = MultiAttributeTuner(model, ["a0", "a1", "a2"], mode=mode, query_budget=4_000,

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from blackbox_dft.cache import CachedModel, image_keys
+from blackbox_dft.cli.cache import CachedModel, image_keys
 
 
 class Counting:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from cli_synthetic import PROBLEM, error_line, write_npz
 
-from blackbox_dft.cli import main
-from blackbox_dft.data import read_image, write_image
-from blackbox_dft.state import read_npz_json
+from blackbox_dft.cli.main import main
+from blackbox_dft.core.state import read_npz_json
+from blackbox_dft.data.datasets import read_image, write_image
 
 SPEC = "python:cli_synthetic:predict"
 
@@ -192,7 +192,7 @@ def test_skip_bad_skips_and_names_the_file(tmp_path, capsys):
 
 @pytest.mark.network
 def test_http_model_key_only_from_env_and_never_written(tmp_path, data, capsys, monkeypatch):
-    from adapters.server import StandInServer
+    from adapters.serving.server import StandInServer
 
     secret = "s3cr3t-KEY-that-must-not-leak"
     monkeypatch.setenv("MY_VENDOR_KEY", secret)
@@ -236,7 +236,7 @@ def test_demo_writes_the_run_folder_and_auto_suffixes(tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_fit_on_an_image_folder_equals_the_library_call(tmp_path, capsys):
     """The face task written as PNG files and fitted by the CLI gives the library's delta."""
-    from adapters.tasks import load_task
+    from adapters.standins.tasks import load_task
     from blackbox_dft import DataFineTuner
 
     task = load_task("face", shift="blur:sigma=2.5", seed=0)

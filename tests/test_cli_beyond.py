@@ -18,10 +18,10 @@ from cli_synthetic import (
     write_npz,
 )
 
-from blackbox_dft.cli import main
-from blackbox_dft.multiattr import MultiAttributeTuner
-from blackbox_dft.state import FitState, paid_images, read_npz_json
-from blackbox_dft.verification import VerificationTuner
+from blackbox_dft.cli.main import main
+from blackbox_dft.core.state import FitState, paid_images, read_npz_json
+from blackbox_dft.tasks.attributes import MultiAttributeTuner
+from blackbox_dft.tasks.verification import VerificationTuner
 
 ATTR_SPEC = "python:cli_synthetic:predict_attributes"
 
@@ -190,8 +190,8 @@ def test_verification_fit_fails_mid_fit_and_resumes_to_the_uninterrupted_result(
 def test_verification_fit_against_a_face_compare_api(tmp_path, lfw, capsys, monkeypatch):
     """fit --pairs through a Face++-style /compare endpoint on 127.0.0.1 (keys from env)."""
     from adapters import CallablePairModel, StandInServer
-    from adapters.embedding import HOGEmbedding
-    from adapters.vendors import SideBySide
+    from adapters.local.embedding import HOGEmbedding
+    from adapters.remote.vendors import SideBySide
     pairs, root = lfw
     hog = HOGEmbedding()
     pair = CallablePairModel(lambda a, b: np.sum(hog.predict(a) * hog.predict(b), axis=1))

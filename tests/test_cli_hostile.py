@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from cli_synthetic import PROBLEM, count, write_npz
 
-from blackbox_dft import state as state_module
-from blackbox_dft.cli import main
-from blackbox_dft.data import write_image
-from blackbox_dft.runs import RunError, RunFolder
-from blackbox_dft.state import read_npz_json, write_npz_json
+from blackbox_dft.cli.main import main
+from blackbox_dft.cli.runs import RunError, RunFolder
+from blackbox_dft.core import state as state_module
+from blackbox_dft.core.state import read_npz_json, write_npz_json
+from blackbox_dft.data.datasets import write_image
 
 SPEC = "python:cli_synthetic:predict"
 BUDGET = 600
@@ -455,7 +455,7 @@ def _folder_leaks(folder: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server():
-    from adapters.server import StandInServer
+    from adapters.serving.server import StandInServer
 
     with StandInServer(PROBLEM.model, "oip", port=0) as srv:
         yield srv

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from blackbox_dft import SGD, Adam, Schedule, SignSGD
-from blackbox_dft.optimizers import make_optimizer, optimizer_from_config
-from blackbox_dft.state import read_npz_json, write_npz_json
+from blackbox_dft.core.optimizers import make_optimizer, optimizer_from_config
+from blackbox_dft.core.state import read_npz_json, write_npz_json
 
 OPTIMIZERS = [
     SGD(0.1), SGD(0.1, momentum=0.9), SGD(0.1, momentum=0.9, nesterov=True),

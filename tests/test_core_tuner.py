@@ -245,7 +245,7 @@ def test_energy_penalty_must_be_a_finite_non_negative_number(problem, bad):
 
 
 def test_per_image_estimator_round_trips_and_is_refused_where_unsupported(problem, tmp_path):
-    from blackbox_dft.multiattr import MultiAttributeTuner
+    from blackbox_dft.tasks.attributes import MultiAttributeTuner
     est = SPSA(directions=1, step=2.0, per_image=True)
     t = tuner(problem.model, estimator=est, query_budget=1_000).fit(*problem.train)
     t.save(tmp_path / "d.npz")

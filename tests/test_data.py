@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from blackbox_dft.data import (
+from blackbox_dft.data.datasets import (
     DataError,
     Dataset,
     fit_size,
@@ -17,7 +17,7 @@ from blackbox_dft.data import (
     split_dataset,
     write_image,
 )
-from blackbox_dft.loaders import list_images, load_dataset
+from blackbox_dft.data.loaders import list_images, load_dataset
 
 
 def _rgb(value: int, h: int = 12, w: int = 12) -> np.ndarray:

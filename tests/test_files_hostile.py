@@ -24,12 +24,12 @@ import numpy as np
 import pytest
 from cli_synthetic import PROBLEM, error_line, write_npz
 
-import blackbox_dft.files as files
-from blackbox_dft.cli import main
-from blackbox_dft.data import DataError, read_image, write_image
-from blackbox_dft.image_header import image_size
-from blackbox_dft.loaders import load_dataset
-from blackbox_dft.pairs import load_lfw_pairs
+import blackbox_dft.data.files as files
+from blackbox_dft.cli.main import main
+from blackbox_dft.data.datasets import DataError, read_image, write_image
+from blackbox_dft.data.image_header import image_size
+from blackbox_dft.data.loaders import load_dataset
+from blackbox_dft.data.pairs import load_lfw_pairs
 
 SPEC = "python:cli_synthetic:predict"
 
@@ -651,7 +651,7 @@ def test_apply_output_files_are_exact_and_keep_normal_permissions(tmp_path, run)
     src = _inputs(tmp_path / "in")
     dst = tmp_path / "out"
     assert _apply(run, src, dst) == 0
-    from blackbox_dft.state import read_npz_json
+    from blackbox_dft.core.state import read_npz_json
 
     delta = read_npz_json(os.path.join(run, "delta.npz"))[0]["delta"]
     want = np.clip(np.rint(PROBLEM.test[0][0] + delta), 0, 255).astype(np.uint8)

@@ -1,7 +1,7 @@
 """Property-based fuzzing of the public API with hypothesis (issue 12, point 7).
 
 The public API: ``blackbox_dft.__all__`` plus VerificationTuner, MultiAttributeTuner,
-adapters.CallableModel and adapters.wrappers. Every input either works (and then the
+adapters.CallableModel and adapters.local.wrappers. Every input either works (and then the
 result is checked against an independent oracle) or fails with a ValueError/TypeError
 (ModelError for what a model returns) whose message is ONE short line; a bad argument or
 bad labels never cost a query, and the images a model sees never exceed the budget and
@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 from synthetic import make_problem
 
 from adapters import CallableModel
-from adapters.wrappers import LabelOnly, MultiModel, Ordinal
+from adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
 from blackbox_dft import (
     NES,
     SGD,
@@ -46,10 +46,10 @@ from blackbox_dft import (
     check_scores,
     psnr,
 )
-from blackbox_dft.model import BudgetExhausted
-from blackbox_dft.multiattr import MultiAttributeTuner
-from blackbox_dft.objectives import MAX_CLASS, SCORES, TASKS
-from blackbox_dft.verification import VerificationTuner
+from blackbox_dft.core.model import BudgetExhausted
+from blackbox_dft.core.objectives import MAX_CLASS, SCORES, TASKS
+from blackbox_dft.tasks.attributes import MultiAttributeTuner
+from blackbox_dft.tasks.verification import VerificationTuner
 
 # Cheap pure functions get many examples; fits (a few ms each) fewer. derandomize and no
 # example database: every run (CI's, a developer's) tries exactly the same examples.

@@ -36,10 +36,10 @@ from adapters.errors import (
     ResponseFormatError,
     ThrottledError,
 )
-from adapters.http import HTTPModel
-from adapters.redact import Redactor, safe_url
-from adapters.vendors import make_preset
-from blackbox_dft.model import ModelError, answered_of
+from adapters.remote.http import HTTPModel
+from adapters.remote.redact import Redactor, safe_url
+from adapters.remote.vendors import make_preset
+from blackbox_dft.core.model import ModelError, answered_of
 
 pytestmark = pytest.mark.network
 
@@ -383,7 +383,7 @@ def test_answers_that_came_back_are_attached_when_one_request_fails(concurrency,
 def test_the_query_cache_keeps_the_answers_of_a_failed_call(tmp_path):
     """Nothing paid twice: after a failed split call, a retry sends only the images whose
     answer never came."""
-    from blackbox_dft.cache import CachedModel
+    from blackbox_dft.cli.cache import CachedModel
 
     x = np.repeat(np.arange(12, dtype=np.uint8)[:, None, None, None] * 10, 4, axis=1)
     x = np.repeat(np.repeat(x, 4, axis=2), 3, axis=3)
@@ -415,8 +415,8 @@ def test_the_query_cache_keeps_the_answers_of_a_failed_call(tmp_path):
 _CHILD = """
 import json, signal, sys
 import numpy as np
-from adapters.http import HTTPModel
-from blackbox_dft.model import answered_of
+from adapters.remote.http import HTTPModel
+from blackbox_dft.core.model import answered_of
 
 def stop(*_):
     raise KeyboardInterrupt

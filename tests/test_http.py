@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +20,9 @@ from adapters.errors import (
     HTTPStatusError,
     ResponseFormatError,
 )
-from adapters.http import HTTPModel, safe_url
-from adapters.server import StandInServer
-from blackbox_dft.model import ModelError
+from adapters.remote.http import HTTPModel, safe_url
+from adapters.serving.server import StandInServer
+from blackbox_dft.core.model import ModelError
 
 pytestmark = pytest.mark.network
 
@@ -214,7 +213,7 @@ def test_generic_json_template_dotted_path_labels_and_callable(images):
         assert np.array_equal(m.predict(images), local.predict(images))
         m2 = HTTPModel(srv.url, parse=lambda body, n: [row[::-1] for row in body["scores"]])
         assert np.array_equal(m2.predict(images), local.predict(images)[:, ::-1])
-    from adapters.wire import get_path, rows_from_entries
+    from adapters.remote.wire import get_path, rows_from_entries
     body = {"result": {"items": [{"cat": 0.1, "dog": 0.9}, {"dog": 0.2, "cat": 0.8}]}}
     got = rows_from_entries(get_path(body, "result.items"), 2, ["dog", "cat"])
     assert got.tolist() == [[0.9, 0.1], [0.2, 0.8]]
@@ -224,7 +223,7 @@ def test_generic_json_template_dotted_path_labels_and_callable(images):
 
 
 def test_vendor_presets_map_documented_answers_to_scores():
-    from adapters.vendors import make_preset
+    from adapters.remote.vendors import make_preset
 
     facepp = make_preset("facepp", outputs=["smile", "emotion:happiness"])
     doc = {"request_id": "1", "faces": [{"face_token": "t", "attributes": {
@@ -271,7 +270,7 @@ def test_vendor_round_trip_through_the_stand_in_server(images):
 
 
 def test_rekognition_with_a_fake_client_maps_smile_and_emotions():
-    from adapters.rekognition import RekognitionModel
+    from adapters.remote.rekognition import RekognitionModel
 
     class FakeClient:
         calls = 0
@@ -284,7 +283,7 @@ def test_rekognition_with_a_fake_client_maps_smile_and_emotions():
             return {"FaceDetails": [{"Smile": {"Value": False, "Confidence": 90.0},
                                      "Emotions": [{"Type": "HAPPY", "Confidence": 20.0}]}]}
 
-    from adapters.wire import encode_image
+    from adapters.remote.wire import encode_image
     x = np.zeros((3, 8, 8, 3), np.uint8)
     x[1] += 1
     client = FakeClient()
@@ -313,9 +312,9 @@ def test_rekognition_with_a_fake_client_maps_smile_and_emotions():
 
 
 def test_rekognition_compare_faces_with_a_fake_client_is_a_pair_model():
-    from adapters.rekognition import RekognitionCompareModel
-    from adapters.wire import decode_image
-    from blackbox_dft.verification import VerificationTuner
+    from adapters.remote.rekognition import RekognitionCompareModel
+    from adapters.remote.wire import decode_image
+    from blackbox_dft.tasks.verification import VerificationTuner
 
     class InvalidParameter(Exception):
         response = {"Error": {"Code": "InvalidParameterException",
@@ -356,7 +355,6 @@ def test_rekognition_compare_faces_with_a_fake_client_is_a_pair_model():
     assert t.queries_ <= 600 and t.threshold_ == 0.8 and t.queries_ % 2 == 0
 
 
-TUNER = Path(__file__).resolve().parents[1] / "blackbox_dft" / "tuner.py"
 
 
 def _fit(model):
@@ -369,7 +367,6 @@ def _fit(model):
                          progress=False).fit(x, y)
 
 
-@pytest.mark.skipif(not TUNER.exists(), reason="blackbox_dft/tuner.py is not written yet")
 @pytest.mark.parametrize("protocol", ["oip", "json"])
 def test_fit_through_http_equals_the_local_fit_and_the_server_count(protocol):
     local = linear_softmax()
@@ -395,7 +392,7 @@ def test_environment_secrets_and_missing_secret_message(monkeypatch):
 
 
 def test_a_decision_only_api_is_read_as_one_hot_labels_and_needs_the_label_loss():
-    from adapters.wire import get_path, rows_from_entries
+    from adapters.remote.wire import get_path, rows_from_entries
     from blackbox_dft import DataFineTuner
     body = {"results": [{"label": "smiling"}, {"label": "not_smiling"}, {"label": "smiling"},
                         {"label": "not_smiling"}]}

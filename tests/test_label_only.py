@@ -7,7 +7,7 @@ import pytest
 from synthetic import make_problem
 
 from adapters import CallableModel
-from adapters.wrappers import LabelOnly, Ordinal
+from adapters.local.wrappers import LabelOnly, Ordinal
 from blackbox_dft import SPSA, DataFineTuner, Objective
 
 

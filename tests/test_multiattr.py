@@ -8,7 +8,7 @@ from scipy.special import softmax
 from synthetic import make_problem
 
 from adapters import CallableModel
-from blackbox_dft.multiattr import MultiAttributeTuner
+from blackbox_dft.tasks.attributes import MultiAttributeTuner
 
 Split = tuple[np.ndarray, np.ndarray]
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from cli_synthetic import count, write_npz
 
-from blackbox_dft.state import FitState, read_npz_json
+from blackbox_dft.core.state import FitState, read_npz_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH, EVERY, BUDGET = 16, 4, 2550  # 110 images to spare at the end: room for a batch paid twice
@@ -33,7 +33,7 @@ def _env(counter: str, delay: float = 0.0) -> dict[str, str]:
 
 
 def _fit_args(data: str, out: str) -> list[str]:
-    return [sys.executable, "-m", "blackbox_dft.cli", "fit", "--model",
+    return [sys.executable, "-m", "blackbox_dft.cli.main", "fit", "--model",
             "python:cli_synthetic:predict", "--data", data, "--out", out, "--scores", "logits",
             "--budget", str(BUDGET), "--batch-size", str(BATCH), "--checkpoint-every",
             str(EVERY), "--validation-every", "5", "--seed", "7", "--no-progress"]
@@ -80,7 +80,7 @@ def _interrupt(tmp, data: str, sig: int, at_step: int) -> tuple[str, str, subpro
 
 
 def _resume(out: str, counter: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blackbox_dft.cli", "resume", out,
+    return subprocess.run([sys.executable, "-m", "blackbox_dft.cli.main", "resume", out,
                            "--no-progress"], env=_env(counter), capture_output=True, text=True,
                           timeout=120)
 
@@ -121,7 +121,7 @@ def test_sigint_writes_a_checkpoint_exits_130_and_resumes(tmp_path, reference):
     assert [ln for ln in err.splitlines() if "interrupted" in ln] == err.splitlines()[-1:]
     step = _step(out)
     assert step >= 10
-    info = subprocess.run([sys.executable, "-m", "blackbox_dft.cli", "info", out],
+    info = subprocess.run([sys.executable, "-m", "blackbox_dft.cli.main", "info", out],
                           env=_env(counter), capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "resumable" in info.stdout
     done = _resume(out, counter)

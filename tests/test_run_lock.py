@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from cli_synthetic import count, write_npz
 
-from blackbox_dft.cli import EXIT_BUSY, main
-from blackbox_dft.run_lock import RunBusy, RunLock
-from blackbox_dft.runs import RunFolder
-from blackbox_dft.state import read_npz_json
+from blackbox_dft.cli.main import EXIT_BUSY, main
+from blackbox_dft.cli.run_lock import RunBusy, RunLock
+from blackbox_dft.cli.runs import RunFolder
+from blackbox_dft.core.state import read_npz_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPEC = "python:cli_synthetic:predict"
@@ -40,7 +40,7 @@ def _env(counter: str, delay: float = 0.0) -> dict[str, str]:
 
 
 def _resume(run: str, counter: str, delay: float = 0.0) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "blackbox_dft.cli", "resume", run,
+    return subprocess.Popen([sys.executable, "-m", "blackbox_dft.cli.main", "resume", run,
                              "--no-progress"], env=_env(counter, delay), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -107,7 +107,7 @@ def test_two_concurrent_resumes_one_runs_the_other_is_refused(tmp_path, failed_r
     assert np.array_equal(*same)
 
 
-_HOLD = ("import sys, time; from blackbox_dft.runs import RunFolder; "
+_HOLD = ("import sys, time; from blackbox_dft.cli.runs import RunFolder; "
          "r = RunFolder.open(sys.argv[1], lock='resume'); print('locked', flush=True); "
          "time.sleep(120)")
 

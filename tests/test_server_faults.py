@@ -5,21 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
 from _http_helpers import dataset, linear_softmax
 
-import adapters.server as server_mod
+import adapters.serving.server as server_mod
 from adapters.errors import ResponseFormatError, ThrottledError
-from adapters.http import HTTPModel
-from adapters.server import Faults, StandInServer, serve_main
+from adapters.remote.http import HTTPModel
+from adapters.serving.server import Faults, StandInServer, serve_main
 
 pytestmark = pytest.mark.network
 
 FAST = {"backoff": 0.01, "max_backoff": 0.05, "timeout": (2.0, 10.0)}
-TUNER = Path(__file__).resolve().parents[1] / "blackbox_dft" / "tuner.py"
 ISSUE_FAULTS = {"throttle": 0.20, "retry_after": 0, "error": 0.05, "drop": 0.02}
 
 
@@ -37,7 +35,6 @@ def test_predict_is_exact_under_the_issue_faults_and_counts_each_image_once():
         assert m.stats["failed_attempts"] >= c["throttle"] + c["error"] + c["drop"]
 
 
-@pytest.mark.skipif(not TUNER.exists(), reason="blackbox_dft/tuner.py is not written yet")
 def test_fit_under_faults_equals_the_fault_free_fit():
     from blackbox_dft import SPSA, DataFineTuner, LowResolution
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from blackbox_dft.shifts import (
+from blackbox_dft.data.shifts import (
     SHIFTS,
     Blur,
     ColorCast,
@@ -178,7 +178,7 @@ def test_bad_configs_and_images() -> None:
 
 
 def test_shifts_do_not_import_adapters() -> None:
-    code = ("import sys, blackbox_dft.shifts; "
+    code = ("import sys, blackbox_dft.data.shifts; "
             "bad = [m for m in sys.modules if m.split('.')[0] == 'adapters']; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

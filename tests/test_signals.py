@@ -13,8 +13,8 @@ import time
 import pytest
 from cli_synthetic import PROBLEM, write_npz
 
-from adapters.server import Faults, StandInServer
-from blackbox_dft.state import FitState, paid_images
+from adapters.serving.server import Faults, StandInServer
+from blackbox_dft.core.state import FitState, paid_images
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUDGET = 3000
@@ -30,7 +30,7 @@ def _step(run: str) -> int:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "blackbox_dft.cli", *args]
+    return [sys.executable, "-m", "blackbox_dft.cli.main", *args]
 
 
 def test_sigterm_while_a_retry_sleeps_ends_the_fit_at_once_and_it_resumes(tmp_path):

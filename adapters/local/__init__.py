@@ -1,0 +1,1 @@
+"""Local models: cv2.dnn and LiteRT networks, embeddings, wrappers around callables."""

@@ -1,0 +1,1 @@
+"""Remote models: the HTTP adapter, its transport, wire formats, presets and vendor APIs."""

@@ -1,0 +1,7 @@
+"""``python -m blackbox_dft``: the command line."""
+
+import sys
+
+from blackbox_dft.cli.main import main
+
+sys.exit(main())
