@@ -107,13 +107,13 @@ def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> di
 
 # -- tasks ---------------------------------------------------------------------------------
 class SyntheticTask:
-    """The synthetic black box of ``tests/synthetic.py`` shaped like an adapters Task."""
+    """The synthetic black box of ``blackbox_dft.testing`` shaped like an adapters Task."""
 
     scores = "logits"
 
     def __init__(self) -> None:
-        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-        from synthetic import make_problem
+        from blackbox_dft.testing import make_problem
+
         p = make_problem(0, n_train=100, n_val=40, n_test=60)
         self.model, self.train, self.val, self.test = p.model, p.train, p.val, p.test
 

@@ -14,7 +14,8 @@ import os
 import time
 
 import numpy as np
-from synthetic import make_problem
+
+from blackbox_dft.testing import make_problem
 
 PROBLEM = make_problem(seed=0)
 

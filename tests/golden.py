@@ -42,9 +42,8 @@ def summary(tuner: Any, delta: np.ndarray) -> dict[str, Any]:
 
 
 def _classification_synthetic() -> dict[str, Any]:
-    from synthetic import make_problem
-
     from blackbox_dft import DataFineTuner
+    from blackbox_dft.testing import make_problem
 
     p = make_problem(seed=0)
     t = DataFineTuner(p.model, task="multiclass", scores="logits", query_budget=3_000, seed=0,
@@ -53,9 +52,8 @@ def _classification_synthetic() -> dict[str, Any]:
 
 
 def _classification_shared_sgd() -> dict[str, Any]:
-    from synthetic import make_problem
-
     from blackbox_dft import SPSA, DataFineTuner, LowResolution
+    from blackbox_dft.testing import make_problem
 
     p = make_problem(seed=1)
     t = DataFineTuner(p.model, task="multiclass", scores="logits", epsilon=6,

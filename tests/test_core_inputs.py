@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 from adapter_contract import check_model_contract
-from synthetic import make_problem
 
 from adapters import CallableModel
 from blackbox_dft import SPSA, DataFineTuner, ModelError, Objective, QueryCounter
 from blackbox_dft.core.model import BudgetExhausted
+from blackbox_dft.testing import make_problem
 
 RNG = np.random.default_rng(0)
 X = RNG.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)

@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pytest
 from adapter_contract import check_model_contract
-from synthetic import make_problem
 
 import blackbox_dft
 from adapters import CallableModel
@@ -19,6 +18,7 @@ from blackbox_dft import (
     NotFittedError,
     RandomDirections,
 )
+from blackbox_dft.testing import make_problem
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from synthetic import make_problem
 
 from adapters import CallableModel
 from adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
@@ -50,6 +49,7 @@ from blackbox_dft.core.model import BudgetExhausted
 from blackbox_dft.core.objectives import MAX_CLASS, SCORES, TASKS
 from blackbox_dft.tasks.attributes import MultiAttributeTuner
 from blackbox_dft.tasks.verification import VerificationTuner
+from blackbox_dft.testing import make_problem
 
 # Cheap pure functions get many examples; fits (a few ms each) fewer. derandomize and no
 # example database: every run (CI's, a developer's) tries exactly the same examples.

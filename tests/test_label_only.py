@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import make_problem
 
 from adapters import CallableModel
 from adapters.local.wrappers import LabelOnly, Ordinal
 from blackbox_dft import SPSA, DataFineTuner, Objective
+from blackbox_dft.testing import make_problem
 
 
 def test_label_only_wrapper_gives_one_hot_decisions() -> None:

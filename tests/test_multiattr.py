@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.special import softmax
-from synthetic import make_problem
 
 from adapters import CallableModel
 from blackbox_dft.tasks.attributes import MultiAttributeTuner
+from blackbox_dft.testing import make_problem
 
 Split = tuple[np.ndarray, np.ndarray]
 

@@ -8,7 +8,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from synthetic import make_problem
 
 from adapters import CallableModel
 from adapters.local.embedding import HOGEmbedding
@@ -24,6 +23,7 @@ from blackbox_dft.tasks.verification import (
     tar_at_far,
     verification_accuracy,
 )
+from blackbox_dft.testing import make_problem
 
 
 def test_metrics_on_known_values() -> None:

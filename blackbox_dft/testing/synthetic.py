@@ -1,4 +1,4 @@
-"""A synthetic black box that ships with the tests: a fixed random softmax classifier.
+"""A synthetic black box for tests and benchmarks: a fixed random softmax classifier.
 
 Images are 16x16x3 uint8: a smooth class prototype plus pixel noise. The model is
 a linear softmax on centred pixels whose weights are the prototypes' differences
@@ -9,12 +9,14 @@ an epsilon-8 perturbation can largely undo.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from adapters import CallableModel
+from blackbox_dft.core.images import check_images
+from blackbox_dft.core.model import check_scores
 
 SIZE = 16
 N_CLASSES = 4
@@ -26,9 +28,29 @@ def _smooth_field(rng: np.random.Generator, grid: int = 4) -> np.ndarray:
     return field / np.abs(field).max()
 
 
+class SyntheticModel:
+    """``predict(uint8 (N, 16, 16, 3)) -> logits (N, 4)``: a linear map of the centred pixels
+    (``fn``, the same map on arrays without checks)."""
+
+    output_kind = "scores"
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], n_outputs: int) -> None:
+        self.fn, self.n_outputs, self.name = fn, n_outputs, "synthetic-softmax"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        x = check_images(images)
+        return check_scores(self.fn(x), x.shape[0], self)
+
+    def __repr__(self) -> str:
+        return f"SyntheticModel({self.name}, n_outputs={self.n_outputs})"
+
+
 @dataclass
 class Problem:
-    model: CallableModel
+    """The model, its weights ``(768, 4)``, shifted train / val / test splits (images, labels)
+    and the test images without the shift."""
+
+    model: SyntheticModel
     weights: np.ndarray
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
@@ -66,5 +88,5 @@ def make_problem(seed: int = 0, n_train: int = 200, n_val: int = 100, n_test: in
 
     train, val, test = sample(n_train, True), sample(n_val, True), sample(n_test, True)
     test_clean = np.clip(test[0].astype(np.float64) - shift, 0, 255).astype(np.uint8)
-    model = CallableModel(fn, name="synthetic-softmax", n_outputs=N_CLASSES)
+    model = SyntheticModel(fn, N_CLASSES)
     return Problem(model, w, train, val, test, test_clean)
