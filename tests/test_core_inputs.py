@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
-from adapter_contract import check_model_contract
 
 from adapters import CallableModel
 from blackbox_dft import SPSA, DataFineTuner, ModelError, Objective, QueryCounter
 from blackbox_dft.core.model import BudgetExhausted
-from blackbox_dft.testing import make_problem
+from blackbox_dft.testing import check_model, make_problem
 
 RNG = np.random.default_rng(0)
 X = RNG.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)
@@ -27,7 +26,7 @@ def fit(model, task="binary", x=X, y=Y, **kw):
 
 
 def test_callable_model_passes_the_adapter_contract():
-    s = check_model_contract(CallableModel(lambda x: np.stack([brightness(x)] * 2, 1)))
+    s = check_model(CallableModel(lambda x: np.stack([brightness(x)] * 2, 1)))
     assert s.shape[1] == 2
 
 

@@ -4,7 +4,6 @@ import re
 
 import numpy as np
 import pytest
-from adapter_contract import check_model_contract
 
 import blackbox_dft
 from adapters import CallableModel
@@ -18,7 +17,7 @@ from blackbox_dft import (
     NotFittedError,
     RandomDirections,
 )
-from blackbox_dft.testing import make_problem
+from blackbox_dft.testing import check_model, make_problem
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +133,7 @@ def test_save_load_round_trip_without_pickle(problem, tmp_path):
 def test_fine_tuned_model_is_a_model_again(problem):
     t = tuner(problem.model, query_budget=1_500).fit(*problem.train)
     ft = FineTunedModel(problem.model, t.delta_)
-    s = check_model_contract(ft, 16, 16)
+    s = check_model(ft, height=16, width=16)
     assert s.shape[1] == 4
     x = problem.test[0][:7]
     assert np.allclose(ft.predict(x), problem.model.predict(t.transform(x)))

@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 from _http_helpers import Recorder, dataset, linear_softmax, mean_colour
-from adapter_contract import check_model_contract
 
 from adapters.errors import (
     AuthenticationError,
@@ -23,6 +22,7 @@ from adapters.errors import (
 from adapters.remote.http import HTTPModel, safe_url
 from adapters.serving.server import StandInServer
 from blackbox_dft.core.model import ModelError
+from blackbox_dft.testing import check_model
 
 pytestmark = pytest.mark.network
 
@@ -70,7 +70,7 @@ def test_scores_come_back_in_input_order_across_many_concurrent_requests():
             HTTPModel(srv.url, concurrency=8, images_per_request=3, **FAST) as remote:
         assert np.array_equal(remote.predict(x), local.predict(x))
         assert remote.stats["requests"] == 33  # ceil(97 / 3), no retry
-        check_model_contract(remote)
+        check_model(remote)
 
 
 def test_png_is_lossless_and_the_server_sees_exactly_the_images_sent(images):

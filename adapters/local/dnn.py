@@ -40,9 +40,16 @@ _POSTPROCESS = ("none", "softmax", "sigmoid", "sigmoid_max")
 def as_rgb(images: Any) -> Any:
     """Replicate grey ``(N, H, W)`` or ``(N, H, W, 1)`` arrays to RGB ``(N, H, W, 3)``.
 
-    Anything else is returned unchanged (and validated later by ``check_images``).
+    Anything else is returned unchanged (and validated later by ``check_images``). A 3-D
+    array 3 pixels wide is refused: it is one RGB image without its batch axis far more
+    often than grey images 3 pixels wide (which would be scored as ``H`` images).
     """
     if isinstance(images, np.ndarray):
+        if images.ndim == 3 and images.shape[-1] == 3:
+            raise ValueError(
+                f"images must have shape (N, H, W, 3) (RGB), got shape {images.shape}: one "
+                "image without its batch axis? pass images[None]; grey images 3 pixels wide "
+                "need a channel axis, (N, H, 3, 1)")
         if images.ndim == 3:
             return np.repeat(images[..., None], 3, axis=-1)
         if images.ndim == 4 and images.shape[-1] == 1:
