@@ -6,7 +6,7 @@ black-box model's loss on a user's labelled images, using only queries
 """
 
 from blackbox_dft._version import __version__
-from blackbox_dft.core.estimators import NES, SPSA, Estimator, RandomDirections
+from blackbox_dft.core.estimators import NES, SPSA, Estimator, PerImage, Proposal, RandomDirections
 from blackbox_dft.core.images import apply_delta, check_images, psnr
 from blackbox_dft.core.model import (
     BudgetExhausted,
@@ -20,15 +20,16 @@ from blackbox_dft.core.objectives import Objective
 from blackbox_dft.core.optimizers import SGD, Adam, Optimizer, Schedule, SignSGD
 from blackbox_dft.core.perturbation import FullResolution, LowResolution, Perturbation
 from blackbox_dft.tasks.attributes import MultiAttributeTuner
-from blackbox_dft.tasks.classification import DataFineTuner, NotFittedError
+from blackbox_dft.tasks.base import NotFittedError, Tuner
+from blackbox_dft.tasks.classification import DataFineTuner
 from blackbox_dft.tasks.verification import VerificationTuner
 
 __all__ = [
     "__version__",
-    "DataFineTuner", "VerificationTuner", "MultiAttributeTuner", "NotFittedError",
+    "DataFineTuner", "VerificationTuner", "MultiAttributeTuner", "Tuner", "NotFittedError",
     "FineTunedModel",
     "Model", "ModelError", "BudgetExhausted", "QueryCounter", "check_scores",
-    "Estimator", "SPSA", "NES", "RandomDirections",
+    "Estimator", "Proposal", "SPSA", "NES", "RandomDirections", "PerImage",
     "Optimizer", "SGD", "Adam", "SignSGD", "Schedule",
     "Perturbation", "FullResolution", "LowResolution",
     "Objective", "apply_delta", "check_images", "psnr",

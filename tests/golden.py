@@ -58,7 +58,7 @@ def _classification_shared_sgd() -> dict[str, Any]:
     p = make_problem(seed=1)
     t = DataFineTuner(p.model, task="multiclass", scores="logits", epsilon=6,
                       perturbation=LowResolution((8, 8)),
-                      estimator=SPSA(directions=2, step=2.0, per_image=False), optimizer="sgd",
+                      estimator=SPSA(directions=2, step=2.0), optimizer="sgd",
                       learning_rate=2.0, batch_size=24, query_budget=2_500, seed=4,
                       progress=False).fit(*p.train, validation=p.val)
     return summary(t, t.delta_)

@@ -280,7 +280,8 @@ def test_per_image_flag_reaches_the_estimator(tmp_path, data):
     assert main(["fit", "--model", SPEC, "--data", data, "--scores", "logits", "--budget", "600",
                  "--per-image", "--batch-size", "8", "--out", out, "--no-progress"]) == 0
     params = json.load(open(os.path.join(out, "config.json")))["params"]
-    assert params["estimator"]["type"] == "SPSA" and params["estimator"]["per_image"] is True
+    assert params["estimator"] == {"type": "PerImage", "base": {
+        "type": "SPSA", "directions": 1, "step": 2.0, "step_decay": 0.0}}
     fit = json.load(open(os.path.join(out, "report.json")))["fit"]
     assert fit["kept"]["queries"] <= 600 and fit["best_step"] >= 1
 

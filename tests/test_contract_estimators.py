@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from blackbox_dft import NES, SPSA, RandomDirections
+from blackbox_dft import NES, SPSA, PerImage, RandomDirections
+from blackbox_dft.core.estimators import estimator_from_config
 
 ESTIMATORS = [
     SPSA(directions=1, step=0.5),
@@ -111,14 +112,14 @@ def test_loss_function_returning_wrong_shape_is_reported():
 
 
 # -- one direction per image ---------------------------------------------------------------
-PER_IMAGE = [SPSA(directions=1, step=0.5, per_image=True),
-             NES(directions=2, step=0.5, per_image=True),
-             RandomDirections(directions=2, step=0.5, per_image=True)]
+PER_IMAGE = [PerImage(SPSA(directions=1, step=0.5)),
+             PerImage(NES(directions=2, step=0.5)),
+             PerImage(RandomDirections(directions=2, step=0.5))]
 PER_IMAGE_IDS = [repr(e) for e in PER_IMAGE]
 BATCH = 8
 
 
-class PerImage:
+class PerImageLoss:
     """Image b's loss is a Smooth of its own (seed b): candidates (M, B, *SHAPE) -> (M, B)."""
 
     def __init__(self) -> None:
@@ -136,7 +137,7 @@ class PerImage:
 
 @pytest.mark.parametrize("est", PER_IMAGE, ids=PER_IMAGE_IDS)
 def test_per_image_mean_estimate_matches_the_batch_mean_gradient(est):
-    f = PerImage()
+    f = PerImageLoss()
     z = np.random.default_rng(1).normal(size=SHAPE)
     rng = np.random.default_rng(2)
     gs = np.stack([est.estimate(f, z, rng, batch=BATCH)[0] for _ in range(1500)])
@@ -145,12 +146,13 @@ def test_per_image_mean_estimate_matches_the_batch_mean_gradient(est):
     assert cos >= 0.95, f"cosine {cos:.3f}"
     assert 0.8 <= np.linalg.norm(mean) / np.linalg.norm(true) <= 1.25
     assert f.calls == 1500  # one call per step, whatever the batch
-    assert est.get_config()["per_image"] is True
+    assert est.per_image and estimator_from_config(est.get_config()).get_config() == \
+        est.get_config()
 
 
 def test_per_image_directions_cut_the_variance_for_the_same_queries():
     """Same images sent (2 x batch); B directions instead of one: lower error to the truth."""
-    f = PerImage()
+    f = PerImageLoss()
     z = np.random.default_rng(5).normal(size=SHAPE)
     true = f.grad(z)
 
@@ -163,12 +165,22 @@ def test_per_image_directions_cut_the_variance_for_the_same_queries():
                         for _ in range(400)])
 
     e_shared = err(SPSA(step=0.5), shared)
-    e_image = err(SPSA(step=0.5, per_image=True), f, batch=BATCH)
+    e_image = err(PerImage(SPSA(step=0.5)), f, batch=BATCH)
     assert e_image < 0.4 * e_shared, (e_image, e_shared)
 
 
-def test_per_image_needs_the_batch_and_a_boolean():
-    with pytest.raises(ValueError, match="needs batch >= 1, got None"):
-        SPSA(per_image=True).estimate(PerImage(), np.zeros(SHAPE), np.random.default_rng(0))
-    with pytest.raises(ValueError, match="per_image must be True or False, got 'yes'"):
-        SPSA(per_image="yes")
+def test_per_image_needs_the_batch_and_wraps_a_shared_estimator():
+    with pytest.raises(ValueError, match="needs batch >= 1 .*got None"):
+        PerImage(SPSA()).estimate(PerImageLoss(), np.zeros(SHAPE), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="PerImage base must be SPSA, NES or RandomDirections"):
+        PerImage(PerImage())
+    with pytest.raises(ValueError, match="PerImage base must be"):
+        PerImage("spsa")  # type: ignore[arg-type]
+
+
+def test_configs_written_with_the_per_image_flag_load_as_per_image():
+    """Files from before PerImage existed stored ``"per_image": true`` on SPSA/NES/RD."""
+    old = {"type": "NES", "directions": 2, "step": 1.0, "step_decay": 0.0, "per_image": True}
+    est = estimator_from_config(old)
+    assert isinstance(est, PerImage) and isinstance(est.base, NES)
+    assert (est.directions, est.step) == (2, 1.0)

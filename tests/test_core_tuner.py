@@ -15,6 +15,7 @@ from blackbox_dft import (
     FullResolution,
     LowResolution,
     NotFittedError,
+    PerImage,
     RandomDirections,
 )
 from blackbox_dft.testing import check_model, make_problem
@@ -50,7 +51,7 @@ def test_the_shift_costs_at_least_15_points(problem):
 
 
 @pytest.mark.parametrize("estimator", [SPSA(directions=1, step=2.0), NES(directions=1, step=2.0),
-                                       SPSA(directions=1, step=2.0, per_image=True)],
+                                       PerImage(SPSA(directions=1, step=2.0))],
                          ids=["SPSA", "NES", "SPSA per image"])
 def test_fit_recovers_at_least_10_points_on_held_out_data(problem, estimator):
     model = Counting(problem.model)
@@ -87,8 +88,8 @@ def test_same_seed_same_result_other_seed_other_result(problem):
 
 @pytest.mark.parametrize("pert", [FullResolution(), LowResolution((4, 4))], ids=repr)
 @pytest.mark.parametrize("est", [RandomDirections(directions=2), SPSA(directions=2),
-                                 RandomDirections(directions=2, per_image=True),
-                                 NES(directions=1, per_image=True)], ids=repr)
+                                 PerImage(RandomDirections(directions=2)),
+                                 PerImage(NES(directions=1))], ids=repr)
 def test_every_estimator_and_perturbation_runs_within_budget(problem, pert, est):
     t = tuner(problem.model, perturbation=pert, estimator=est, query_budget=2_000)
     t.fit(*problem.train)
@@ -127,7 +128,7 @@ def test_save_load_round_trip_without_pickle(problem, tmp_path):
     u = DataFineTuner.load(path, problem.model)
     assert np.array_equal(u.delta_, t.delta_) and u.queries_ == t.queries_
     assert np.array_equal(u.transform(problem.test[0]), t.transform(problem.test[0]))
-    assert u.get_params() == t.get_params()
+    assert u.get_config() == t.get_config()
 
 
 def test_fine_tuned_model_is_a_model_again(problem):
@@ -245,12 +246,13 @@ def test_energy_penalty_must_be_a_finite_non_negative_number(problem, bad):
 
 def test_per_image_estimator_round_trips_and_is_refused_where_unsupported(problem, tmp_path):
     from blackbox_dft.tasks.attributes import MultiAttributeTuner
-    est = SPSA(directions=1, step=2.0, per_image=True)
+    est = PerImage(SPSA(directions=1, step=2.0))
     t = tuner(problem.model, estimator=est, query_budget=1_000).fit(*problem.train)
     t.save(tmp_path / "d.npz")
     back = DataFineTuner.load(tmp_path / "d.npz", problem.model)
-    assert back.get_params()["estimator"] == est.get_config()
-    with pytest.raises(ValueError, match="per_image=False"):
+    assert back.get_config()["estimator"] == est.get_config()
+    assert isinstance(back.estimator, PerImage)
+    with pytest.raises(ValueError, match="shared-direction estimators"):
         MultiAttributeTuner(problem.model, estimator=est, query_budget=500).fit(
             problem.train[0], np.eye(2, dtype=int)[problem.train[1] % 2])
 

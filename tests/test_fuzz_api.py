@@ -36,6 +36,7 @@ from blackbox_dft import (
     LowResolution,
     ModelError,
     Objective,
+    PerImage,
     QueryCounter,
     RandomDirections,
     Schedule,
@@ -455,10 +456,10 @@ def test_a_fit_that_fails_reports_every_image_it_sent(kind, k, how):
 # -- valid settings: budget, bound, determinism ---------------------------------------------
 ESTIMATORS = st.one_of(
     st.none(),
-    st.builds(SPSA, directions=st.integers(1, 3), step=st.floats(0.25, 4.0),
-              per_image=st.booleans()),
-    st.builds(NES, directions=st.integers(1, 2), step=st.floats(0.25, 4.0),
-              per_image=st.booleans()),
+    st.builds(SPSA, directions=st.integers(1, 3), step=st.floats(0.25, 4.0)),
+    st.builds(lambda d, s: PerImage(SPSA(d, s)), st.integers(1, 3), st.floats(0.25, 4.0)),
+    st.builds(NES, directions=st.integers(1, 2), step=st.floats(0.25, 4.0)),
+    st.builds(lambda d, s: PerImage(NES(d, s)), st.integers(1, 2), st.floats(0.25, 4.0)),
     st.builds(RandomDirections, directions=st.integers(1, 3), step=st.floats(0.25, 4.0)))
 PERTURBATIONS = st.one_of(
     st.none(), st.just(FullResolution()),
@@ -484,7 +485,7 @@ def fit_with(kw: dict[str, Any], validate: bool) -> tuple[DataFineTuner, Countin
 
 
 def minimum_budget(kw: dict[str, Any], validate: bool) -> int:
-    est = kw["estimator"] or SPSA(per_image=True)
+    est = kw["estimator"] or PerImage(SPSA())
     return est.candidates_per_step * min(kw["batch_size"], len(X)) + (
         2 * len(XV) if validate else 0)
 
@@ -519,7 +520,7 @@ def test_save_load_round_trip_keeps_delta_and_params(kw):
         back = DataFineTuner.load(path, Counting(logits))
     assert back.delta_.tobytes() == t.delta_.tobytes()
     assert back.latent_.tobytes() == t.latent_.tobytes()
-    assert back.get_params() == t.get_params() and back.queries_ == t.queries_
+    assert back.get_config() == t.get_config() and back.queries_ == t.queries_
     assert np.array_equal(back.transform(XV), t.transform(XV))
 
 
@@ -639,8 +640,9 @@ def _use_optimizer(opt: Any) -> None:
 
 
 COMPONENTS = st.one_of(
-    st.builds(lambda a, b, c, d: (SPSA, dict(directions=a, step=b, step_decay=c, per_image=d)),
-              ANY, ANY, ANY, ANY),
+    st.builds(lambda a, b, c: (SPSA, dict(directions=a, step=b, step_decay=c)),
+              ANY, ANY, ANY),
+    st.builds(lambda a: (PerImage, dict(base=a)), ANY),
     st.builds(lambda a, b: (NES, dict(directions=a, step=b)), ANY, ANY),
     st.builds(lambda a, b: (RandomDirections, dict(directions=a, step=b)), ANY, ANY),
     st.builds(lambda a, b, c: (Adam, dict(learning_rate=a, b1=b, eps=c)), ANY, ANY, ANY),
@@ -665,7 +667,7 @@ def test_components_construct_and_work_or_refuse_in_one_line(spec):
         return
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a constructed component must run cleanly
-        if isinstance(obj, (SPSA, NES, RandomDirections)):
+        if isinstance(obj, (SPSA, NES, RandomDirections, PerImage)):
             if obj.directions <= 64:  # more is valid, only slow (10**6 directions: seconds)
                 _use_estimator(obj)
         elif isinstance(obj, Schedule):

@@ -19,7 +19,7 @@ import pytest
 from cli_synthetic import PROBLEM, write_npz
 
 from adapters.base import CallableModel
-from blackbox_dft import SPSA, DataFineTuner, LowResolution
+from blackbox_dft import SPSA, DataFineTuner, LowResolution, PerImage
 from blackbox_dft.cli.cache import CachedModel
 from blackbox_dft.cli.main import main
 from blackbox_dft.cli.meter import Meter, read_ledger
@@ -141,7 +141,7 @@ def test_the_meter_ledger_is_written_before_the_call_and_survives_a_kill(tmp_pat
 
 def _flaky_fit(model, budget, checkpoint, resume=False):
     return DataFineTuner(model, task="multiclass", epsilon=8, perturbation=LowResolution((4, 4)),
-                         estimator=SPSA(directions=1, step=2.0, per_image=True),
+                         estimator=PerImage(SPSA(directions=1, step=2.0)),
                          batch_size=8, query_budget=budget, seed=3, progress=False,
                          scores="logits").fit(
         *PROBLEM.train, validation=PROBLEM.val, checkpoint=checkpoint, checkpoint_every=2,

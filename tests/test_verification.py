@@ -194,8 +194,8 @@ def test_pair_model_sees_the_same_similarities_and_pays_two_images_per_pair() ->
     x, p = test
     d = np.random.default_rng(0).uniform(-8, 8, size=(2, *x.shape[1:])).astype(np.float32)
     emb_counter, pair_counter = QueryCounter(model), QueryCounter(pm)
-    by_emb = VerificationTuner(model)._sims(emb_counter, x, p, d)
-    by_pair = VerificationTuner(pm)._sims(pair_counter, x, p, d)
+    by_emb = VerificationTuner(model)._scorer(emb_counter).sims(x, p, d)
+    by_pair = VerificationTuner(pm)._scorer(pair_counter).sims(x, p, d)
     np.testing.assert_allclose(by_pair, by_emb, atol=1e-12)
     assert pair_counter.queries == 2 * 2 * len(p)  # 2 deltas x 2 images per pair
     assert emb_counter.queries == 2 * len(np.unique(p[:, :2]))

@@ -83,7 +83,7 @@ def attribute_job(opts: dict[str, Any], model: Any, train: Dataset, val: Dataset
     return Job("fit", opts, model,
                model_key(opts["model"], opts["preset"], opts["model_options"]),
                (train.images, train.labels), _xy(val), _xy(test), list(train.classes),
-               tuner.get_params(),
+               tuner.get_config(),
                f"{model_label(model)} per attribute on "
                f"{os.path.basename(os.path.normpath(opts['data']))}", kind="per_attribute")
 
@@ -129,7 +129,7 @@ def verification_job(opts: dict[str, Any]) -> Any:
           f"{images.shape[2]}; split {parts} pairs", file=sys.stderr)
     return Job("fit", opts, model,
                model_key(opts["model"], opts["preset"], opts["model_options"]),
-               train, val, test, ["different", "same"], tuner.get_params(),
+               train, val, test, ["different", "same"], tuner.get_config(),
                f"{model_label(model)} verification on "
                f"{os.path.basename(os.path.normpath(opts['pairs']))}", kind="verification")
 
@@ -153,7 +153,7 @@ def execute_beyond(job: Any, run: RunFolder, *, progress: bool = True) -> dict[s
     t0 = time.time()
     opts = job.options
     cls = MultiAttributeTuner if job.kind == "per_attribute" else VerificationTuner
-    tuner: Any = cls.from_params(None, job.params)
+    tuner: Any = cls.from_config(None, job.params)
     cache = None
     if opts.get("cache", True):
         cache = open_cache(job.model, opts.get("cache_path") or run.cache, job.key)

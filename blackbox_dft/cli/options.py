@@ -16,7 +16,7 @@ from typing import Any
 from blackbox_dft.cli.config import ConfigError, Option, check_options, flag_type
 from blackbox_dft.cli.config import csv_list as _csv
 from blackbox_dft.cli.config import read_config_file as _read_config_file
-from blackbox_dft.core.estimators import NES, SPSA, RandomDirections
+from blackbox_dft.core.estimators import NES, SPSA, PerImage, RandomDirections
 from blackbox_dft.core.objectives import SCORES
 from blackbox_dft.core.perturbation import FullResolution, LowResolution
 
@@ -259,13 +259,14 @@ def verification_kwargs(opts: dict[str, Any], budget: int | None) -> dict[str, A
 
 def _estimator(opts: dict[str, Any], per_image_default: bool = False) -> Any:
     est_args = {k: opts[o] for k, o in (("directions", "directions"), ("step", "fd_step"),
-                                        ("step_decay", "fd_step_decay"),
-                                        ("per_image", "per_image")) if opts.get(o) is not None}
-    if opts.get("estimator") is None and not est_args:
+                                        ("step_decay", "fd_step_decay"))
+                if opts.get(o) is not None}
+    per_image = opts.get("per_image")
+    if opts.get("estimator") is None and not est_args and per_image is None:
         return None
-    est_args.setdefault("per_image", per_image_default)
     cls = {"spsa": SPSA, "nes": NES, "rd": RandomDirections}[opts.get("estimator") or "spsa"]
-    return cls(**est_args)
+    est = cls(**est_args)
+    return PerImage(est) if (per_image_default if per_image is None else per_image) else est
 
 
 def _perturbation(text: str) -> Any:

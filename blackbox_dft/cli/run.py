@@ -108,7 +108,7 @@ def fit_job(opts: dict[str, Any]) -> Job:
     check_mode_options(opts, "classification")
     budget = fit_budget(opts, 2 * len(test) if test is not None else 0,
                         f"the {len(test) if test is not None else 0} test images twice")
-    params = DataFineTuner(model, **tuner_kwargs(opts, budget, train.multilabel)).get_params()
+    params = DataFineTuner(model, **tuner_kwargs(opts, budget, train.multilabel)).get_config()
     parts = ", ".join(f"{n} {len(d)}" for n, d in (("train", train), ("val", val), ("test", test))
                       if d is not None)
     print(f"data: {train.describe()} for training; split {parts}", file=sys.stderr)
@@ -128,7 +128,7 @@ def demo_job(opts: dict[str, Any]) -> Job:
     if opts.get("epsilon") is not None:
         kw["epsilon"] = float(opts["epsilon"])
     kw["query_budget"] = _budget(opts)
-    params = DataFineTuner(task.model, **kw).get_params()
+    params = DataFineTuner(task.model, **kw).get_config()
     spec = DEMO_MODELS.get(opts["task"], f"task:{opts['task']}")
     return Job("demo", opts, task.model, model_key(spec, None, {}), task.train, task.val,
                task.test, list(task.class_names), params,
@@ -180,7 +180,7 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
         return execute_beyond(job, run, progress=progress)
     t0 = time.time()
     opts = job.options
-    tuner = DataFineTuner.from_params(None, job.params, progress=False)
+    tuner = DataFineTuner.from_config(None, job.params, progress=False)
     cache = None
     if opts.get("cache", True):
         cache = open_cache(job.model, opts.get("cache_path") or run.cache, job.key)

@@ -1,177 +1,230 @@
-"""The budgeted fit loop behind :meth:`DataFineTuner.fit`.
+"""The one fit loop: budget, resume, steps, validation, best tracking, checkpoints.
 
-One step: draw a minibatch, let the estimator score all its candidate latents on
-it in one ``predict`` call, take an optimizer step, project onto the budget, and
-every ``validation_every`` steps score the validation split to keep the best
-latent. A step's changes are committed to the :class:`FitState` only once the
-whole step succeeded, so a checkpoint always holds a consistent state.
+Every tuner is a thin :class:`Problem` on this engine: the problem says how to turn a
+latent into a gradient estimate on a minibatch (drawing the minibatch, asking the estimator
+for candidates, scoring them with queries, telling it the losses) and how to validate a
+latent; the engine owns everything else:
+
+* the budget: a fit needs ``problem.step_cost`` (+ ``2 x validation_cost`` with a
+  validation split: the baseline and the step's validation) or :func:`check_budget` raises
+  naming the minimum; a step runs only while the counter affords a step and a validation;
+* the state (:class:`~blackbox_dft.core.state.FitState`): a step's changes are committed
+  at once after the whole step succeeded, so a checkpoint always holds a consistent state,
+  and a resumed fit gives the result of an uninterrupted one;
+* validation every ``validation_every`` steps and on the last affordable step, and the best
+  latent per *slot* (one slot, or one per leading index of the latent when the problem
+  fits several independent perturbations in lockstep, e.g. one per attribute);
+* lost-query bookkeeping on failure (:func:`~blackbox_dft.core.state.keep_on_failure`),
+  checkpoints, the progress bar and the callback.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from blackbox_dft.core.estimators import Estimator
-from blackbox_dft.core.images import apply_delta, apply_deltas
-from blackbox_dft.core.metrics import classification_metrics
 from blackbox_dft.core.model import QueryCounter
-from blackbox_dft.core.objectives import Objective
 from blackbox_dft.core.optimizers import Optimizer
-from blackbox_dft.core.perturbation import Perturbation
 from blackbox_dft.core.state import FitState, commit_queries, keep_on_failure
 
-if TYPE_CHECKING:
-    from blackbox_dft.tasks.classification import DataFineTuner
+__all__ = ["Problem", "Validation", "FitLoop", "check_budget", "minimum_budget"]
 
-__all__ = ["run_fit"]
-
-
-class _Scorer:
-    """Losses and validation metrics of latents, through the query counter."""
-
-    def __init__(self, tuner: DataFineTuner, objective: Objective, pert: Perturbation,
-                 counter: QueryCounter, y: np.ndarray, image_shape: tuple[int, int]) -> None:
-        self.objective, self.pert, self.counter = objective, pert, counter
-        self.eps = float(tuner.epsilon)
-        self.task = tuner.task
-        self.image_shape = image_shape
-        n_classes = 2 if tuner.task == "binary" else (
-            None if tuner.task == "multilabel" else int(y.max()) + 1)
-        self.n_classes = n_classes
-        self.weights = objective.class_weights(y, n_classes or 0, tuner.class_weight)
-        self.max_label = int(y.max())
-
-    def _probe(self, raw: np.ndarray) -> None:
-        if self.task == "multilabel":
-            return
-        k = self.objective.n_outputs(raw)
-        if self.max_label >= k:
-            raise ValueError(
-                f"labels go up to {self.max_label} but the model's scores give {k} classes; "
-                "check the labels or pass a label_map"
-            )
-
-    def losses(self, zs: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
-        """Mean loss on the minibatch for each candidate latent: ``(M,)``."""
-        deltas = self.pert.to_deltas(zs, self.image_shape, self.eps)
-        raw = self.counter.predict(apply_deltas(xb, deltas))
-        self._probe(raw)
-        labels = np.concatenate([yb] * zs.shape[0])
-        per_image = self.objective.loss(raw, labels, self.weights)
-        return per_image.reshape(zs.shape[0], xb.shape[0]).mean(axis=1)
-
-    def losses_per_image(self, zs: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
-        """Loss of image ``b`` under candidate ``zs[m, b]`` for each ``(m, b)``: ``(M, B)``."""
-        m, b = zs.shape[0], xb.shape[0]
-        images = np.empty((m * b, *xb.shape[1:]), dtype=np.uint8)
-        for i in range(m):
-            self.pert.perturb_paired(xb, zs[i], self.eps, out=images[i * b:(i + 1) * b])
-        raw = self.counter.predict(images)
-        self._probe(raw)
-        per_image = self.objective.loss(raw, np.concatenate([yb] * m), self.weights)
-        return per_image.reshape(m, xb.shape[0])
-
-    def validate(self, z: np.ndarray, val: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-        """Validation accuracy, balanced accuracy and loss of latent ``z``."""
-        xv, yv = val
-        delta = self.pert.to_delta(z, self.image_shape, self.eps)
-        raw = self.counter.predict(apply_delta(xv, delta))
-        self._probe(raw)
-        k = None if self.task == "multilabel" else max(
-            self.objective.n_outputs(raw), self.max_label + 1)
-        m = classification_metrics(yv, self.objective.predict_labels(raw), self.task, k)
-        return {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
-                "val_loss": float(self.objective.loss(raw, yv, self.weights).mean())}
+Key = list[float]
 
 
-def _score(m: dict[str, Any], selection: str) -> list[float]:
-    if selection == "loss":
-        return [-m["val_loss"], 0.0]
-    return [m[f"val_{selection}"], -m["val_loss"]]
+@dataclass
+class Validation:
+    """A problem's validation of one latent.
+
+    keys: one comparable score per slot (higher is better; lists compare in order, e.g.
+    ``[accuracy, -loss]``). record: fields for the step's history record. baseline: what
+    the fit keeps as its baseline when this is the validation of the starting latent.
+    """
+
+    keys: list[Key]
+    record: dict[str, Any]
+    baseline: dict[str, Any] = field(default_factory=dict)
 
 
-def run_fit(tuner: DataFineTuner, state: FitState | None, x: np.ndarray, y: np.ndarray,
-            val: tuple[np.ndarray, np.ndarray] | None, objective: Objective,
-            pert: Perturbation, est: Estimator, optimizer: Optimizer, counter: QueryCounter,
-            checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
-            meta: dict[str, Any], bar: tqdm,
-            callback: Callable[[dict[str, Any], FitState], Any] | None = None) -> FitState:
-    """Run (or continue) a fit; sets the tuner's fitted attributes even when it fails."""
-    h, w = int(x.shape[1]), int(x.shape[2])
-    n = x.shape[0]
-    b = min(int(tuner.batch_size), n)
-    scorer = _Scorer(tuner, objective, pert, counter, y, (h, w))
-    if state is None:
-        rng = np.random.default_rng(tuner.seed)
-        z0 = np.zeros(pert.latent_shape((h, w)), dtype=np.float64)
-        state = FitState(z=z0, opt_state=optimizer.init(z0),
-                         rng_state=dict(rng.bit_generator.state))
-    else:
+class Problem(Protocol):
+    """What a task tells the engine. Queries go through the problem's own
+    :class:`~blackbox_dft.core.model.QueryCounter` (the one given to :class:`FitLoop`).
+
+    latent_shape: shape of the latent being fitted (``(slots, *one latent)`` when
+    ``slots > 1``). slots: perturbations fitted in lockstep, each with its own best.
+    step_cost / validation_cost: upper bounds on the images one step / one validation
+    sends (``validation_cost`` is 0 without a validation split).
+    """
+
+    latent_shape: tuple[int, ...]
+    slots: int
+    step_cost: int
+    validation_cost: int
+
+    def gradient(self, z: np.ndarray, estimator: Estimator, rng: np.random.Generator,
+                 t: int, state: FitState) -> tuple[np.ndarray, dict[str, Any]]:
+        """Gradient estimate like ``z`` at step ``t`` and the step's record fields."""
+        ...
+
+    def project(self, z: np.ndarray) -> np.ndarray:
+        """``z`` moved into the feasible set (the perturbation's bound)."""
+        ...
+
+    def validate(self, z: np.ndarray, state: FitState) -> Validation:
+        """Score latent ``z`` on the validation split (costs queries)."""
+        ...
+
+
+def minimum_budget(problem: Problem) -> int:
+    """The smallest budget that affords one step: the baseline validation, one step and its
+    validation (images; upper bounds)."""
+    return problem.step_cost + 2 * problem.validation_cost
+
+
+def check_budget(problem: Problem, budget: int, what: str) -> None:
+    """ValueError, before any query, when ``budget`` cannot pay for one step (``what``
+    names the step's cost in the message)."""
+    minimum = minimum_budget(problem)
+    if budget < minimum:
+        val = problem.validation_cost
+        raise ValueError(
+            f"query_budget={budget} is smaller than one step: {what}"
+            + (f" + 2 x {val} validation images" if val else "")
+            + f" = {minimum} queries; give query_budget >= {minimum}")
+
+
+@dataclass
+class FitLoop:
+    """Run (or continue) a fit of ``problem``: see the module docstring.
+
+    checkpoint: ``.npz`` path written every ``checkpoint_every`` steps, at the end and on
+    failure (None: no file). meta: the checkpoint's metadata (parameters, data fingerprint).
+    callback: ``callback(record, state)`` after every step; a true value stops the fit.
+    """
+
+    problem: Problem
+    estimator: Estimator
+    optimizer: Optimizer
+    counter: QueryCounter
+    seed: int | None
+    validation_every: int
+    checkpoint: str | os.PathLike[str] | None = None
+    checkpoint_every: int = 10
+    meta: dict[str, Any] = field(default_factory=dict)
+    bar: tqdm | None = None
+    callback: Callable[[dict[str, Any], FitState], Any] | None = None
+
+    def new_state(self) -> FitState:
+        """The state before the first step: zero latent, fresh optimizer, seeded generator."""
+        rng = np.random.default_rng(self.seed)
+        z0 = np.zeros(self.problem.latent_shape, dtype=np.float64)
+        return FitState(z=z0, opt_state=self.optimizer.init(z0),
+                        rng_state=dict(rng.bit_generator.state))
+
+    def run(self, state: FitState | None = None) -> FitState:
+        """Fit from ``state`` (None: a new fit) until the budget or the callback stops it."""
+        state = self.new_state() if state is None else state
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng_state
-    step_cost = est.candidates_per_step * b
-    val_cost = 0 if val is None else val[0].shape[0]
-    every = int(tuner.validation_every)
-    bar.update(counter.queries - bar.n)
+        p = self.problem
+        validating = p.validation_cost > 0
+        self._show(state, None)
 
-    def save() -> None:
-        if checkpoint is not None:
-            state.save(checkpoint, meta)
+        def save() -> None:
+            if self.checkpoint is not None:
+                state.save(self.checkpoint, self.meta)
 
-    try:
-        with keep_on_failure(state, counter, save):
-            if val is not None and state.baseline is None:
-                m = scorer.validate(state.z, val)
-                state.baseline = {"queries": counter.queries, **m}
-                state.best_z, state.best_score = state.z.copy(), _score(m, tuner.selection)
-                commit_queries(state, counter)
-            while not state.done and counter.affords(step_cost + val_cost):
-                t = state.step
-                idx = rng.choice(n, size=b, replace=False) if b < n else np.arange(n)
-                xb, yb = x[idx], y[idx]
-                if est.per_image:
-                    g, loss, _ = est.estimate(partial(scorer.losses_per_image, xb=xb, yb=yb),
-                                              state.z, rng, t, batch=b)
-                else:
-                    g, loss, _ = est.estimate(partial(scorer.losses, xb=xb, yb=yb), state.z, rng, t)
-                if tuner.energy_penalty:
-                    g = g + float(tuner.energy_penalty) * state.z
-                step, opt_state = optimizer.update(g, state.opt_state)
-                z = pert.project(state.z - step, float(tuner.epsilon))
-                rec: dict[str, Any] = {"step": t + 1, "queries": counter.queries, "loss": loss,
-                                       "learning_rate": optimizer.learning_rate(t),
-                                       "fd_step": est.step_at(t)}
-                last = counter.remaining < 2 * step_cost + val_cost
-                if val is not None and ((t + 1) % every == 0 or last):
-                    m = scorer.validate(z, val)
-                    rec.update(m, queries=counter.queries)
-                    if _score(m, tuner.selection) > (state.best_score or [-np.inf]):
-                        state.best_z, state.best_score = z.copy(), _score(m, tuner.selection)
-                        state.best_step = t + 1
-                # Commit the whole step at once.
-                state.z, state.opt_state, state.step = z, opt_state, t + 1
-                commit_queries(state, counter)
-                state.rng_state = dict(rng.bit_generator.state)
-                state.history.append(rec)
-                bar.update(counter.queries - bar.n)
-                post = {"loss": f"{loss:.4f}"}
-                if "val_accuracy" in rec:
-                    post["val_acc"] = f"{rec['val_accuracy']:.3f}"
-                bar.set_postfix(post, refresh=False)
-                if state.step % checkpoint_every == 0:
+        with keep_on_failure(state, self.counter, save):
+            if validating and state.baseline is None:
+                v = p.validate(state.z, state)
+                state.baseline = v.baseline
+                _set_best(state, p.slots, state.z, v.keys, None)
+                commit_queries(state, self.counter)
+            while not state.done and self.counter.affords(p.step_cost + p.validation_cost):
+                record = self._step(state, rng, validating)
+                self._show(state, record)
+                if state.step % self.checkpoint_every == 0:
                     save()
-                if callback is not None and callback(rec, state):
+                if self.callback is not None and self.callback(record, state):
                     break
-            if val is None:
-                state.best_z, state.best_step = state.z.copy(), state.step
+            if not validating:
+                _set_best(state, p.slots, state.z, None, state.step)
             state.done = True
             save()
-    finally:
-        tuner._set_fitted(state)
-    return state
+        return state
+
+    def _step(self, state: FitState, rng: np.random.Generator,
+              validating: bool) -> dict[str, Any]:
+        p, t = self.problem, state.step
+        g, fields = p.gradient(state.z, self.estimator, rng, t, state)
+        step, opt_state = self.optimizer.update(g, state.opt_state)
+        z = p.project(state.z - step)
+        record: dict[str, Any] = {"step": t + 1, **fields}
+        last = self.counter.remaining < 2 * p.step_cost + p.validation_cost
+        best = None
+        if validating and ((t + 1) % self.validation_every == 0 or last):
+            v = p.validate(z, state)
+            record.update(v.record)
+            best = v.keys
+        record["queries"] = self.counter.queries
+        # Commit the whole step at once.
+        if best is not None:
+            _set_best(state, p.slots, z, best, t + 1)
+        state.z, state.opt_state, state.step = z, opt_state, t + 1
+        commit_queries(state, self.counter)
+        state.rng_state = dict(rng.bit_generator.state)
+        state.history.append(record)
+        return record
+
+    def _show(self, state: FitState, record: dict[str, Any] | None) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(self.counter.queries - self.bar.n)
+        if record is not None:
+            post = {k: f"{v:.4f}" for k, v in record.items() if k == "loss"}
+            if "val_accuracy" in record:
+                post["val_acc"] = f"{record['val_accuracy']:.3f}"
+            self.bar.set_postfix(post, refresh=False)
+
+
+def _set_best(state: FitState, slots: int, z: np.ndarray, keys: list[Key] | None,
+              step: int | None) -> None:
+    """Keep ``z`` (or its slots) as the best where its key beats the best so far.
+
+    keys None: take ``z`` unconditionally (the end of a fit without validation). step None:
+    the baseline (the keys become the first best, at step 0).
+    """
+    if slots == 1:
+        if keys is None:
+            state.best_z, state.best_step = z.copy(), int(step or 0)
+        elif step is None:
+            state.best_z, state.best_score = z.copy(), list(keys[0])
+        elif keys[0] > (state.best_score or [-np.inf]):
+            state.best_z, state.best_score, state.best_step = z.copy(), list(keys[0]), step
+        return
+    ex = state.extra
+    if keys is None:
+        state.best_z, ex["best_step"] = z.copy(), [int(step or 0)] * slots
+        return
+    if step is None:
+        state.best_z = z.copy()
+        ex["best_key"], ex["best_step"] = [list(k) for k in keys], [0] * slots
+        return
+    best_z = z.copy() if state.best_z is None else state.best_z.copy()
+    best_key, best_step = list(ex["best_key"]), list(ex["best_step"])
+    for a, key in enumerate(keys):
+        if key > best_key[a]:
+            best_z[a], best_key[a], best_step[a] = z[a].copy(), list(key), step
+    state.best_z = best_z
+    ex["best_key"], ex["best_step"] = best_key, best_step
+
+
+def best_latent(state: FitState) -> np.ndarray:
+    """The best latent of a fit (its current latent when nothing was kept yet)."""
+    return state.z if state.best_z is None else state.best_z

@@ -19,55 +19,26 @@ from typing import Any
 
 import numpy as np
 
-from blackbox_dft._version import __version__
 from blackbox_dft.core.checks import check_choice, check_int, show
+from blackbox_dft.core.engine import best_latent, check_budget
 from blackbox_dft.core.estimators import SPSA, Estimator
 from blackbox_dft.core.images import apply_deltas, check_images
 from blackbox_dft.core.metrics import classification_metrics
-from blackbox_dft.core.model import QueryCounter, model_name
+from blackbox_dft.core.model import QueryCounter
 from blackbox_dft.core.objectives import Objective
 from blackbox_dft.core.optimizers import Optimizer, Schedule, make_optimizer
-from blackbox_dft.core.perturbation import LowResolution, Perturbation, perturbation_from_config
-from blackbox_dft.core.state import (
-    FitState,
-    commit_queries,
-    keep_on_failure,
-    load_resumable,
-    read_result,
-    resume_queries,
-    write_npz_json,
-)
-from blackbox_dft.tasks.classification import (
-    DataFineTuner,
-    NotFittedError,
-    _fingerprint,
-    check_common_args,
-    decode_params,
-)
+from blackbox_dft.core.perturbation import LowResolution, Perturbation
+from blackbox_dft.core.state import FitState, paid_images
+from blackbox_dft.tasks.attributes_problem import AttributeProblem, Sender
+from blackbox_dft.tasks.base import Tuner, check_common_args, fingerprint
+from blackbox_dft.tasks.classification import DataFineTuner
 
 __all__ = ["MultiAttributeTuner", "MODES"]
 
 MODES = ("per_attribute", "shared")
 
 
-class _Sender:
-    """Send (delta, images) jobs in one call, deduplicating equal quantized deltas."""
-
-    def __init__(self, counter: QueryCounter) -> None:
-        self.counter = counter
-        self.requested = 0  # images the jobs asked for before deduplication
-
-    def scores(self, x: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-        """Scores ``(M, n, A)`` of images ``x (n, H, W, 3)`` under deltas ``(M, H, W, 3)``."""
-        q = np.rint(deltas).astype(np.int16)
-        _, first, inv = np.unique(q.reshape(q.shape[0], -1), axis=0, return_index=True,
-                                  return_inverse=True)
-        raw = self.counter.predict(apply_deltas(x, deltas[first]))
-        self.requested += deltas.shape[0] * x.shape[0]
-        return raw.reshape(first.size, x.shape[0], -1)[inv.ravel()]
-
-
-class MultiAttributeTuner:
+class MultiAttributeTuner(Tuner):
     """Fit per-attribute (or shared) perturbations for a multi-attribute model by queries.
 
     model: ``predict(uint8 (N, H, W, 3)) -> (N, A)`` (one column per attribute).
@@ -90,6 +61,15 @@ class MultiAttributeTuner:
         self.batch_size, self.query_budget, self.scores = batch_size, query_budget, scores
         self.validation_every, self.seed = validation_every, seed
 
+    _result_kind = "multiattr_result"
+    _checkpoint_kind = "per_attribute_checkpoint"
+    _saved_arrays = {"deltas": "deltas_", "latents": "latents_"}
+    _saved_fields = {"attributes": "attributes_", "perturbation": "perturbation_",
+                     "image_shape": "image_shape_", "queries": "queries_",
+                     "queries_separate": "queries_separate_", "queries_saved": "queries_saved_",
+                     "history": "history_", "best_step": "best_step_", "n_steps": "n_steps_"}
+    _data_name = "images or labels"
+
     def _setup(self, labels: Any, n: int) -> np.ndarray:
         check_choice("mode", self.mode, MODES)
         check_common_args(self)
@@ -104,8 +84,8 @@ class MultiAttributeTuner:
         self.attributes_ = list(names)
         return y
 
-    def _column_loss(self, raw: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return self.objective_.loss(raw, y)
+    def _default_perturbation(self) -> Perturbation:
+        return LowResolution((8, 8))
 
     def fit(self, images: np.ndarray, labels: Any,
             validation: tuple[np.ndarray, Any] | None = None, *,
@@ -117,8 +97,7 @@ class MultiAttributeTuner:
         a ``.npz`` written atomically every ``checkpoint_every`` steps and on a failure, and
         continued with ``resume=True`` to the result of an uninterrupted fit.
         """
-        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+        self._check_checkpoint_every(checkpoint_every)
         x = check_images(images)
         y = self._setup(labels, x.shape[0])
         val = None
@@ -132,124 +111,56 @@ class MultiAttributeTuner:
         if self.mode == "shared":
             return self._fit_shared(x, y, val, n_attr, checkpoint, checkpoint_every, resume)
         eps = float(self.epsilon)
-        pert = self.perturbation or LowResolution((8, 8))
+        pert = self.perturbation or self._default_perturbation()
         est = self.estimator or SPSA(directions=1, step=2.0)
         if est.per_image:
-            raise ValueError(f"MultiAttributeTuner takes estimators with per_image=False, "
-                             f"got {est!r}; one direction per image is for DataFineTuner")
-        hw = (int(x.shape[1]), int(x.shape[2]))
-        b = min(int(self.batch_size), x.shape[0])
-        step_cost = n_attr * est.candidates_per_step * b
-        val_cost = 0 if val is None else n_attr * val[0].shape[0]
-        if self.query_budget < step_cost + val_cost:
-            raise ValueError(f"query_budget={self.query_budget} is smaller than one lockstep "
-                             f"step and a validation ({step_cost + val_cost} images)")
+            raise ValueError(f"MultiAttributeTuner takes shared-direction estimators, got "
+                             f"{est!r}; one direction per image is for DataFineTuner")
+        counter = QueryCounter(self.model, int(self.query_budget))
+        problem = AttributeProblem(counter, self.objective_, pert, est, x, y, val,
+                                   self.attributes_, epsilon=eps,
+                                   batch_size=int(self.batch_size))
+        check_budget(problem, int(self.query_budget),
+                     f"{n_attr} attributes x {est.candidates_per_step} candidates x "
+                     f"{problem.batch} images")
         lr = self.learning_rate if self.learning_rate is not None else eps / 8.0
         opt = make_optimizer(self.optimizer, Schedule(float(lr)))
-        rng = np.random.default_rng(self.seed)
-        sender = _Sender(QueryCounter(self.model, int(self.query_budget)))
-        meta = {"kind": "per_attribute_checkpoint", "params": self.get_params(),
-                "fingerprint": _fingerprint(x, y), "version": __version__}
-        loaded = load_resumable(checkpoint, resume, meta, "images or labels")
-        if loaded is not None:
-            st = loaded
-            rng.bit_generator.state = st.rng_state
-            resume_queries(st, sender.counter)
-        else:
-            z0 = np.zeros((n_attr, *pert.latent_shape(hw)))
-            # per-attribute optimizer states in one dict, keys prefixed "a<index>/"
-            opt0 = {f"a{a}/{k}": v for a in range(n_attr) for k, v in opt.init(z0[a]).items()}
-            st = FitState(z=z0, opt_state=opt0, rng_state=dict(rng.bit_generator.state),
-                          best_z=z0.copy(), extra={"best_key": [[-np.inf]] * n_attr,
-                                                   "best_step": [0] * n_attr, "separate": 0})
-
-        def opt_of(state: dict[str, Any], a: int) -> dict[str, Any]:
-            tag = f"a{a}/"
-            return {k[len(tag):]: v for k, v in state.items() if k.startswith(tag)}
-
-        def validate(zz: np.ndarray) -> list[dict[str, float]]:
-            assert val is not None
-            xv, yv = val
-            s = sender.scores(xv, pert.to_deltas(zz, hw, eps))
-            out = []
-            for a in range(n_attr):
-                pred = self.objective_.predict_labels(s[a][:, a])
-                out.append({"val_accuracy": float(np.mean(pred == yv[:, a])),
-                            "val_loss": float(self._column_loss(s[a][:, a], yv[:, a]).mean())})
-            return out
-
-        def save() -> None:
-            if checkpoint is not None:
-                st.save(checkpoint, meta)
-
-        ex = st.extra
-        try:
-            with keep_on_failure(st, sender.counter, save):
-                if val is not None and st.baseline is None:
-                    base = validate(st.z)  # all-zero latents: one clean pass serves every attribute
-                    ex["separate"] += val_cost
-                    st.baseline = {"per_attribute": base}
-                    ex["best_key"] = [[m["val_accuracy"], -m["val_loss"]] for m in base]
-                    commit_queries(st, sender.counter)
-                while not st.done and sender.counter.affords(step_cost + val_cost):
-                    step = st.step
-                    idx = rng.choice(x.shape[0], size=b, replace=False) if b < x.shape[0] \
-                        else np.arange(x.shape[0])
-                    c = est.step_at(step)
-                    zs = st.z.copy()
-                    dirs = [est._directions((), zs[a].shape, rng) for a in range(n_attr)]
-                    cands = np.stack([est._candidates(zs[a], dirs[a], c) for a in range(n_attr)])
-                    m = cands.shape[1]
-                    s = sender.scores(x[idx], pert.to_deltas(cands.reshape(-1, *zs.shape[1:]), hw,
-                                                             eps))
-                    separate = ex["separate"] + step_cost
-                    rec: dict[str, Any] = {"step": step + 1}
-                    opt_state: dict[str, Any] = {}
-                    for a in range(n_attr):
-                        raw_a = s[a * m:(a + 1) * m, :, a].reshape(-1)
-                        losses = self._column_loss(raw_a, np.tile(y[idx, a], m)).reshape(m, b)
-                        g, loss = est._combine(losses.mean(1), dirs[a], c)
-                        upd, new = opt.update(g.reshape(zs[a].shape), opt_of(st.opt_state, a))
-                        opt_state.update({f"a{a}/{k}": v for k, v in new.items()})
-                        zs[a] = pert.project(zs[a] - upd, eps)
-                        rec[f"loss/{self.attributes_[a]}"] = loss
-                    last = sender.counter.remaining < 2 * step_cost + val_cost
-                    best_z = st.best_z.copy() if st.best_z is not None else zs.copy()
-                    best_key, best_step = list(ex["best_key"]), list(ex["best_step"])
-                    if val is not None and ((step + 1) % int(self.validation_every) == 0 or last):
-                        ms = validate(zs)
-                        separate += val_cost
-                        for a, mm in enumerate(ms):
-                            rec[f"val_accuracy/{self.attributes_[a]}"] = mm["val_accuracy"]
-                            key = [mm["val_accuracy"], -mm["val_loss"]]
-                            if key > best_key[a]:
-                                best_z[a], best_key[a], best_step[a] = zs[a].copy(), key, step + 1
-                    rec["queries"] = sender.counter.queries
-                    # Commit the whole step at once.
-                    st.z, st.opt_state, st.step, st.best_z = zs, opt_state, step + 1, best_z
-                    ex.update(best_key=best_key, best_step=best_step, separate=separate)
-                    commit_queries(st, sender.counter)
-                    st.rng_state = dict(rng.bit_generator.state)
-                    st.history.append(rec)
-                    if st.step % checkpoint_every == 0:
-                        save()
-                if val is None:
-                    st.best_z, ex["best_step"] = st.z.copy(), [st.step] * n_attr
-                st.done = True
-                save()
-        finally:  # a failed fit keeps what it reached, as DataFineTuner: queries_ included
-            st.best_z = st.z.copy() if st.best_z is None else st.best_z
-            if st.baseline is not None:
-                self.baseline_ = st.baseline["per_attribute"]
-            self.perturbation_, self.image_shape_ = pert, hw
-            self.latents_ = st.best_z.astype(np.float32)
-            self.deltas_ = pert.to_deltas(self.latents_, hw, eps)
-            self.queries_ = sender.counter.paid  # every image sent, failed steps' included
-            self.queries_separate_ = int(ex["separate"]) + st.lost_queries
-            self.queries_saved_ = self.queries_separate_ - self.queries_
-            self.history_, self.n_steps_ = st.history, st.step
-            self.best_step_ = list(ex["best_step"])
+        self.perturbation_, self.image_shape_ = pert, problem.hw
+        self._problem = problem
+        self._fit_loop(problem, est, opt, counter, {"fingerprint": fingerprint(x, y)},
+                       checkpoint, checkpoint_every, resume)
         return self
+
+    def _set_fitted(self, state: FitState, counter: QueryCounter) -> None:
+        # a failed fit keeps what it reached, as DataFineTuner: queries_ included
+        problem = self._problem
+        if state.baseline is not None:
+            self.baseline_ = state.baseline["per_attribute"]
+        self.latents_ = best_latent(state).astype(np.float32)
+        self.deltas_ = self.perturbation_.to_deltas(self.latents_, self.image_shape_,
+                                                    float(self.epsilon))
+        self.queries_ = paid_images(state)  # every image sent, failed steps' included
+        # Separate fits per attribute would each have paid for their own steps and
+        # validations (the baseline's too): what the lockstep calls shared.
+        validations = sum(1 for r in state.history
+                          if any(k.startswith("val_accuracy/") for k in r))
+        validations += state.baseline is not None
+        self.queries_separate_ = (state.step * problem.step_cost
+                                  + validations * problem.validation_cost + state.lost_queries)
+        self.queries_saved_ = self.queries_separate_ - self.queries_
+        self.history_, self.n_steps_ = state.history, state.step
+        best = state.extra.get("best_step")
+        self.best_step_ = [int(b) for b in best] if isinstance(best, list) \
+            else [0] * problem.slots
+
+    def _restore(self, meta: dict[str, Any]) -> None:
+        super()._restore(meta)
+        self.objective_ = Objective("binary", self.scores)
+        self.attributes_ = [str(a) for a in meta["attributes"]]
+        self.queries_separate_ = int(meta["queries_separate"])
+        self.queries_saved_ = int(meta["queries_saved"])
+        self.best_step_ = [int(b) for b in meta["best_step"]]
+        self.n_steps_ = int(meta["n_steps"])
 
     def _fit_shared(self, x: np.ndarray, y: np.ndarray,
                     val: tuple[np.ndarray, np.ndarray] | None, n_attr: int,
@@ -284,8 +195,7 @@ class MultiAttributeTuner:
 
     def transform(self, images: np.ndarray, attribute: int | str) -> np.ndarray:
         """Images ``(N, H, W, 3)`` perturbed by one attribute's delta (by index or name)."""
-        if not hasattr(self, "deltas_"):
-            raise NotFittedError("this MultiAttributeTuner is not fitted yet; call fit first")
+        self._check_fitted()
         if isinstance(attribute, str):
             a = self.attributes_.index(check_choice("attribute", attribute, self.attributes_))
         else:
@@ -303,13 +213,12 @@ class MultiAttributeTuner:
         Sends the clean images once (shared by every attribute) and, per distinct delta,
         the perturbed images: ``(1 + distinct deltas) x N`` queries instead of ``2 A N``.
         """
-        if not hasattr(self, "deltas_"):
-            raise NotFittedError("this MultiAttributeTuner is not fitted yet; call fit first")
+        self._check_fitted()
         x = check_images(images)
         y = Objective("multilabel").check_labels(labels, x.shape[0])
         eps = float(self.epsilon)
         deltas = self.perturbation_.to_deltas(self.latents_, x.shape[1:3], eps)
-        sender = _Sender(QueryCounter(self.model))
+        sender = Sender(QueryCounter(self.model))
         s = sender.scores(x, np.concatenate([np.zeros_like(deltas[:1]), deltas]))
         per = {}
         for a, name in enumerate(self.attributes_):
@@ -326,65 +235,3 @@ class MultiAttributeTuner:
                 "accuracy_after": float(np.mean([r["accuracy_after"] for r in per.values()])),
                 "queries": sender.counter.queries, "queries_separate": 2 * n_attr * x.shape[0],
                 "n_images": int(x.shape[0])}
-
-    # -- parameters and files -------------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments except the model, JSON-able (components as configs, None
-        where the default is used)."""
-        return {
-            "attributes": None if self.attributes is None else list(self.attributes),
-            "mode": self.mode, "epsilon": float(self.epsilon),
-            "perturbation": None if self.perturbation is None else self.perturbation.get_config(),
-            "estimator": None if self.estimator is None else self.estimator.get_config(),
-            "optimizer": self.optimizer if isinstance(self.optimizer, str)
-            else self.optimizer.get_config(),
-            "learning_rate": None if self.learning_rate is None else float(self.learning_rate),
-            "batch_size": int(self.batch_size), "query_budget": int(self.query_budget),
-            "scores": self.scores, "validation_every": int(self.validation_every),
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_params(cls, model: Any, params: dict[str, Any]) -> MultiAttributeTuner:
-        """Rebuild a tuner from :meth:`get_params` output."""
-        p = decode_params(params)
-        attributes = p.pop("attributes", None)
-        return cls(model, attributes, **p)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted deltas ``(A, H, W, 3)`` and latents to ``path`` (``.npz`` arrays
-        plus one JSON document: attributes, parameters, queries; no pickle)."""
-        if not hasattr(self, "deltas_"):
-            raise NotFittedError("this MultiAttributeTuner is not fitted yet; call fit first")
-        write_npz_json(path, {"deltas": self.deltas_, "latents": self.latents_}, {
-            "kind": "multiattr_result", "params": self.get_params(), "version": __version__,
-            "attributes": self.attributes_, "perturbation": self.perturbation_.get_config(),
-            "image_shape": list(self.image_shape_), "queries": int(self.queries_),
-            "queries_separate": int(self.queries_separate_),
-            "queries_saved": int(self.queries_saved_), "history": self.history_,
-            "best_step": [int(b) for b in self.best_step_], "n_steps": int(self.n_steps_),
-            "model": model_name(self.model)})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Any) -> MultiAttributeTuner:
-        """Load a result written by :meth:`save` and attach it to ``model``."""
-        arrays, meta = read_result(path, "multiattr_result", "MultiAttributeTuner")
-        tuner = cls.from_params(model, meta["params"])
-        tuner.objective_ = Objective("binary", tuner.scores)
-        tuner.attributes_ = [str(a) for a in meta["attributes"]]
-        tuner.perturbation_ = perturbation_from_config(meta["perturbation"])
-        tuner.image_shape_ = (int(meta["image_shape"][0]), int(meta["image_shape"][1]))
-        tuner.latents_ = arrays["latents"].astype(np.float32)
-        tuner.deltas_ = arrays["deltas"].astype(np.float32)
-        tuner.queries_ = int(meta["queries"])
-        tuner.queries_separate_ = int(meta["queries_separate"])
-        tuner.queries_saved_ = int(meta["queries_saved"])
-        tuner.history_ = meta["history"]
-        tuner.best_step_ = [int(b) for b in meta["best_step"]]
-        tuner.n_steps_ = int(meta["n_steps"])
-        return tuner
-
-    def __repr__(self) -> str:
-        fitted = f", fitted: {self.queries_} queries" if hasattr(self, "deltas_") else ""
-        return (f"MultiAttributeTuner({model_name(self.model)}, mode={self.mode!r}, "
-                f"epsilon={self.epsilon}, query_budget={self.query_budget}{fitted})")

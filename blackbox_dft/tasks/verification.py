@@ -26,123 +26,33 @@ from typing import Any
 
 import numpy as np
 
-from blackbox_dft._version import __version__
-from blackbox_dft.core.checks import check_choice, check_number, show
+from blackbox_dft.core.checks import check_choice, check_number
+from blackbox_dft.core.engine import best_latent, check_budget
 from blackbox_dft.core.estimators import SPSA, Estimator
-from blackbox_dft.core.images import apply_delta, apply_deltas, check_images, psnr
+from blackbox_dft.core.images import apply_delta, check_images, psnr
 from blackbox_dft.core.metrics import ssim
 from blackbox_dft.core.model import QueryCounter, model_name
 from blackbox_dft.core.optimizers import Optimizer, Schedule, make_optimizer
-from blackbox_dft.core.perturbation import LowResolution, Perturbation, perturbation_from_config
-from blackbox_dft.core.state import (
-    FitState,
-    commit_queries,
-    keep_on_failure,
-    load_resumable,
-    read_result,
-    resume_queries,
-    write_npz_json,
+from blackbox_dft.core.perturbation import LowResolution, Perturbation
+from blackbox_dft.core.state import FitState, paid_images
+from blackbox_dft.tasks.base import Tuner, check_common_args, fingerprint
+from blackbox_dft.tasks.verification_metrics import (
+    best_threshold,
+    check_pairs,
+    cosine_similarities,
+    roc_auc,
+    tar_at_far,
+    verification_accuracy,
+    verification_metrics,
 )
-from blackbox_dft.tasks.classification import (
-    NotFittedError,
-    _fingerprint,
-    check_common_args,
-    decode_params,
-)
+from blackbox_dft.tasks.verification_problem import PairScorer, VerificationProblem
 
 __all__ = ["VerificationTuner", "check_pairs", "cosine_similarities", "best_threshold",
            "verification_accuracy", "tar_at_far", "roc_auc", "verification_metrics"]
 
 
-# -- metrics ---------------------------------------------------------------------------------
-def verification_accuracy(sims: np.ndarray, same: np.ndarray, threshold: float) -> float:
-    """Fraction of pairs decided right: same iff ``sims >= threshold``. sims, same: ``(P,)``."""
-    return float(np.mean((sims >= threshold) == (same == 1)))
-
-
-def best_threshold(sims: np.ndarray, same: np.ndarray) -> float:
-    """The threshold maximising accuracy on these pairs (midpoint between sorted sims)."""
-    s = np.sort(np.unique(sims))
-    cands = np.concatenate([[s[0] - 1e-6], (s[:-1] + s[1:]) / 2.0, [s[-1] + 1e-6]])
-    acc = [verification_accuracy(sims, same, float(t)) for t in cands]
-    return float(cands[int(np.argmax(acc))])
-
-
-def tar_at_far(sims: np.ndarray, same: np.ndarray, far: float = 0.1) -> float:
-    """True accept rate at the threshold where at most ``far`` of different pairs pass."""
-    neg = np.sort(sims[same == 0])[::-1]
-    pos = sims[same == 1]
-    if neg.size == 0 or pos.size == 0:
-        return float("nan")
-    k = int(np.floor(far * neg.size))  # number of false accepts allowed
-    t = neg[k] if k < neg.size else -np.inf
-    return float(np.mean(pos > t))
-
-
-def roc_auc(sims: np.ndarray, same: np.ndarray) -> float:
-    """Probability that a same pair scores above a different pair (ties count half)."""
-    pos, neg = sims[same == 1], sims[same == 0]
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    diff = pos[:, None] - neg[None, :]
-    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
-
-
-def verification_metrics(sims: np.ndarray, same: np.ndarray, threshold: float,
-                         far: float = 0.1) -> dict[str, float]:
-    """Accuracy at ``threshold``, TAR at ``far``, ROC AUC and mean same/different similarity."""
-    return {"accuracy": verification_accuracy(sims, same, threshold),
-            "tar_at_far": tar_at_far(sims, same, far), "auc": roc_auc(sims, same),
-            "mean_sim_same": float(sims[same == 1].mean()) if (same == 1).any() else np.nan,
-            "mean_sim_diff": float(sims[same == 0].mean()) if (same == 0).any() else np.nan}
-
-
-# -- inputs ----------------------------------------------------------------------------------
-def check_pairs(pairs: Any, n_images: int, name: str = "pairs") -> np.ndarray:
-    """Validate pairs against ``n_images`` images; return int64 ``(P, 3)``."""
-    try:
-        arr = np.asarray(pairs)
-    except (TypeError, ValueError):  # ragged nested lists
-        raise ValueError(f"{name} must be an int array of shape (P, 3), got {show(pairs)}") \
-            from None
-    if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (P, 3) rows (index a, index b, same), "
-                         f"got shape {arr.shape}")
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
-                                 or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} must hold integers (indices and 0/1), got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating) and not (
-            np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
-        raise ValueError(f"{name} must hold whole numbers (indices and 0/1), got fractions, "
-                         "NaN or inf")
-    # Ranges are checked in the given dtype, before the int64 cast: a float 1e19 or a
-    # uint64 would wrap around to a valid-looking index.
-    bad = np.flatnonzero((arr[:, :2] < 0).any(axis=1) | (arr[:, :2] >= n_images).any(axis=1))
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(
-            f"{name} row {i} names image {show(arr[i, :2].tolist())} but there are only "
-            f"{n_images} images (indices 0..{n_images - 1}); {bad.size} rows name missing images")
-    if not np.all((arr[:, 2] == 0) | (arr[:, 2] == 1)):
-        raise ValueError(f"{name} column 2 (same) must be 0 or 1")
-    return arr.astype(np.int64)
-
-
-def cosine_similarities(emb: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """Cosine similarity ``(P,)`` of embedding rows ``emb (N, D)`` for pairs ``(P, >=2)``."""
-    e = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return np.einsum("pd,pd->p", e[pairs[:, 0]], e[pairs[:, 1]])
-
-
-def _check_embedding(emb: np.ndarray, who: str) -> None:
-    if emb.shape[1] < 2:
-        raise ValueError(
-            f"{who} returned {emb.shape[1]} score per image, not an embedding; for a "
-            "classifier use DataFineTuner (task='binary'/'multiclass')")
-
-
 # -- tuner -----------------------------------------------------------------------------------
-class VerificationTuner:
+class VerificationTuner(Tuner):
     """Fit one perturbation ``delta`` (``|delta| <= epsilon``) applied to both images of a pair.
 
     model: ``predict(uint8 (N, H, W, 3)) -> (N, D)`` embeddings, or a pair model with
@@ -175,6 +85,15 @@ class VerificationTuner:
         self.loss = loss
         self.validation_every, self.seed = validation_every, seed
 
+    _result_kind = "verification_result"
+    _checkpoint_kind = "verification_checkpoint"
+    _saved_arrays = {"delta": "delta_", "latent": "latent_"}
+    _saved_fields = {"image_shape": "image_shape_", "perturbation": "perturbation_",
+                     "threshold": "threshold_", "baseline_threshold": "baseline_threshold_",
+                     "queries": "queries_", "history": "history_", "best_step": "best_step_",
+                     "n_steps": "n_steps_"}
+    _data_name = "pairs or images"
+
     def _check_model(self) -> None:
         kind = getattr(self.model, "output_kind", None)
         if kind in ("labels", "ordinal"):
@@ -195,42 +114,27 @@ class VerificationTuner:
         APIs answer; False for an embedding model."""
         return getattr(self.model, "output_kind", None) == "similarity"
 
-    def _cost(self, pairs: np.ndarray) -> int:
-        """Images one evaluation of ``pairs`` sends: each distinct image once (embeddings)
-        or both images of every pair (pair model)."""
-        return 2 * len(pairs) if self._pairwise() else int(np.unique(pairs[:, :2]).size)
-
-    def _sims(self, counter: QueryCounter, x: np.ndarray, pairs: np.ndarray,
-              deltas: np.ndarray) -> np.ndarray:
-        """Similarities ``(M, P)`` of pairs over images ``x`` under each delta ``(M, H, W, 3)``."""
-        if self._pairwise():
-            a, b = x[pairs[:, 0]], x[pairs[:, 1]]
-            return np.stack([counter.compare(apply_deltas(a, d[None]), apply_deltas(b, d[None]))
-                             for d in deltas])
-        used, inv = np.unique(pairs[:, :2], return_inverse=True)
-        local = inv.reshape(-1, 2)
-        emb = counter.predict(apply_deltas(x[used], deltas))
-        _check_embedding(emb, model_name(self.model))
-        emb = emb.reshape(deltas.shape[0], used.size, -1)
-        return np.stack([cosine_similarities(e, local) for e in emb])
-
     def _loss_name(self) -> str:
         if self.loss == "auto":
             return "dprime" if self.threshold is None else "margin"
         return str(self.loss)
 
-    def _loss(self, sims: np.ndarray, same: np.ndarray, t: float) -> np.ndarray:
-        """Loss per candidate: sims ``(..., P)``, same ``(P,)``, threshold t -> ``(...)``."""
-        if self._loss_name() == "dprime":
-            pos, neg = sims[..., same == 1], sims[..., same == 0]
-            if pos.shape[-1] == 0 or neg.shape[-1] == 0:
-                # d' needs both kinds of pair; a minibatch drawn with one kind only gives
-                # no gradient (0 for every candidate) instead of NaN.
-                return np.zeros(sims.shape[:-1])
-            spread = np.sqrt((pos.var(axis=-1) + neg.var(axis=-1)) / 2.0 + 1e-6)
-            return -(pos.mean(axis=-1) - neg.mean(axis=-1)) / spread
-        sign = np.where(same == 1, 1.0, -1.0)
-        return np.logaddexp(0.0, self.sharpness * (t - sims) * sign).mean(axis=-1) / self.sharpness
+    def _default_perturbation(self) -> Perturbation:
+        return LowResolution((8, 8))
+
+    def _scorer(self, counter: QueryCounter) -> PairScorer:
+        return PairScorer(counter, self._pairwise(), self._loss_name(), float(self.sharpness))
+
+    def _check_args(self) -> None:
+        self._check_model()
+        check_common_args(self)
+        check_choice("loss", self.loss, ("auto", "dprime", "margin"))
+        if self.threshold is not None:
+            # A pair model answers on its own scale (e.g. a vendor's 0-100 confidence).
+            check_number("threshold", self.threshold, *((None, None) if self._pairwise()
+                                                       else (-1.0, 1.0)))
+        check_number("sharpness", self.sharpness, 0.0, low_open=True)
+        check_number("far", self.far, 0.0, 1.0)
 
     def fit(self, images: np.ndarray, pairs: Any,
             validation: tuple[np.ndarray, Any] | None = None, *,
@@ -244,20 +148,11 @@ class VerificationTuner:
         interrupt and on a model error; with ``resume=True`` an existing checkpoint is
         continued (same seed and data give the same result as an uninterrupted fit).
         """
-        self._check_model()
-        check_common_args(self)
-        check_choice("loss", self.loss, ("auto", "dprime", "margin"))
-        if self.threshold is not None:
-            # A pair model answers on its own scale (e.g. a vendor's 0-100 confidence).
-            check_number("threshold", self.threshold, *((None, None) if self._pairwise()
-                                                       else (-1.0, 1.0)))
-        check_number("sharpness", self.sharpness, 0.0, low_open=True)
-        check_number("far", self.far, 0.0, 1.0)
+        self._check_args()
         if validation is not None and (not isinstance(validation, tuple)
                                        or len(validation) != 2):
             raise TypeError("validation must be a tuple (images, pairs)")
-        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+        self._check_checkpoint_every(checkpoint_every)
         x = check_images(images)
         p = check_pairs(pairs, x.shape[0])
         val = None
@@ -276,112 +171,54 @@ class VerificationTuner:
             raise ValueError("threshold=None chooses the threshold on validation pairs: pass "
                              "validation=(images, pairs) or a fixed threshold")
         eps = float(self.epsilon)
-        pert = self.perturbation or LowResolution((8, 8))
+        pert = self.perturbation or self._default_perturbation()
         est = self.estimator or SPSA(directions=1, step=2.0)
         if est.per_image:
-            raise ValueError(f"VerificationTuner takes estimators with per_image=False, "
-                             f"got {est!r}; one direction per image is for DataFineTuner")
-        hw = (int(x.shape[1]), int(x.shape[2]))
-        b = min(int(self.batch_size), p.shape[0])
-        val_cost = 0 if val is None else self._cost(val[1])
-        worst_step = est.candidates_per_step * (2 * b if self._pairwise()
-                                                else min(2 * b, x.shape[0]))
-        if self.query_budget < worst_step + 2 * val_cost:
-            raise ValueError(f"query_budget={self.query_budget} is smaller than one step and "
-                             f"two validations ({worst_step + 2 * val_cost} images)")
+            raise ValueError(f"VerificationTuner takes shared-direction estimators, got "
+                             f"{est!r}; one direction per image is for DataFineTuner")
+        counter = QueryCounter(self.model, int(self.query_budget))
+        problem = VerificationProblem(self._scorer(counter), pert, est, x, p, val, epsilon=eps,
+                                      batch_size=int(self.batch_size),
+                                      threshold=self.threshold, far=float(self.far))
+        per_candidate = problem.step_cost // est.candidates_per_step
+        check_budget(problem, int(self.query_budget),
+                     f"{est.candidates_per_step} candidates x up to {per_candidate} images")
         lr = self.learning_rate if self.learning_rate is not None else eps / 8.0
         opt = make_optimizer(self.optimizer, Schedule(float(lr)))
-        rng = np.random.default_rng(self.seed)
-        counter = QueryCounter(self.model, int(self.query_budget))
-        meta = {"kind": "verification_checkpoint", "params": self.get_params(),
-                "fingerprint": _fingerprint(x, p), "version": __version__}
-        loaded = load_resumable(checkpoint, resume, meta, "pairs or images")
-        if loaded is not None:
-            st = loaded
-            rng.bit_generator.state = st.rng_state
-            resume_queries(st, counter)
-        else:
-            z0 = np.zeros(pert.latent_shape(hw))
-            st = FitState(z=z0, opt_state=opt.init(z0), rng_state=dict(rng.bit_generator.state),
-                          best_z=z0.copy(), best_score=[-np.inf])
-        fixed_t = float(self.threshold) if self.threshold is not None else 0.0
-
-        def current_t() -> float:  # the threshold in force: from the last validation
-            for r in reversed(st.history):
-                if "val_accuracy" in r:
-                    return float(r["threshold"])
-            return float(st.baseline["threshold"]) if st.baseline else fixed_t
-
-        def validate(zz: np.ndarray) -> tuple[list[float], dict[str, Any]]:
-            assert val is not None
-            s = self._sims(counter, val[0], val[1], pert.to_delta(zz, hw, eps)[None])[0]
-            tt = best_threshold(s, val[1][:, 2]) if self.threshold is None else fixed_t
-            m = verification_metrics(s, val[1][:, 2], tt, float(self.far))
-            loss = float(self._loss(s, val[1][:, 2], tt))
-            return [m["accuracy"], -loss], {"val_accuracy": m["accuracy"], "val_loss": loss,
-                                            "threshold": tt}
-
-        def save() -> None:
-            if checkpoint is not None:
-                st.save(checkpoint, meta)
-
-        try:
-            with keep_on_failure(st, counter, save):
-                if val is not None and st.baseline is None:
-                    st.best_score, rec = validate(st.z)
-                    st.baseline = {"queries": counter.queries, **rec}
-                    commit_queries(st, counter)
-                while not st.done and counter.affords(worst_step + val_cost):
-                    t = current_t()
-                    pb = p[rng.choice(p.shape[0], size=b, replace=False)]
-
-                    def f(zs: np.ndarray, pb: np.ndarray = pb, tt: float = t) -> np.ndarray:
-                        s = self._sims(counter, x, pb, pert.to_deltas(zs, hw, eps))
-                        return self._loss(s, pb[:, 2], tt)
-
-                    g, loss, _ = est.estimate(f, st.z, rng, st.step)
-                    upd, opt_state = opt.update(g, st.opt_state)
-                    z = pert.project(st.z - upd, eps)
-                    rec = {"step": st.step + 1, "queries": counter.queries, "loss": loss,
-                           "threshold": t}
-                    last = counter.remaining < 2 * worst_step + val_cost
-                    if val is not None and ((st.step + 1) % int(self.validation_every) == 0
-                                            or last):
-                        key, m = validate(z)
-                        rec.update(m, queries=counter.queries)
-                        if key > (st.best_score or [-np.inf]):
-                            st.best_z, st.best_score, st.best_step = z.copy(), key, st.step + 1
-                    # Commit the whole step at once.
-                    st.z, st.opt_state, st.step = z, opt_state, st.step + 1
-                    commit_queries(st, counter)
-                    st.rng_state = dict(rng.bit_generator.state)
-                    st.history.append(rec)
-                    if st.step % checkpoint_every == 0:
-                        save()
-                if val is None:
-                    st.best_z, st.best_step = st.z.copy(), st.step
-                st.done = True
-                save()
-        finally:  # a failed fit keeps what it reached, as DataFineTuner: queries_ included
-            st.best_z = st.z.copy() if st.best_z is None else st.best_z
-            best = [r for r in st.history if r["step"] == st.best_step]
-            self.latent_ = st.best_z.astype(np.float32)
-            self.perturbation_, self.image_shape_ = pert, hw
-            self.delta_ = pert.to_delta(self.latent_, hw, eps)
-            if val is not None:
-                self.baseline_ = st.baseline
-                self.baseline_threshold_ = float(st.baseline["threshold"]) if st.baseline else 0.0
-                self.threshold_ = float(best[0]["threshold"]) if best else self.baseline_threshold_
-            else:
-                self.baseline_threshold_ = self.threshold_ = fixed_t
-            self.queries_ = counter.paid  # every image sent, failed steps' included
-            self.history_, self.best_step_ = st.history, st.best_step
+        self.perturbation_, self.image_shape_ = pert, problem.hw
+        self._validated = val is not None
+        self._fit_loop(problem, est, opt, counter, {"fingerprint": fingerprint(x, p)},
+                       checkpoint, checkpoint_every, resume)
         return self
+
+    def _set_fitted(self, state: FitState, counter: QueryCounter) -> None:
+        # a failed fit keeps what it reached, as DataFineTuner: queries_ included
+        fixed_t = float(self.threshold) if self.threshold is not None else 0.0
+        best = [r for r in state.history if r["step"] == state.best_step]
+        self.latent_ = best_latent(state).astype(np.float32)
+        self.delta_ = self.perturbation_.to_delta(self.latent_, self.image_shape_,
+                                                  float(self.epsilon))
+        if self._validated:
+            self.baseline_ = state.baseline
+            self.baseline_threshold_ = float(state.baseline["threshold"]) \
+                if state.baseline else 0.0
+            self.threshold_ = float(best[0]["threshold"]) if best \
+                else self.baseline_threshold_
+        else:
+            self.baseline_threshold_ = self.threshold_ = fixed_t
+        self.queries_ = paid_images(state)  # every image sent, failed steps' included
+        self.history_, self.best_step_, self.n_steps_ = state.history, state.best_step, state.step
+
+    def _restore(self, meta: dict[str, Any]) -> None:
+        super()._restore(meta)
+        self.threshold_ = float(meta["threshold"])
+        self.baseline_threshold_ = float(meta["baseline_threshold"])
+        self.best_step_ = int(meta["best_step"])
+        self.n_steps_ = int(meta.get("n_steps", self.best_step_))
 
     def transform(self, images: np.ndarray) -> np.ndarray:
         """Perturbed copies of uint8 ``(N, H, W, 3)`` images."""
-        if not hasattr(self, "delta_"):
-            raise NotFittedError("this VerificationTuner is not fitted yet; call fit first")
+        self._check_fitted()
         x = check_images(images)
         return apply_delta(x, self.perturbation_.to_delta(self.latent_, x.shape[1:3],
                                                           float(self.epsilon)))
@@ -393,16 +230,16 @@ class VerificationTuner:
         (``baseline_threshold_``), ``accuracy_after`` the one chosen with it (``threshold_``);
         ``tar_at_far`` and ``auc`` need no threshold. Also PSNR / SSIM and queries spent.
         """
-        if not hasattr(self, "delta_"):
-            raise NotFittedError("this VerificationTuner is not fitted yet; call fit first")
+        self._check_fitted()
         x = check_images(images)
         p = check_pairs(pairs, x.shape[0])
         counter = QueryCounter(self.model)
+        scorer = self._scorer(counter)
         out: dict[str, Any] = {}
         delta = self.perturbation_.to_delta(self.latent_, x.shape[1:3], float(self.epsilon))
         for tag, d, t in (("before", np.zeros_like(delta), self.baseline_threshold_),
                           ("after", delta, self.threshold_)):
-            s = self._sims(counter, x, p, d[None])[0]
+            s = scorer.sims(x, p, d[None])[0]
             m = verification_metrics(s, p[:, 2], t, float(self.far))
             out.update({f"{k}_{tag}": v for k, v in m.items()})
         xp = self.transform(x)
@@ -410,60 +247,3 @@ class VerificationTuner:
                    n_pairs=int(p.shape[0]), threshold_before=self.baseline_threshold_,
                    threshold_after=self.threshold_, far=float(self.far))
         return out
-
-    # -- parameters and files -------------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments except the model, JSON-able (components as configs, None
-        where the default is used)."""
-        return {
-            "epsilon": float(self.epsilon),
-            "perturbation": None if self.perturbation is None else self.perturbation.get_config(),
-            "estimator": None if self.estimator is None else self.estimator.get_config(),
-            "optimizer": self.optimizer if isinstance(self.optimizer, str)
-            else self.optimizer.get_config(),
-            "learning_rate": None if self.learning_rate is None else float(self.learning_rate),
-            "batch_size": int(self.batch_size), "query_budget": int(self.query_budget),
-            "threshold": None if self.threshold is None else float(self.threshold),
-            "loss": self.loss, "sharpness": float(self.sharpness), "far": float(self.far),
-            "validation_every": int(self.validation_every), "seed": self.seed,
-        }
-
-    @classmethod
-    def from_params(cls, model: Any, params: dict[str, Any]) -> VerificationTuner:
-        """Rebuild a tuner from :meth:`get_params` output."""
-        p = decode_params(params)
-        return cls(model, **p)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted delta, latent and thresholds to ``path`` (``.npz`` + JSON, no
-        pickle)."""
-        if not hasattr(self, "delta_"):
-            raise NotFittedError("this VerificationTuner is not fitted yet; call fit first")
-        write_npz_json(path, {"delta": self.delta_, "latent": self.latent_}, {
-            "kind": "verification_result", "params": self.get_params(), "version": __version__,
-            "perturbation": self.perturbation_.get_config(),
-            "image_shape": list(self.image_shape_), "threshold": self.threshold_,
-            "baseline_threshold": self.baseline_threshold_, "queries": int(self.queries_),
-            "history": self.history_, "best_step": int(self.best_step_),
-            "model": model_name(self.model)})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Any) -> VerificationTuner:
-        """Load a result written by :meth:`save` and attach it to ``model``."""
-        arrays, meta = read_result(path, "verification_result", "VerificationTuner")
-        tuner = cls.from_params(model, meta["params"])
-        tuner.perturbation_ = perturbation_from_config(meta["perturbation"])
-        tuner.image_shape_ = (int(meta["image_shape"][0]), int(meta["image_shape"][1]))
-        tuner.latent_ = arrays["latent"].astype(np.float32)
-        tuner.delta_ = arrays["delta"].astype(np.float32)
-        tuner.threshold_ = float(meta["threshold"])
-        tuner.baseline_threshold_ = float(meta["baseline_threshold"])
-        tuner.queries_ = int(meta["queries"])
-        tuner.history_ = meta["history"]
-        tuner.best_step_ = int(meta["best_step"])
-        return tuner
-
-    def __repr__(self) -> str:
-        fitted = f", fitted: {self.queries_} queries" if hasattr(self, "delta_") else ""
-        return (f"VerificationTuner({model_name(self.model)}, epsilon={self.epsilon}, "
-                f"query_budget={self.query_budget}{fitted})")
