@@ -27,9 +27,10 @@ pytest: install
 
 test: lint pytest
 
+# Every benchmark (hours; see benchmarks/run_all.py): `make bench`, a subset with
+# `make bench BENCH="--only overhead,http_throughput"`, the smoke test with BENCH=--quick.
 bench: install
-	$(PIP) install -e ".[bench]"
-	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/run_all.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

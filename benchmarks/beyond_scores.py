@@ -1,10 +1,13 @@
 """Beyond scores: label-only DFT, face verification and many attributes, over 5 seeds.
 
-Writes ``benchmarks/results/beyond_scores.{json,md}``. Usage::
+Writes ``benchmarks/results/beyond_scores.{json,md}`` whole (each results file says how
+long its run took, ``seconds``, and each part, ``part_seconds``). Usage::
 
-    python benchmarks/beyond_scores.py            # full run (about 25 min on 2 cores)
-    python benchmarks/beyond_scores.py --quick    # 2 seeds, smaller budgets (smoke test)
-    python benchmarks/beyond_scores.py --only verification   # one part, others kept
+    python benchmarks/beyond_scores.py            # the three parts, 5 seeds
+    python benchmarks/beyond_scores.py --quick    # 1 seed, budgets of hundreds (smoke test)
+    python benchmarks/beyond_scores.py --only verification --name beyond_verification
+
+``--only`` (a comma list) runs some parts; its results file holds only those.
 
 1. Label-only: face task (LFW-subset crops, blur sigma=1), BlazeFace reduced to its
    decision at 0.5 (``LabelOnly``), ``scores="labels"`` with SPSA(4 directions, step 4),
@@ -21,18 +24,16 @@ Writes ``benchmarks/results/beyond_scores.{json,md}``. Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
+import sys
 import time
 from typing import Any
 
 import numpy as np
+from common import TASKS, command_line, load_task, out_dir, parser, write_results
 
 from adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
 from adapters.standins.models import blazeface, emotion_embedding, gender, smiling
-from adapters.standins.tasks import lfw_subset, load_task, smiling_labels, stratified_split
+from adapters.standins.tasks import lfw_subset, smiling_labels, stratified_split
 from adapters.standins.verification_task import verification_task
 from blackbox_dft import SPSA, DataFineTuner, FullResolution
 from blackbox_dft.data.shifts import parse_shift
@@ -44,7 +45,6 @@ from blackbox_dft.tasks.verification import (
     verification_accuracy,
 )
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 VERIFICATION_SHIFT = "blur:sigma=1"
 
 
@@ -53,16 +53,17 @@ def _ms(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0}
 
 
-def label_only(seeds: list[int], label_budget: int, score_budget: int) -> dict[str, Any]:
+def label_only(seeds: list[int], label_budget: int, score_budget: int,
+               label_batch: int = 64) -> dict[str, Any]:
     """Held-out accuracy gains: label-only at label_budget vs scores at score_budget."""
-    task = load_task("face", shift="blur:sigma=1")
+    task = load_task("face")
     runs = []
     for seed in seeds:
         row: dict[str, Any] = {"seed": seed}
         configs: dict[str, tuple[Any, dict[str, Any]]] = {
             "scores": (task.model, {"query_budget": score_budget}),
             "labels": (LabelOnly(task.model), {
-                "query_budget": label_budget, "scores": "labels", "batch_size": 64,
+                "query_budget": label_budget, "scores": "labels", "batch_size": label_batch,
                 "estimator": SPSA(directions=4, step=4.0)}),
             "ordinal5": (Ordinal(task.model, levels=5), {"query_budget": score_budget}),
         }
@@ -77,10 +78,14 @@ def label_only(seeds: list[int], label_budget: int, score_budget: int) -> dict[s
             print(f"label-only seed {seed} {name}: {row[name]}", flush=True)
         runs.append(row)
     summary = {k: _ms([r[k]["gain"] for r in runs]) for k in ("scores", "labels", "ordinal5")}
-    ratio = summary["labels"]["mean"] / summary["scores"]["mean"]
-    return {"task": "face, blur:sigma=1, BlazeFace at threshold 0.5", "runs": runs,
+    # the ratio means something only when the score-based fit gained
+    ratio = (summary["labels"]["mean"] / summary["scores"]["mean"]
+             if summary["scores"]["mean"] > 0 else None)
+    return {"task": f"face, {TASKS['face']}, BlazeFace at threshold 0.5", "runs": runs,
             "gain": summary, "label_budget": label_budget, "score_budget": score_budget,
-            "ratio_label_to_score_gain": ratio, "criterion_met": bool(ratio >= 0.5)}
+            "label_batch": label_batch,
+            "ratio_label_to_score_gain": ratio,
+            "criterion_met": ratio is not None and bool(ratio >= 0.5)}
 
 
 def verification(seeds: list[int], budget: int) -> dict[str, Any]:
@@ -182,23 +187,25 @@ def many_attributes(seeds: list[int], budget: int) -> dict[str, Any]:
                     "pseudo-labels", "runs": runs, "summary": summary}
 
 
-def _markdown(res: dict[str, Any]) -> str:
-    lo, ve, ma = res["label_only"], res["verification"], res["many_attributes"]
+def _label_only_md(lo: dict[str, Any]) -> list[str]:
     f = "{mean:+.3f} ± {std:.3f}".format
-    lines = [
-        "# Beyond scores (5 seeds unless --quick)", "",
-        f"Command: `{res['command']}`; {res['seconds']:.0f} s on {res['machine']}"
-        + "".join(f"; {k} re-run alone: {v:.0f} s" for k, v in res.get("part_seconds", {}).items())
-        + ".", "",
-        "## Label-only (face, blur sigma=1, BlazeFace decision at 0.5)", "",
+    return [
+        f"## Label-only ({lo['task']})", "",
         "| run | queries | held-out accuracy gain (mean ± sd) |", "|---|---|---|",
         f"| scores (DataFineTuner defaults) | {lo['score_budget']} | {f(**lo['gain']['scores'])} |",
-        f"| labels only (SPSA 4 dirs, step 4, batch 64) | {lo['label_budget']} | "
+        f"| labels only (SPSA 4 dirs, step 4, batch {lo['label_batch']}) | {lo['label_budget']} | "
         f"{f(**lo['gain']['labels'])} |",
         f"| 5 likelihood levels, score path | {lo['score_budget']} | "
         f"{f(**lo['gain']['ordinal5'])} |", "",
-        f"Label-only gain / score gain = {lo['ratio_label_to_score_gain']:.2f} "
-        f"(target >= 0.5: {'met' if lo['criterion_met'] else 'NOT met'}).", "",
+        "Label-only gain / score gain = " + (
+            "- (the score-based fit gained nothing)" if lo["ratio_label_to_score_gain"] is None
+            else f"{lo['ratio_label_to_score_gain']:.2f}")
+        + f" (target >= 0.5: {'met' if lo['criterion_met'] else 'NOT met'}).", ""]
+
+
+def _verification_md(ve: dict[str, Any]) -> list[str]:
+    f = "{mean:+.3f} ± {std:.3f}".format
+    return [
         f"## Verification ({ve['task']}, {ve['budget']} queries)", "",
         "The vendor threshold is the best one on clean training pairs, fixed as a face-compare "
         "API fixes it; accuracy at it on clean test pairs: "
@@ -211,11 +218,13 @@ def _markdown(res: dict[str, Any]) -> str:
           + ("-" if v["psnr"] is None else f"{v['psnr']['mean']:.1f}")
           + (f" ({v['kept_no_perturbation']} seeds kept none)" if v["kept_no_perturbation"]
              else "") + " |"
-          for n, v in ve["summary"].items()], "",
-        f"## Many attributes ({ma['task']})", "",
-        "| mode | attribute | accuracy before | accuracy after | balanced acc. before | after |",
-        "|---|---|---|---|---|---|",
-    ]
+          for n, v in ve["summary"].items()], ""]
+
+
+def _many_attributes_md(ma: dict[str, Any]) -> list[str]:
+    lines = [f"## Many attributes ({ma['task']})", "",
+             "| mode | attribute | accuracy before | accuracy after | balanced acc. before "
+             "| after |", "|---|---|---|---|---|---|"]
     for mode, s in ma["summary"].items():
         for a in ("face", "smiling", "male"):
             r = s[a]
@@ -228,45 +237,53 @@ def _markdown(res: dict[str, Any]) -> str:
                      f"single-attribute runs would have sent "
                      f"{s['fit_queries']['mean'] + s['fit_queries_saved']['mean']:.0f} "
                      f"(saved {s['fit_queries_saved']['mean']:.0f}).")
+    return lines
+
+
+SECTIONS = {"label_only": _label_only_md, "verification": _verification_md,
+            "many_attributes": _many_attributes_md}
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    lines = [f"# Beyond scores ({len(res['seeds'])} seeds)", "",
+             "Seconds per part: " + ", ".join(f"{k} {v:.0f} s"
+                                              for k, v in res["part_seconds"].items()), ""]
+    for key, section in SECTIONS.items():
+        if key in res:
+            lines += section(res[key])
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 seeds and small budgets")
-    ap.add_argument("--only", choices=("label_only", "verification", "many_attributes"),
-                    help="re-run this part only; the others are read from the last results")
-    args = ap.parse_args()
-    seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
-    t0 = time.time()
-    res: dict[str, Any] = {
-        "command": "python benchmarks/beyond_scores.py" + (" --quick" if args.quick else ""),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus"}
-    name = "beyond_scores_quick" if args.quick else "beyond_scores"
+def main(argv: list[str] | None = None) -> int:
+    ap = parser(__doc__, "1 seed and tiny budgets (smoke test)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma list of parts to run (default: all: {', '.join(SECTIONS)})")
+    ap.add_argument("--name", default="beyond_scores", help="output file stem")
+    args = ap.parse_args(argv)
+    out = out_dir(ap, args, args.name)
+    only = [k.strip() for k in args.only.split(",") if k.strip()]
+    bad = [k for k in only if k not in SECTIONS]
+    if bad:
+        ap.error(f"unknown part {bad[0]!r}; choose from {', '.join(SECTIONS)}")
+    q = args.quick
+    seeds = [0] if q else [0, 1, 2, 3, 4]
     parts = {
-        "label_only": lambda: label_only(seeds, 6_000 if args.quick else 30_000,
-                                         2_000 if args.quick else 10_000),
-        "verification": lambda: verification(seeds, 4_000 if args.quick else 20_000),
-        "many_attributes": lambda: many_attributes(seeds, 3_000 if args.quick else 15_000),
+        "label_only": lambda: (label_only(seeds, 300, 300, label_batch=16) if q
+                               else label_only(seeds, 30_000, 10_000)),
+        "verification": lambda: verification(seeds, 600 if q else 20_000),
+        "many_attributes": lambda: many_attributes(seeds, 450 if q else 15_000),
     }
-    if args.only:  # re-run one part, keep the others from the last full run
-        with open(os.path.join(OUT, f"{name}.json")) as fh:
-            res = {**json.load(fh), "command": res["command"] + f" --only {args.only}"}
-        res.setdefault("part_seconds", {})
-        t1 = time.time()
-        res[args.only] = parts[args.only]()
-        res["part_seconds"][args.only] = time.time() - t1
-    else:
-        for key, run in parts.items():
-            res[key] = run()
-        res["seconds"] = time.time() - t0
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, f"{name}.json"), "w") as fh:
-        json.dump(res, fh, indent=1)
-    with open(os.path.join(OUT, f"{name}.md"), "w") as fh:
-        fh.write(_markdown(res))
-    print(_markdown(res))
+    t0 = time.perf_counter()
+    res: dict[str, Any] = {"seeds": seeds, "part_seconds": {}}
+    for key in (k for k in SECTIONS if k in only):
+        t1 = time.perf_counter()
+        res[key] = parts[key]()
+        res["part_seconds"][key] = time.perf_counter() - t1
+    md = _markdown(res)
+    write_results(out, args.name, res, md, command=command_line(__file__, argv),
+                  quick=q, seconds=time.perf_counter() - t0)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

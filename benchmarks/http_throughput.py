@@ -14,7 +14,8 @@ the same size with the same number of threads:
 The ratio reported against each baseline is median(httpmodel) / median(baseline);
 the target is >= 0.9 against both.
 
-    python benchmarks/http_throughput.py   # writes benchmarks/results/http_throughput.{json,md}
+    python benchmarks/http_throughput.py          # writes benchmarks/results/http_throughput.*
+    python benchmarks/http_throughput.py --quick  # 64 images, 3 rounds (smoke test)
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import statistics
 import sys
@@ -34,14 +34,12 @@ from typing import Any
 
 import numpy as np
 import requests
+from common import command_line, out_dir, parser, write_results
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-
-from adapters.base import CallableModel  # noqa: E402
-from adapters.remote.http import HTTPModel  # noqa: E402
-from adapters.remote.wire import b64, encode_image  # noqa: E402
-from adapters.serving.server import Faults, StandInServer  # noqa: E402
+from adapters.base import CallableModel
+from adapters.remote.http import HTTPModel
+from adapters.remote.wire import b64, encode_image
+from adapters.serving.server import Faults, StandInServer
 
 
 def _toy(x: np.ndarray) -> np.ndarray:
@@ -150,15 +148,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_images_served": served,
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "requests_per_round": len(chunks),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
     }
 
 
-def write(result: dict[str, Any], out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "http_throughput.json"), "w") as f:
-        json.dump(result, f, indent=2)
+def markdown(result: dict[str, Any]) -> str:
+    """The table: images per second of each client and HTTPModel's ratio to it."""
     c = result["config"]
     ips = result["images_per_second"]
     lines = [
@@ -180,31 +174,35 @@ def write(result: dict[str, Any], out_dir: str) -> None:
         us = result["client_cpu_us_per_image"][name]
         rom = result["ratio_of_medians"][name]
         lines.append(f"| {name} | {ips[name]['median']:.0f} | {ratio} | {rom:.2f} | {us:.0f} |")
+    load = result["load_average_before_after"]
     lines += ["", "raw_post and raw_session do the same work as HTTPModel (PNG, base64, JSON, "
               "parse the scores) in the pool's threads; raw_session_preencoded only posts "
               "bodies encoded before the clock starts (transport alone, for reference).",
-              "", f"1-minute load average of this 2-core machine before/after: "
-              f"{result['load_average_before_after'][0]:.1f}/"
-              f"{result['load_average_before_after'][1]:.1f} (other jobs were running: "
-              "per-round ratios scatter widely; compare medians over several runs).",
-              "", f"Target: ratio >= {result['target']} against raw_post and raw_session. "
-              "Command: `python benchmarks/http_throughput.py`", ""]
-    with open(os.path.join(out_dir, "http_throughput.md"), "w") as f:
-        f.write("\n".join(lines))
+              "", f"1-minute load average before/after: {load[0]:.1f}/{load[1]:.1f} (other "
+              "jobs on the machine scatter the per-round ratios: compare medians over "
+              "several runs).",
+              "", f"Target: ratio >= {result['target']} against raw_post and raw_session.", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__, "64 images, 3 rounds (smoke test)")
     p.add_argument("--latency-ms", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--images-per-request", type=int, default=4)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=21)
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
-    result = run(args)
-    write(result, args.out)
+    out = out_dir(p, args, "http_throughput")
+    if args.quick:
+        args.images, args.rounds = 64, 3
+    t0 = time.perf_counter()
+    result = run(argparse.Namespace(**{k: v for k, v in vars(args).items()
+                                       if k not in ("out", "quick")}))
+    write_results(out, "http_throughput", result, markdown(result),
+                  command=command_line(__file__, argv), quick=args.quick,
+                  seconds=time.perf_counter() - t0)
     keys = ("ratio_vs_raw_post", "ratio_vs_raw_session", "ratio_vs_preencoded")
     print(json.dumps({k: result[k] for k in keys}, indent=2))
     for name, r in result["images_per_second"].items():

@@ -4,9 +4,15 @@ Every method works on the same problem: a latent ``z`` of the library's perturba
 family, ``|delta| <= epsilon``, the library's loss (:class:`blackbox_dft.Objective`), and
 one query per image sent to the model (training and validation images alike, counted
 by :class:`blackbox_dft.core.model.QueryCounter`). Each run returns snapshots
-``[(queries, best latent so far)]``, the best latent being chosen on the validation
-split exactly as ``DataFineTuner`` does (accuracy, ties broken by lower loss); the
-caller scores the snapshots on the held-out test split, which costs no budget.
+``[(queries, best latent so far)]`` and its perturbation family, the best latent being
+chosen on the validation split exactly as ``DataFineTuner`` does (accuracy, ties broken
+by lower loss); the caller scores the snapshots on the held-out test split
+(:func:`test_metrics`), which costs no budget.
+
+Ours is ``DataFineTuner`` itself (:func:`run_ours`). The peers (nevergrad, pycma, random
+search) and the limit (coordinate-wise central differences) are not in the library, so
+they score latents here (:class:`Problem`) from the library's public pieces: the
+perturbation family, ``apply_deltas``, the ``Objective`` and a ``QueryCounter``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from common import task_kind
 
 from blackbox_dft import DataFineTuner, FullResolution, LowResolution
-from blackbox_dft.core.estimators import ESTIMATORS
+from blackbox_dft.core.estimators import estimator_from_config
 from blackbox_dft.core.images import apply_delta, apply_deltas
 from blackbox_dft.core.metrics import classification_metrics
 from blackbox_dft.core.model import QueryCounter
@@ -26,12 +33,9 @@ from blackbox_dft.core.optimizers import SGD, Adam, Schedule, SignSGD
 from blackbox_dft.core.perturbation import Perturbation
 
 Snapshots = list[tuple[int, np.ndarray]]
+# What a runner returns: its snapshots and the perturbation family its latents belong to.
+Run = tuple[Snapshots, Perturbation]
 EPSILON = 8.0
-
-
-def task_kind(task: Any) -> str:
-    """``"binary"`` for two-class tasks, else ``"multiclass"``."""
-    return "binary" if int(task.train[1].max()) <= 1 else "multiclass"
 
 
 def make_perturbation(latent: str) -> Perturbation:
@@ -41,6 +45,24 @@ def make_perturbation(latent: str) -> Perturbation:
     size, _, interpolation = latent.partition("-")
     h, w = (int(s) for s in size.split("x"))
     return LowResolution((h, w), interpolation or "linear")
+
+
+def test_metrics(task: Any, pert: Perturbation, z: np.ndarray) -> tuple[float, float]:
+    """Held-out (accuracy, balanced accuracy) of latent ``z`` of ``pert``; not counted as
+    queries (the test split is the benchmark's, not the method's)."""
+    x, y = task.test
+    delta = pert.to_delta(np.asarray(z, np.float32), (int(x.shape[1]), int(x.shape[2])), EPSILON)
+    obj = Objective(task_kind(task), getattr(task, "scores", "probabilities"))
+    pred = obj.predict_labels(task.model.predict(apply_delta(x, delta)))
+    m = classification_metrics(y, pred, task_kind(task), int(y.max()) + 1)
+    return float(m["accuracy"]), float(m["balanced_accuracy"])
+
+
+def build_estimator(spec: list[Any]) -> Any:
+    """``[kind, {directions, step, per_image...}]`` (the tables' form) -> an estimator, through
+    the library's public config reader."""
+    kind, kwargs = spec
+    return estimator_from_config({"type": kind, **kwargs})
 
 
 @dataclass
@@ -118,21 +140,31 @@ def build_optimizer(name: str, lr: float | Schedule) -> Any:
             "sign_sgd": lambda: SignSGD(lr, momentum=0.5)}[name]()
 
 
-def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapshots:
-    """DataFineTuner with ``spec`` overrides (empty spec: the library defaults)."""
+def tuner_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
+    """DataFineTuner keyword arguments from a spec (see :func:`run_ours`)."""
     spec = dict(spec)
     kwargs: dict[str, Any] = {}
     if "latent" in spec:
         kwargs["perturbation"] = make_perturbation(spec.pop("latent"))
     if "estimator" in spec:
-        kind, est_kw = spec.pop("estimator")
-        kwargs["estimator"] = ESTIMATORS[kind](**est_kw)
+        kwargs["estimator"] = build_estimator(spec.pop("estimator"))
     if "optimizer" in spec:
         lr = spec.pop("learning_rate", EPSILON / 8)
         if "lr_schedule" in spec:
             lr = Schedule(lr, kind=spec.pop("lr_schedule"), total=spec.pop("total_steps"))
         kwargs["optimizer"] = build_optimizer(spec.pop("optimizer"), lr)
     kwargs.update(spec)
+    return kwargs
+
+
+def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
+    """DataFineTuner with ``spec`` overrides (empty spec: the library defaults).
+
+    spec: DataFineTuner keyword arguments, except ``latent`` (a :func:`make_perturbation`
+    name), ``estimator`` (``[kind, kwargs]``) and ``optimizer`` (a :func:`build_optimizer`
+    name, with ``learning_rate`` and optionally ``lr_schedule`` and ``total_steps``).
+    """
+    kwargs = tuner_kwargs(spec)
     snaps: Snapshots = []
 
     def record(rec: dict[str, Any], state: Any) -> bool:
@@ -145,11 +177,11 @@ def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapsho
                           seed=seed, progress=False, **kwargs)
     tuner.fit(task.train[0], task.train[1], validation=task.val, callback=record)
     snaps.append((int(tuner.queries_), np.array(tuner.latent_, dtype=np.float64)))
-    return snaps
+    return snaps, tuner.perturbation_
 
 
 # -- peers -------------------------------------------------------------------------------------
-def run_peer(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapshots:
+def run_peer(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
     """A peer optimizer, ask/tell on the same loss; validation selection every ``period``.
 
     spec: ``peer`` (nevergrad name, ``"cma"`` or ``"random"``), ``latent``, ``batch``
@@ -177,7 +209,7 @@ def run_peer(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapsho
         if since >= period or prob.counter.remaining < 2 * batch + val_cost:
             sel.offer(np.clip(recommend(), -EPSILON, EPSILON))
             since = 0
-    return sel.snapshots
+    return sel.snapshots, prob.pert
 
 
 def _peer_interface(name: str, d: int, sigma: float, n_evals: int, seed: int,
@@ -232,7 +264,7 @@ def _peer_interface(name: str, d: int, sigma: float, n_evals: int, seed: int,
 
 
 # -- the limit ---------------------------------------------------------------------------------
-def run_limit(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapshots:
+def run_limit(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
     """Near-exact gradient: coordinate-wise central differences on the whole training set.
 
     Each step costs ``2 d n_train`` queries (no budget cap: ``budget`` is ignored);
@@ -252,7 +284,7 @@ def run_limit(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Snapsh
         step, state = opt.update(g, state)
         z = prob.pert.project(z - step, EPSILON)
         sel.offer(z)
-    return sel.snapshots
+    return sel.snapshots, prob.pert
 
 
 # -- controls (no optimization) ----------------------------------------------------------------

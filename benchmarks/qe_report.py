@@ -8,12 +8,12 @@ constant offset), which is an optimistic control and so a conservative compariso
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
+from common import write_results
 
 TARGET = 0.9  # fraction of the limit's gain for "queries to reach"
 
@@ -191,14 +191,13 @@ def plot(doc: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def write_outputs(doc: dict[str, Any], out_dir: str, name: str) -> None:
-    """``<name>.json``, ``<name>.md`` (with the figure embedded) and ``<name>.png``."""
+def write_outputs(doc: dict[str, Any], out_dir: str, name: str, *, command: str, quick: bool,
+                  seconds: float) -> list[str]:
+    """``<name>.json``, ``<name>.md`` (with the figure embedded) and ``<name>.png``, each
+    written whole; the JSON and markdown stamped with the command and the machine."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"{name}.json"), "w") as fh:
-        json.dump(doc, fh, indent=1)
     png = os.path.join(out_dir, f"{name}.png")
     plot(doc, png)
     text = markdown(doc) + f"\n![held-out accuracy against queries]({name}.png)\n"
-    with open(os.path.join(out_dir, f"{name}.md"), "w") as fh:
-        fh.write(text)
-    print(text)
+    return [*write_results(out_dir, name, doc, text, command=command, quick=quick,
+                           seconds=seconds), png]

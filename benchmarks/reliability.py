@@ -1,7 +1,8 @@
 """Run the reliability suite and write what each promise is backed by: cases tried, outcomes.
 
-    python benchmarks/reliability.py            # all of it (about 3 minutes on 2 cores)
+    python benchmarks/reliability.py            # all of it (its results say how long)
     python benchmarks/reliability.py --only keys
+    python benchmarks/reliability.py --quick    # the "files" promise only (smoke test)
 
 Each promise of the README's Reliability section maps to the test files that try to break
 it (misbehaving servers, bad files, kills, concurrent processes, fuzzed inputs). The script
@@ -12,18 +13,15 @@ failing case shows up as failed in the table.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import sys
 import time
 from typing import Any
 
 import pytest
+from common import ROOT, command_line, out_dir, parser, write_results
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
+QUICK = ["files"]  # the promise a quick run checks: one test file, seconds
 
 PROMISES: dict[str, tuple[str, list[str]]] = {
     "budget": ("Paid images never exceed the query budget, faults or not; spend.json, info "
@@ -62,6 +60,7 @@ class _Tally:
 
 
 def run(only: list[str]) -> dict[str, Any]:
+    """Run the test files behind the ``only`` promises; cases and outcomes per file."""
     files = sorted({f for key in only for f in PROMISES[key][1]})
     tally = _Tally()
     start = time.perf_counter()
@@ -77,17 +76,14 @@ def run(only: list[str]) -> dict[str, Any]:
             for k, v in counts.items():
                 total[k] = total.get(k, 0) + v
         promises[key] = {"promise": text, "files": per_file, "total": total}
-    return {"command": "python benchmarks/reliability.py" + (
-                f" --only {','.join(only)}" if sorted(only) != sorted(PROMISES) else ""),
-            "pytest_exit_code": int(code), "seconds": round(seconds, 1),
-            "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "promises": promises}
+    return {"pytest_exit_code": int(code), "pytest_seconds": round(seconds, 1),
+            "promises": promises}
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"Command: `{result['command']}` ({result['seconds']} s, pytest exit code "
-             f"{result['pytest_exit_code']}, Python {result['python']}, {result['cpus']} CPUs)",
-             "", "| promise | test file | cases | passed | failed | skipped |",
+    lines = [f"pytest exit code {result['pytest_exit_code']} after "
+             f"{result['pytest_seconds']} s.", "",
+             "| promise | test file | cases | passed | failed | skipped |",
              "|---|---|---|---|---|---|"]
     for key, p in result["promises"].items():
         for i, (name, c) in enumerate(p["files"].items()):
@@ -99,22 +95,21 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(PROMISES),
-                        help=f"comma-separated promises: {', '.join(PROMISES)}")
-    parser.add_argument("--out", default=RESULTS, help="folder for reliability.json / .md")
-    args = parser.parse_args(argv)
-    only = [k.strip() for k in args.only.split(",") if k.strip()]
+    ap = parser(__doc__, f"only the {', '.join(QUICK)} promise (smoke test)")
+    ap.add_argument("--only", default=None,
+                    help=f"comma-separated promises (default: all): {', '.join(PROMISES)}")
+    args = ap.parse_args(argv)
+    out = out_dir(ap, args, "reliability")
+    only = ([k.strip() for k in args.only.split(",") if k.strip()] if args.only
+            else QUICK if args.quick else list(PROMISES))
     unknown = [k for k in only if k not in PROMISES]
     if unknown:
-        parser.error(f"unknown promise {unknown[0]!r}; choose from {', '.join(PROMISES)}")
+        ap.error(f"unknown promise {unknown[0]!r}; choose from {', '.join(PROMISES)}")
+    t0 = time.perf_counter()
     result = run(only)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "reliability.json"), "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    with open(os.path.join(args.out, "reliability.md"), "w", encoding="utf-8") as fh:
-        fh.write(markdown(result))
-    print(markdown(result))
+    md = markdown(result)
+    write_results(out, "reliability", result, md, command=command_line(__file__, argv),
+                  quick=args.quick, seconds=time.perf_counter() - t0)
     return result["pytest_exit_code"]
 
 

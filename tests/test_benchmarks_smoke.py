@@ -1,55 +1,185 @@
-"""Smoke test of benchmarks/query_efficiency.py --quick: it runs and writes its outputs."""
+"""The benchmarks run from one command: ``benchmarks/run_all.py --quick`` (the CI smoke test),
+``--only``, failures named, quick runs kept away from the committed results, results files
+stamped with their command and machine, and the committed variant table still runnable."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "benchmarks", "query_efficiency.py")
+BENCH = os.path.join(ROOT, "benchmarks")
+RESULTS = os.path.join(BENCH, "results")
 
 
-def test_query_efficiency_quick_writes_json_markdown_and_png(tmp_path):
-    pytest.importorskip("nevergrad")
-    pytest.importorskip("cma")
-    pytest.importorskip("matplotlib")
-    proc = subprocess.run([sys.executable, SCRIPT, "--quick", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for ext in ("json", "md", "png"):
-        assert (tmp_path / f"query_efficiency.{ext}").stat().st_size > 0
-    doc = json.loads((tmp_path / "query_efficiency.json").read_text())
-    assert doc["benchmark"] == "query_efficiency" and doc["quick"] is True
-    assert {"python", "numpy", "cpus", "nevergrad", "cma"} <= set(doc["machine"])
-    summary = doc["summary"]["synthetic"]
-    assert summary["limit"] is not None and summary["limit_gain"] is not None
-    groups = {doc["methods"][m]["group"] for m in summary["methods"]}
-    assert groups == {"ours", "peer"}
-    assert "default" in summary["methods"]
-    for m in summary["methods"].values():
-        for p in m["points"].values():
-            assert 0.0 <= p["accuracy_mean"] <= 1.0 and p["n"] == len(doc["seeds"])
-    ctrl = doc["controls"]["synthetic"]
-    assert {"baseline", "random 8x8", "random full", "constant offset"} <= set(ctrl)
-    assert len(ctrl["random full"]["draws"]) == 5
-    assert "default" in (tmp_path / "query_efficiency.md").read_text()
+@pytest.fixture
+def bench(monkeypatch):
+    """The benchmarks folder importable (as the scripts see it when run)."""
+    monkeypatch.syspath_prepend(BENCH)
+    import run_all
+
+    return run_all
 
 
-def test_standin_tasks_quick_writes_json_and_markdown(tmp_path):
-    pytest.importorskip("ai_edge_litert")
-    pytest.importorskip("skimage")
-    script = os.path.join(ROOT, "benchmarks", "standin_tasks.py")
-    proc = subprocess.run([sys.executable, script, "--quick", "--workers", "1",
+def _digest(folder):
+    return {e.name: hashlib.sha256(open(e.path, "rb").read()).hexdigest()
+            for e in os.scandir(folder) if e.is_file()}
+
+
+@pytest.mark.slow
+def test_run_all_quick_runs_every_benchmark_into_a_temporary_folder(tmp_path, bench):
+    for module in ("nevergrad", "cma", "matplotlib", "ai_edge_litert", "skimage"):
+        pytest.importorskip(module)
+    committed = _digest(RESULTS)
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "run_all.py"), "--quick",
                            "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads((tmp_path / "standin_tasks.json").read_text())
-    assert doc["benchmark"] == "standin_tasks" and doc["quick"] is True
-    assert set(doc["summary"]) == {"face", "smiling"}
-    for run in doc["runs"]:
-        assert run["queries"] <= doc["budget"] and run["max_abs_delta"] <= doc["epsilon"]
-        assert len(run["random_noise"]["accuracy"]) == 5
-        assert run["psnr_db"] >= 30.0  # |delta| <= 8 grey levels: MSE <= 64, PSNR >= 30.07 dB
-    assert "balanced acc." in (tmp_path / "standin_tasks.md").read_text()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _digest(RESULTS) == committed
+    names = list(bench.discover())
+    assert {"standin_tasks", "query_efficiency", "beyond_scores", "default_search", "overhead",
+            "http_throughput", "reliability"} <= set(names)
+    summary = proc.stdout[proc.stdout.rindex("benchmarks (quick)"):]
+    for name in names:
+        line = next(ln for ln in summary.splitlines() if ln.startswith(name + " "))
+        assert " ok " in line and f"{name}.json" in line and f"{name}.md" in line
+        doc = json.loads((tmp_path / f"{name}.json").read_text())
+        assert doc["benchmark"] == name and doc["quick"] is True
+        assert doc["command"].startswith(f"python benchmarks/{name}.py --quick --out ")
+        assert {"cpu", "cores", "python", "numpy", "cv2", "blackbox_dft", "date"} <= set(
+            doc["machine"])
+        assert (tmp_path / f"{name}.md").read_text().startswith(
+            f"Produced by `{doc['command']}`")
+    assert f"{len(names)} of {len(names)} benchmarks ok" in summary
+
+    qe = json.loads((tmp_path / "query_efficiency.json").read_text())
+    s = qe["summary"]["synthetic"]
+    assert s["limit"] is not None and {qe["methods"][m]["group"] for m in s["methods"]} == {
+        "ours", "peer"}
+    for m in s["methods"].values():
+        for p in m["points"].values():
+            assert 0.0 <= p["accuracy_mean"] <= 1.0 and p["n"] == len(qe["seeds"])
+    assert (tmp_path / "query_efficiency.png").stat().st_size > 0
+
+    for stem, penalty in (("standin_tasks", 0.0), ("standin_tasks_energy", 1e-4)):
+        st = json.loads((tmp_path / f"{stem}.json").read_text())
+        assert st["energy_penalty"] == penalty and set(st["summary"]) == {"face", "smiling"}
+        for run in st["runs"]:
+            assert run["queries"] <= st["budget"] and run["max_abs_delta"] <= st["epsilon"]
+            assert run["psnr_db"] >= 30.0  # |delta| <= 8 grey levels: PSNR >= 30.07 dB
+
+    ds = json.loads((tmp_path / "default_search.json").read_text())
+    assert {r["variant"] for r in ds["runs"]} == {"default", "shared SPSA b32"}
+    assert all(set(r["accuracy"]) == {"600", "1200"} for r in ds["runs"])
+
+
+def _script(folder, name, body):
+    (folder / f"{name}.py").write_text(textwrap.dedent(body))
+
+
+def test_run_all_names_the_failing_benchmark_and_exits_1(tmp_path, bench, capsys):
+    scripts, out = tmp_path / "scripts", tmp_path / "out"
+    scripts.mkdir()
+    _script(scripts, "good", """\
+        import os, sys
+        out = sys.argv[sys.argv.index("--out") + 1]
+        assert "--quick" in sys.argv
+        if __name__ == "__main__":
+            os.makedirs(out, exist_ok=True)
+            open(os.path.join(out, "good.json"), "w").write("{}")
+        """)
+    _script(scripts, "broken", """\
+        import sys
+        if __name__ == "__main__":
+            sys.exit(3)
+        """)
+    _script(scripts, "helper", "VALUE = 1\n")  # no __main__ block: not a benchmark
+    assert list(bench.discover(str(scripts))) == ["broken", "good"]
+    code = bench.main(["--quick", "--out", str(out)], folder=str(scripts))
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "1 of 2 benchmarks ok" in text and "failed: broken" in text
+    good = next(ln for ln in text.splitlines() if ln.startswith("good "))
+    broken = next(ln for ln in text.splitlines() if ln.startswith("broken "))
+    assert " ok " in good and "good.json" in good
+    assert "FAILED (exit code 3)" in broken and "no results files" in broken
+
+
+def test_run_all_only_takes_names_and_comma_lists_and_refuses_unknown_ones(bench, capsys):
+    available = {n: n + ".py" for n in ("a", "b", "c")}
+    assert list(bench.select(available, [])) == ["a", "b", "c"]
+    assert list(bench.select(available, ["c,a"])) == ["a", "c"]
+    assert list(bench.select(available, ["c", "b"])) == ["b", "c"]
+    with pytest.raises(ValueError, match="unknown benchmark 'nope'"):
+        bench.select(available, ["a,nope"])
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--only", "not_a_benchmark"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "not_a_benchmark" in err and "overhead" in err
+
+
+def test_quick_runs_never_write_to_the_committed_results(bench, capsys):
+    committed = _digest(RESULTS)
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--quick", "--out", RESULTS])
+    assert exc.value.code == 2
+    assert "committed results folder" in capsys.readouterr().err
+    import common
+
+    ap = common.parser("Doc line.", "smoke")
+    default = common.out_dir(ap, ap.parse_args(["--quick"]), "x")
+    assert os.path.isdir(default) and os.path.realpath(default) != os.path.realpath(RESULTS)
+    os.rmdir(default)
+    with pytest.raises(SystemExit):
+        common.out_dir(ap, ap.parse_args(["--quick", "--out", RESULTS]), "x")
+    assert common.out_dir(ap, ap.parse_args([]), "x") == RESULTS
+    assert _digest(RESULTS) == committed
+
+
+def test_benchmarks_neither_import_tests_nor_edit_sys_path():
+    for entry in sorted(os.listdir(BENCH)):
+        if entry.endswith(".py"):
+            text = open(os.path.join(BENCH, entry), encoding="utf-8").read()
+            assert "sys.path" not in text, entry
+            assert "from tests" not in text and "import tests" not in text, entry
+
+
+def test_results_are_written_whole_with_command_and_machine(tmp_path, bench):
+    import common
+
+    for payload in ({"runs": [1, 2, 3]}, {"runs": [4]}):
+        paths = common.write_results(str(tmp_path), "demo", payload, "| a |\n",
+                                     command="python benchmarks/demo.py", quick=False,
+                                     seconds=1.5)
+    doc = json.loads(open(paths[0]).read())
+    assert doc["runs"] == [4]  # replaced, not appended to
+    assert doc["command"] == "python benchmarks/demo.py" and doc["seconds"] == 1.5
+    assert doc["machine"]["cores"] == os.cpu_count()
+    md = open(paths[1]).read()
+    assert md.startswith("Produced by `python benchmarks/demo.py` in 2 s on ")
+    assert md.count("| a |") == 1
+    assert sorted(os.listdir(tmp_path)) == ["demo.json", "demo.md"]  # no temporary files left
+
+
+def test_default_search_variant_table_builds_tuners(bench):
+    """Every campaign that is not retired still names valid DataFineTuner arguments."""
+    from qe_methods import tuner_kwargs
+
+    from blackbox_dft import DataFineTuner
+
+    with open(os.path.join(BENCH, "variants", "default_search.json")) as fh:
+        table = json.load(fh)
+    campaigns = table["campaigns"] + table["quick"]["campaigns"]
+    runnable = [c for c in campaigns if "retired" not in c]
+    assert len(runnable) >= 10 and len({str(c["id"]) for c in campaigns}) == len(campaigns)
+    for c in runnable:
+        assert c["seeds"] == sorted(set(c["seeds"]))
+        for name, over in c["variants"].items():
+            kwargs = tuner_kwargs({**c["base"], **over})  # builds estimators: may raise
+            tuner = DataFineTuner(None, "binary", **kwargs)  # unknown arguments raise
+            assert set(kwargs) <= set(tuner.get_params()), name
