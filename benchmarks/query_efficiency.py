@@ -60,7 +60,7 @@ def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> di
     top, mid = 30000, variants_top
     # Step sizes put each variant's typical step near the default's Adam step (epsilon / 16):
     # plain SGD rates are that step over the SPSA gradient's RMS on the face task at z = 0,
-    # measured once when they were set (about 0.013 per grey level).
+    # as measured once when they were set (not re-measured here).
     sgd_lr = {"sgd": 75.0, "momentum": 15.0, "nesterov": 15.0, "sign_sgd": 0.5, "adam": 0.5}
 
     def ours(est: str, opt: str, latent: str = "8x8", **kw: Any) -> dict[str, Any]:
