@@ -21,6 +21,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check blackbox_dft adapters tests benchmarks
 	$(VENV)/bin/mypy blackbox_dft adapters
+	$(VENV)/bin/lint-imports
 
 pytest: install
 	$(PY) -m pytest

@@ -68,8 +68,10 @@ def test_label_only_attributes_and_bad_input() -> None:
 
 
 @pytest.mark.parametrize("mode", ["per_attribute", "shared"])
-def test_checkpoint_resume_gives_the_uninterrupted_result(mode: str, tmp_path) -> None:
-    """A model failure mid-fit keeps a checkpoint; resuming finishes the same fit."""
+def test_a_failed_and_resumed_fit_counts_separate_and_lost_queries(mode: str, tmp_path) -> None:
+    """A model failure mid-fit keeps a checkpoint; resuming finishes the same fit and books
+    the failed call in queries_ and queries_separate_ (the generic resume check is
+    check_tuner's)."""
     model, train, val, _ = _multilabel_problem()
     # room at the end (308 / 116 images) for the failed call's images, paid again on resume
     kw = {"mode": mode, "query_budget": 6_300, "seed": 1}
