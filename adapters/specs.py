@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 from adapters import spec_secrets as cli_secrets
+from blackbox_dft.core.images import check_images
 from blackbox_dft.core.model import ModelError
 
 __all__ = ["SpecError", "MissingDependency", "build_model", "model_key", "parse_option"]
@@ -144,15 +145,18 @@ class _Guarded:
 
     An exception raised inside the user's code (a lost connection, an SDK error) becomes a
     :class:`ModelError` naming the model, so the command exits with code 3 and the run can be
-    resumed, instead of being taken for bad arguments. Other attributes pass through.
+    resumed, instead of being taken for bad arguments. Bad input is checked first, so that it
+    stays a TypeError / ValueError naming the input. Other attributes pass through.
     """
 
     def __init__(self, model: Any, spec: str) -> None:
         self._model, self._spec = model, spec
 
     def predict(self, images: Any) -> Any:
+        """The user's model's answer to uint8 ``(N, H, W, 3)`` images (checked first)."""
+        x = check_images(images)
         try:
-            return self._model.predict(images)
+            return self._model.predict(x)
         except ModelError:
             raise
         except Exception as exc:

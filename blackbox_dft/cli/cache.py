@@ -58,8 +58,10 @@ class CachedModel:
     """
 
     def __init__(self, model: Any, path: str | os.PathLike[str], key: str) -> None:
-        if not hasattr(model, "predict"):
-            raise TypeError(f"model must have a predict method, got {type(model).__name__}")
+        if not callable(getattr(model, "predict", None)) and \
+                not callable(getattr(model, "compare", None)):
+            raise TypeError(f"model must have a predict method (scores) or a compare method "
+                            f"(a pair model), got {type(model).__name__}")
         self.model = model
         self.path = os.fspath(path)
         self.key = key
@@ -119,6 +121,9 @@ class CachedModel:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Scores float64 ``(N, K)`` for uint8 RGB ``(N, H, W, 3)``; only unseen images are sent."""
         x = check_images(images)
+        if not callable(getattr(self.model, "predict", None)):
+            raise TypeError(f"{self.name} is a pair model: it has compare(images_a, "
+                            "images_b), not predict")
         return self._answer(x, lambda rows: self.model.predict(x[rows]), 1)
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:

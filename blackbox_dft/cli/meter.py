@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from blackbox_dft.core.images import check_image_pairs, check_images
 from blackbox_dft.core.model import model_name
 from blackbox_dft.core.state_checks import atomic_write_text, damaged
 
@@ -168,15 +169,17 @@ class Meter:
         return getattr(self.model, "output_kind", None)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Forward to the wrapped model; the images count as asked (and, without a cache,
-        as paid) before they are sent."""
-        return np.asarray(self._forward(int(images.shape[0]),
-                                        lambda: self.model.predict(images)))
+        """Forward uint8 ``(N, H, W, 3)`` to the wrapped model; the images count as asked
+        (and, without a cache, as paid) before they are sent, once they are known to be
+        images (bad input is refused here, in one line, and never counted)."""
+        x = check_images(images)
+        return np.asarray(self._forward(int(x.shape[0]), lambda: self.model.predict(x)))
 
     def compare(self, images_a: np.ndarray, images_b: np.ndarray) -> np.ndarray:
-        """Forward a pair model's ``compare``; every pair counts its 2 images."""
-        return np.asarray(self._forward(2 * int(images_a.shape[0]),
-                                        lambda: self.model.compare(images_a, images_b)))
+        """Forward a pair model's ``compare`` of ``(P, H, W, 3)`` stacks; every pair counts
+        its 2 images (checked first, as in :meth:`predict`)."""
+        a, b = check_image_pairs(images_a, images_b)
+        return np.asarray(self._forward(2 * int(a.shape[0]), lambda: self.model.compare(a, b)))
 
     def _forward(self, n: int, call: Any) -> Any:
         self.asked += n
