@@ -115,46 +115,21 @@ class HTTPModel(BaseModel):
             raise ValueError(f"output_kind must be one of {OUTPUT_KINDS}, got {output_kind!r}")
         self.preset = make_preset(preset, **preset_options)
         self.output_kind = output_kind or self.preset.output_kind
-        if encoding not in ("png", "jpeg"):
-            raise ValueError(f"encoding must be 'png' or 'jpeg', got {encoding!r}")
-        if encoding == "jpeg":
-            warnings.warn("encoding='jpeg' is lossy: compression erodes a perturbation of a few "
-                          "grey levels, so the model may not see the learned delta; prefer 'png'",
-                          UserWarning, stacklevel=2)
-        self.encoding, self.jpeg_quality = encoding, int(jpeg_quality)
-        cap = self.preset.max_images_per_request
-        ipr = images_per_request or self.preset.default_images_per_request
-        if ipr < 1 or (cap is not None and ipr > cap):
-            raise ValueError(f"images_per_request={ipr} out of range for preset "
-                             f"{self.preset.name!r} (at most {cap} images per request)")
+        self.encoding, self.jpeg_quality = _check_encoding(encoding), int(jpeg_quality)
+        ipr = _images_per_request(self.preset, images_per_request)
         if concurrency < 1 or max_retries < 0:
             raise ValueError(f"need concurrency >= 1 and max_retries >= 0, "
                              f"got {concurrency}, {max_retries}")
-        self.images_per_request, self.concurrency = int(ipr), int(concurrency)
+        self.images_per_request, self.concurrency = ipr, int(concurrency)
         self.timeout, self.max_retries = timeout, int(max_retries)
         self.backoff, self.max_backoff = float(backoff), float(max_backoff)
         self.deadline = _deadline(timeout, deadline)
         if not self.max_backoff >= 0:
             raise ValueError(f"max_backoff must be >= 0 seconds, got {max_backoff!r}")
-        if (isinstance(max_response_bytes, bool)
-                or not isinstance(max_response_bytes, (int, np.integer)) or max_response_bytes < 1):
-            raise ValueError(f"max_response_bytes must be a positive integer (bytes), got "
-                             f"{max_response_bytes!r}")
-        self.max_response_bytes = int(max_response_bytes)
+        self.max_response_bytes = _max_response_bytes(max_response_bytes)
         self.rate_limit = rate_limit
         self.name = name or f"HTTPModel({self.preset.name}@{safe_url(url)})"
-
-        self._secrets: dict[str, str] = {}
-        given = {"api_key": api_key, "api_secret": api_secret}
-        for key, env in self.preset.secret_env.items():
-            value = given.get(key) or os.environ.get(env, "")
-            if value:
-                self._secrets[key] = value
-        missing = [k for k in self.preset.required_secrets if k not in self._secrets]
-        if missing:
-            envs = [self.preset.secret_env[k] for k in missing]
-            raise ValueError(f"preset {self.preset.name!r} needs {missing}: pass them as arguments "
-                             f"or set the environment variables {envs}")
+        self._secrets = _read_secrets(self.preset, {"api_key": api_key, "api_secret": api_secret})
         self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
         self._endpoint = Endpoint(
             url, self.preset, secrets=self._secrets, headers=self._headers,
@@ -346,3 +321,49 @@ def _deadline(timeout: Any, deadline: Any) -> float:
             0 < deadline < float("inf")):
         raise ValueError(f"deadline must be a finite number of seconds > 0, got {deadline!r}")
     return float(deadline)
+
+
+def _check_encoding(encoding: str) -> str:
+    """``encoding`` if it is ``"png"`` or ``"jpeg"`` (which warns: it is lossy)."""
+    if encoding not in ("png", "jpeg"):
+        raise ValueError(f"encoding must be 'png' or 'jpeg', got {encoding!r}")
+    if encoding == "jpeg":  # stacklevel 3: the caller of HTTPModel(...)
+        warnings.warn("encoding='jpeg' is lossy: compression erodes a perturbation of a few "
+                      "grey levels, so the model may not see the learned delta; prefer 'png'",
+                      UserWarning, stacklevel=3)
+    return encoding
+
+
+def _images_per_request(preset: Preset, asked: int | None) -> int:
+    """Images per request: ``asked``, else the preset's default; within the vendor's cap."""
+    cap = preset.max_images_per_request
+    ipr = asked or preset.default_images_per_request
+    if ipr < 1 or (cap is not None and ipr > cap):
+        raise ValueError(f"images_per_request={ipr} out of range for preset "
+                         f"{preset.name!r} (at most {cap} images per request)")
+    return int(ipr)
+
+
+def _max_response_bytes(value: Any) -> int:
+    """The body cap, bytes: a positive integer (a bool is refused)."""
+    if (isinstance(value, bool)
+            or not isinstance(value, (int, np.integer)) or value < 1):
+        raise ValueError(f"max_response_bytes must be a positive integer (bytes), got "
+                         f"{value!r}")
+    return int(value)
+
+
+def _read_secrets(preset: Preset, given: Mapping[str, str | None]) -> dict[str, str]:
+    """The preset's secrets: each from ``given``, else from its environment variable; raises
+    if one the preset requires is in neither (the message names the variables, not values)."""
+    secrets: dict[str, str] = {}
+    for key, env in preset.secret_env.items():
+        value = given.get(key) or os.environ.get(env, "")
+        if value:
+            secrets[key] = value
+    missing = [k for k in preset.required_secrets if k not in secrets]
+    if missing:
+        envs = [preset.secret_env[k] for k in missing]
+        raise ValueError(f"preset {preset.name!r} needs {missing}: pass them as arguments "
+                         f"or set the environment variables {envs}")
+    return secrets

@@ -4,20 +4,18 @@
 - urllib3's ``Retry`` counts attempts, caps every wait (backoff and ``Retry-After``, seconds
   or HTTP date) at ``max_backoff``, and waits on the call's abort event, so an interrupted
   or failed call wakes its sleeping requests at once.
-- A deadline per attempt, from sending the request to the last byte of the answer: a
-  watchdog thread shuts the socket of an attempt that passes it, which ends a read blocked
-  on a silent or trickling server (in the headers or the body).
+- A deadline per attempt, from sending the request to the last byte of the answer: each
+  attempt starts on the calling thread's :class:`Exchange`, whose watchdog
+  (:mod:`adapters.remote.deadline`) shuts the socket of an attempt that passes it.
 - Bodies are read in pieces with a size cap, the declared ``Content-Length`` checked first.
 - Worker threads are daemons: none can keep the process alive after the main thread ends.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +30,10 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
+# Aborted, DeadlineExceeded, Call and Exchange are re-exported: the endpoint takes the
+# whole transport from here.
+from adapters.remote.deadline import Aborted, Call, DeadlineExceeded, Exchange
+
 __all__ = ["Aborted", "DeadlineExceeded", "BodyTooLarge", "Call", "Exchange", "DaemonPool",
            "RateLimiter", "make_session", "read_body", "retry_after_seconds",
            "describe_failure"]
@@ -39,147 +41,8 @@ __all__ = ["Aborted", "DeadlineExceeded", "BodyTooLarge", "Call", "Exchange", "D
 RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
-class Aborted(Exception):
-    """The call was interrupted, closed, or failed in another request: stop this one.
-
-    ``before_send``: the request was stopped before its first attempt went out, so its
-    images were never sent (and cannot have been paid)."""
-
-    def __init__(self, before_send: bool = False) -> None:
-        super().__init__()
-        self.before_send = before_send
-
-
-class DeadlineExceeded(Exception):
-    """One attempt took longer than the deadline (the watchdog cut its socket)."""
-
-
 class BodyTooLarge(Exception):
     """The answer is larger than the cap; ``args[0]`` says how it was known."""
-
-
-class Call:
-    """One ``predict`` call: its abort event and the requests it has in flight."""
-
-    def __init__(self) -> None:
-        self.abort = threading.Event()
-        self._live: set[Exchange] = set()
-        self._lock = threading.Lock()
-
-    def track(self, ex: Exchange, live: bool) -> None:
-        with self._lock:
-            (self._live.add if live else self._live.discard)(ex)
-
-    def cut_all(self) -> None:
-        """Abort, and shut the sockets of every request still in flight."""
-        self.abort.set()
-        with self._lock:
-            live = list(self._live)
-        for ex in live:
-            ex.cut()
-
-
-def _shut(conn: Any) -> None:
-    sock = getattr(conn, "sock", None)
-    if isinstance(sock, socket.socket):
-        try:  # the plain socket's shutdown (also under TLS): a blocked recv returns at once
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-class Exchange:
-    """One request of a call (with urllib3's retries of it), as the transport sees it.
-
-    ``attempts``: requests actually started; ``increments``: urllib3 retry decisions (a
-    connection that never opened counts there only); ``expired``: the watchdog cut it;
-    ``body_read``: its answer was read to the end.
-    """
-
-    def __init__(self, call: Call, deadline: float) -> None:
-        self.call, self.deadline_s = call, deadline
-        self.deadline = math.inf
-        self.expired = False
-        self.body_read = False  # the answer was read to its end (its connection is reusable)
-        self.attempts = self.increments = 0
-        self._conns: list[Any] = []
-        self._lock = threading.Lock()
-
-    @property
-    def tries(self) -> int:
-        return max(self.attempts, self.increments, 1)
-
-    def start_attempt(self, conn: Any) -> None:
-        with self._lock:
-            self.attempts += 1
-            self.deadline = time.monotonic() + self.deadline_s
-            self._conns = [conn]
-        _WATCHDOG.watch(self)
-
-    def end_attempt(self) -> None:
-        with self._lock:  # from here the connection may serve another thread: never cut it
-            self._conns, self.deadline = [], math.inf
-        _WATCHDOG.forget(self)
-
-    def expire(self, deadline: float) -> None:
-        with self._lock:
-            if deadline != self.deadline:  # that attempt is over, or another one started
-                return
-            self.expired = True
-            conns = list(self._conns)
-        for c in conns:
-            _shut(c)
-
-    def cut(self) -> None:
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            _shut(c)
-
-
-class _Watchdog:
-    """One daemon thread for the process: expires attempts that pass their deadline.
-
-    It holds only the attempts in flight (a few per model), so it never grows."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._live: set[Exchange] = set()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, ex: Exchange) -> None:
-        with self._cond:
-            self._live.add(ex)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="HTTPModel-deadline",
-                                                daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def forget(self, ex: Exchange) -> None:
-        with self._cond:
-            self._live.discard(ex)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = [(ex, ex.deadline) for ex in self._live if ex.deadline <= now]
-                if not due:
-                    nxt = min((ex.deadline for ex in self._live), default=math.inf)
-                    self._cond.wait(None if nxt == math.inf else nxt - now)
-                    continue
-                self._live.difference_update(ex for ex, _ in due)
-            for ex, deadline in due:
-                ex.expire(deadline)
-
-    def _after_fork(self) -> None:
-        self._cond, self._live, self._thread = threading.Condition(), set(), None
-
-
-_WATCHDOG = _Watchdog()
-if hasattr(os, "register_at_fork"):  # a forked child has no watchdog thread: start anew
-    os.register_at_fork(after_in_child=_WATCHDOG._after_fork)
 
 
 class DaemonPool:
@@ -257,15 +120,59 @@ def make_session(url: str, headers: dict[str, str], local: threading.local, *, r
                  backoff: float, max_backoff: float, pool_size: int,
                  on_failed_attempt: Callable[[], None]) -> requests.Session:
     """A ``requests.Session`` for one endpoint, with the bounded retry and the deadline
-    connections above; ``local.exchange`` is the :class:`Exchange` of the calling thread."""
+    connections below; ``local.exchange`` is the :class:`Exchange` of the calling thread."""
+    retry = _bounded_retry(local, retries=retries, backoff=backoff, max_backoff=max_backoff,
+                           on_failed_attempt=on_failed_attempt)
+    session = _NoRedirectSession()
+    # Resolve the environment (proxies, CA bundle) once, here: with trust_env on, requests
+    # re-reads os.environ and ~/.netrc on every request (a CPU cost per request, and a
+    # netrc password would be sent). Secrets come from our arguments only.
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                      or True)
+    session.trust_env = False
+    adapter = _deadline_adapter(local, retry, pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers.update(headers)
+    return session
 
-    def exchange() -> Exchange | None:
-        return getattr(local, "exchange", None)
+
+def _exchange(local: threading.local) -> Exchange | None:
+    """The :class:`Exchange` of the calling thread (None outside a call, e.g. a bare GET)."""
+    return getattr(local, "exchange", None)
+
+
+def _bounded_retry(local: threading.local, *, retries: int, backoff: float, max_backoff: float,
+                   on_failed_attempt: Callable[[], None]) -> Retry:
+    """urllib3's ``Retry`` for POST and GET: ``retries`` of each kind, no redirect followed,
+    every wait (backoff or ``Retry-After``, seconds) cut to ``max_backoff``.
+
+    Its decisions consult the calling thread's :class:`Exchange` (``local.exchange``): each
+    counts in ``increments``; an attempt the watchdog cut raises :class:`DeadlineExceeded`
+    (never retried), an aborted call :class:`Aborted`, and a sleep ends at once on abort.
+    ``on_failed_attempt()`` runs once per failed attempt."""
+    opts: dict[str, Any] = dict(
+        total=retries, connect=retries, read=retries, status=retries, other=0,
+        redirect=False, raise_on_redirect=False,  # a 3xx comes back to us, unfollowed
+        allowed_methods=frozenset({"POST", "GET"}), status_forcelist=RETRY_STATUS,
+        backoff_factor=backoff, respect_retry_after_header=True, raise_on_status=False)
+    cls = _retry_class(local, max_backoff, on_failed_attempt)
+    try:
+        return cls(**opts, backoff_max=max_backoff, backoff_jitter=backoff)
+    except TypeError:  # urllib3 < 2 has neither backoff_max nor backoff_jitter
+        return cls(**opts)
+
+
+def _retry_class(local: threading.local, max_backoff: float,
+                 on_failed_attempt: Callable[[], None]) -> type[Retry]:
+    """A ``Retry`` subclass bound to ``local`` (a class, not attributes: urllib3 copies a
+    ``Retry`` with ``type(self)(**known params)`` on every increment)."""
 
     class _BoundedRetry(Retry):
         def increment(self, *args: Any, **kwargs: Any) -> Retry:  # type: ignore[override]
             on_failed_attempt()
-            ex = exchange()
+            ex = _exchange(local)
             if ex is not None:
                 ex.increments += 1
                 if ex.expired:  # a cut by the deadline watchdog is not a fault to retry
@@ -279,7 +186,7 @@ def make_session(url: str, headers: dict[str, str], local: threading.local, *, r
             if response is not None and self.respect_retry_after_header:
                 after = retry_after_seconds(response.headers.get("Retry-After"))
                 delay = delay if after is None else after
-            ex = exchange()
+            ex = _exchange(local)
             if ex is None:
                 time.sleep(min(max(delay, 0.0), max_backoff))
                 return
@@ -289,8 +196,17 @@ def make_session(url: str, headers: dict[str, str], local: threading.local, *, r
             if ex.call.abort.wait(min(max(delay, 0.0), max_backoff)):
                 raise Aborted
 
-    def _begin(conn: Any) -> None:
-        ex = exchange()
+    return _BoundedRetry
+
+
+def _deadline_adapter(local: threading.local, retry: Retry, pool_size: int) -> HTTPAdapter:
+    """A requests ``HTTPAdapter`` whose connection pools (direct or through a proxy) start
+    each attempt on the calling thread's :class:`Exchange`: :class:`Aborted` if its call is
+    aborted, else the attempt's deadline starts (watched by the watchdog) as the request goes
+    out. At most ``pool_size`` connections; a thread waits for a free one."""
+
+    def begin(conn: Any) -> None:
+        ex = _exchange(local)
         if ex is not None:
             if ex.call.abort.is_set():
                 raise Aborted
@@ -298,12 +214,12 @@ def make_session(url: str, headers: dict[str, str], local: threading.local, *, r
 
     class _Conn(HTTPConnection):
         def request(self, *args: Any, **kwargs: Any) -> None:
-            _begin(self)
+            begin(self)
             super().request(*args, **kwargs)
 
     class _TLSConn(HTTPSConnection):
         def request(self, *args: Any, **kwargs: Any) -> None:
-            _begin(self)
+            begin(self)
             super().request(*args, **kwargs)
 
     pools = {"http": type("_Pool", (HTTPConnectionPool,), {"ConnectionCls": _Conn}),
@@ -319,29 +235,8 @@ def make_session(url: str, headers: dict[str, str], local: threading.local, *, r
             manager.pool_classes_by_scheme = pools
             return manager
 
-    opts: dict[str, Any] = dict(
-        total=retries, connect=retries, read=retries, status=retries, other=0,
-        redirect=False, raise_on_redirect=False,  # a 3xx comes back to us, unfollowed
-        allowed_methods=frozenset({"POST", "GET"}), status_forcelist=RETRY_STATUS,
-        backoff_factor=backoff, respect_retry_after_header=True, raise_on_status=False)
-    try:
-        retry = _BoundedRetry(**opts, backoff_max=max_backoff, backoff_jitter=backoff)
-    except TypeError:  # urllib3 < 2 has neither backoff_max nor backoff_jitter
-        retry = _BoundedRetry(**opts)
-    session = _NoRedirectSession()
-    # Resolve the environment (proxies, CA bundle) once, here: with trust_env on, requests
-    # re-reads os.environ and ~/.netrc on every request (a CPU cost per request, and a
-    # netrc password would be sent). Secrets come from our arguments only.
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    session.verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                      or True)
-    session.trust_env = False
-    adapter = _Adapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry,
-                       pool_block=True)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers.update(headers)
-    return session
+    return _Adapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry,
+                    pool_block=True)
 
 
 class _NoRedirectSession(requests.Session):
