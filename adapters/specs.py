@@ -12,7 +12,7 @@ spec                            model
 ``litert:path/to/net.tflite``   a TFLite file run by LiteRT
 ``http(s)://host/...``          an HTTP endpoint in a preset's wire format
                                 (``--preset``; keys from ``--api-key-env``, or as
-                                ``${VAR}`` in the URL: see :mod:`.cli_secrets`)
+                                ``${VAR}`` in the URL: see :mod:`.spec_secrets`)
 ``python:module:function``      ``function(uint8 images) -> scores`` imported from a
                                 module on PYTHONPATH (a closed SDK, a test double)
 =============================== ==================================================
@@ -27,8 +27,13 @@ import re
 from typing import Any
 
 from adapters import spec_secrets as cli_secrets
+from adapters.base import CallableModel
+from adapters.local.dnn import DNNModel, LiteRTModel
+from adapters.local.embedding import HOGEmbedding
+from adapters.remote.http import HTTPModel
+from adapters.standins.models import STANDINS, load_standin
 from blackbox_dft.core.images import check_images
-from blackbox_dft.core.model import ModelError
+from blackbox_dft.core.model import Model, ModelError
 
 __all__ = ["SpecError", "MissingDependency", "build_model", "model_key", "parse_option"]
 
@@ -88,15 +93,13 @@ def _env(name: str | None, what: str) -> str | None:
 def _http_model(spec: str, preset: str | None, opts: dict[str, Any],
                 api_key_env: str | None, api_secret_env: str | None) -> Any:
     """An HTTPModel on the expanded URL (``${VAR}`` from the environment; a stored form is
-    mapped back to the spec as given in this process: :mod:`.cli_secrets`)."""
+    mapped back to the spec as given in this process: :mod:`.spec_secrets`)."""
     try:
         url = cli_secrets.expand(cli_secrets.raw_spec(spec))
         if "headers" in opts:
             opts = {**opts, "headers": cli_secrets.expand_headers(opts["headers"])}
     except ValueError as exc:
         raise SpecError(str(exc)) from None
-    from adapters.remote.http import HTTPModel
-
     return HTTPModel(url, preset=preset or "json",
                      api_key=_env(api_key_env, "--api-key-env"),
                      api_secret=_env(api_secret_env, "--api-secret-env"), **opts)
@@ -119,8 +122,6 @@ def model_key(spec: str, preset: str | None, options: dict[str, Any]) -> str:
 
 
 def _python_model(target: str, options: dict[str, Any]) -> Any:
-    from adapters import CallableModel
-
     mod_name, _, attr = target.rpartition(":")
     if not mod_name or not attr:
         raise SpecError(f"python model spec must be python:module:function, got python:{target}")
@@ -167,7 +168,7 @@ class _Guarded:
 
 
 def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any] | None = None,
-                api_key_env: str | None = None, api_secret_env: str | None = None) -> Any:
+                api_key_env: str | None = None, api_secret_env: str | None = None) -> Model:
     """The Model named by ``spec`` (see the module docstring); SpecError for bad specs."""
     opts = _kwargs(dict(options or {}))
     if not isinstance(spec, str) or not spec:
@@ -178,11 +179,7 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
                 raise SpecError(f"stand-in models take no options, got {sorted(opts)}")
             name = spec.split(":", 1)[1]
             if name == "hog-embedding":
-                from adapters.local.embedding import HOGEmbedding
-
                 return HOGEmbedding()
-            from adapters.standins.models import STANDINS, load_standin
-
             if name not in STANDINS:
                 raise SpecError(f"unknown stand-in {name!r}; valid names: "
                                 f"{', '.join(sorted([*STANDINS, 'hog-embedding']))}")
@@ -203,8 +200,6 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
         if "input_size" not in opts:
             raise SpecError("a model file needs its input size: --model-option input_size=[H,W] "
                             "(and color, mean, scale, layout, postprocess as the network expects)")
-        from adapters.local.dnn import DNNModel, LiteRTModel
-
         cls = LiteRTModel if runtime == "litert" else DNNModel
         return cls(path, **opts)
     except TypeError as exc:

@@ -11,16 +11,25 @@ value and what is accepted: ``config run.toml: skip_bad must be true or false, g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: TOML config files are refused in one line
+    tomllib = None  # type: ignore[assignment]
 
 __all__ = ["Option", "ConfigError", "csv_list", "flag_type", "check_value", "check_options",
-           "read_config_file"]
+           "read_config_file", "option", "option_table", "to_flat", "from_flat"]
+
+D = TypeVar("D")
 
 
 class ConfigError(ValueError):
@@ -158,10 +167,8 @@ def _load(path: str) -> Any:
     is_toml = path.lower().endswith(".toml")
     try:
         if is_toml:
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                raise ConfigError("TOML config files need Python 3.11+; use JSON") from None
+            if tomllib is None:
+                raise ConfigError("TOML config files need Python 3.11+; use JSON")
             with open(path, "rb") as fh:
                 return tomllib.load(fh)
         with open(path, encoding="utf-8") as fh:
@@ -182,3 +189,79 @@ def read_config_file(path: str, options: Iterable[Option]) -> dict[str, Any]:
         raise ConfigError(f"config {path} must hold an object of options (option name: value), "
                           f"got a {type(data).__name__}")
     return check_options(data, {o.name: o for o in options}, f"config {path}")
+
+
+# -- options as dataclass fields -------------------------------------------------------------
+def option(default: Any, help: str, type_: Any = str, *, name: str | None = None,  # noqa: A002
+           flag: str = "value", choices: tuple[str, ...] | None = None,
+           accepts: tuple[type, ...] = (), check: str | None = None) -> Any:
+    """A dataclass field that is an :class:`Option` (same arguments); ``name``: the option's
+    name when it is not the field's. A dataclass of such fields, and of dataclasses of them
+    (groups), is an option table: :func:`option_table`, :func:`to_flat`, :func:`from_flat`."""
+    meta = {"help": help, "type": type_, "flag": flag, "choices": choices, "accepts": accepts,
+            "check": check, "name": name}
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _groups(cls: type) -> dict[str, type]:
+    """The fields of dataclass ``cls`` that are groups (dataclasses): name -> class."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _leaves(cls: type) -> Iterator[tuple[tuple[str, ...], dataclasses.Field[Any]]]:
+    """``(path of field names, field)`` of every option of dataclass ``cls``, in order."""
+    groups = _groups(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in groups:
+            for path, leaf in _leaves(groups[f.name]):
+                yield (f.name, *path), leaf
+        else:
+            yield (f.name,), f
+
+
+def _name(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata["name"] or f.name)
+
+
+def option_table(cls: type) -> tuple[Option, ...]:
+    """The :class:`Option` of every field of dataclass ``cls`` (groups flattened)."""
+    out = []
+    for _, f in _leaves(cls):
+        m = f.metadata
+        factory: Any = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else factory()
+        out.append(Option(_name(f), default, m["help"], m["type"], m["flag"], m["choices"],
+                          m["accepts"], m["check"]))
+    return tuple(out)
+
+
+def to_flat(obj: Any) -> dict[str, Any]:
+    """``{option name: value}`` of an option dataclass (groups flattened)."""
+    out = {}
+    for path, f in _leaves(type(obj)):
+        value = obj
+        for part in path:
+            value = getattr(value, part)
+        out[_name(f)] = value
+    return out
+
+
+def from_flat(cls: type[D], values: dict[str, Any]) -> D:
+    """An instance of option dataclass ``cls`` (groups built) from ``{option name: value}``;
+    options not in ``values`` keep their defaults."""
+    top: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for path, f in _leaves(cls):
+        if _name(f) in values:
+            if len(path) == 1:
+                top[path[0]] = values[_name(f)]
+            else:
+                groups.setdefault(path[0], {})[path[1]] = values[_name(f)]
+    for name, group in _groups(cls).items():
+        if name in groups:
+            top[name] = group(**groups[name])
+    return cls(**top)

@@ -1,0 +1,129 @@
+"""The argument parser of every subcommand except ``serve`` (which delegates its arguments):
+one-line errors (exit code 2), never a usage dump. The flags of ``fit`` and ``demo`` come
+from the option tables of :mod:`.options`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn
+
+from blackbox_dft._version import __version__
+from blackbox_dft.cli.config import csv_list, flag_type
+from blackbox_dft.cli.options import DEMO_OPTIONS, FIT_OPTIONS, DemoOptions
+
+__all__ = ["UsageError", "Parser", "build_parser", "add_fit_options"]
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (exit code 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit code 2, never a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+_MODEL_URL_HELP = ("the model URL again, for a run fitted with literal secrets in its URL "
+                   "(saved as ***, so not resumable on their own): it must equal the saved "
+                   "URL once secrets are masked; write secrets as ${VAR} (environment "
+                   "variables), e.g. https://host/api?code=${AZ_CODE}, so that no URL has to "
+                   "be given again")
+_FIT_HELP = ("Learn a perturbation. Options may come from --config (JSON or TOML, keys = option "
+             "names); flags override it. Modes: classification (--data); many attributes "
+             "(--data with attribute columns, --attribute-mode shared|per_attribute); face "
+             "verification (--pairs pairs.txt --image-root DIR with an embedding model, e.g. "
+             "--model standin:hog-embedding). A model URL may take secrets from the environment "
+             "as ${VAR} (e.g. ?code=${AZ_CODE}); literal query values and user:password@ are "
+             "saved as *** and the run is then resumable only with resume --model-url.")
+
+
+def add_fit_options(parser: argparse.ArgumentParser) -> None:
+    """Add every fit option as a flag whose absence leaves no attribute (so configs apply)."""
+    for o in FIT_OPTIONS:
+        flag = "--" + o.name.replace("_", "-")
+        if o.name == "model_options":
+            parser.add_argument("--model-option", dest=o.name, action="append",
+                                default=argparse.SUPPRESS, metavar="KEY=VALUE", help=o.help)
+        elif o.flag == "bool":
+            parser.add_argument(flag, dest=o.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=o.help)
+        else:
+            parser.add_argument(flag, dest=o.name, default=argparse.SUPPRESS, choices=o.choices,
+                                type=flag_type(o) if o.type is not csv_list else str,
+                                help=o.help)
+
+
+def _demo_parser(sub: Any) -> None:
+    p = sub.add_parser("demo", help="fit the built-in face (or smiling) task end to end",
+                       description="Run the built-in task: BlazeFace on blurred LFW face crops "
+                       "by default; writes a run folder with delta.npz, report.json, report.png.")
+    defaults = DemoOptions()
+    for o in DEMO_OPTIONS.values():
+        flag = "--" + o.name.replace("_", "-")
+        default = getattr(defaults, o.name)
+        if o.flag == "bool":
+            p.add_argument(flag, dest=o.name, action=argparse.BooleanOptionalAction,
+                           default=default, help=o.help)
+        else:
+            p.add_argument(flag, dest=o.name, default=default, choices=o.choices,
+                           type=flag_type(o) if o.type in (int, float) else str, help=o.help)
+    p.add_argument("--force", action="store_true", help="reuse --out, replacing its run files")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _run_parsers(sub: Any) -> None:
+    """``resume``, ``evaluate``, ``apply`` and ``info``: commands on an existing run folder."""
+    p = sub.add_parser("resume", help="continue an interrupted fit from its checkpoint")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--model-url", dest="model_url", default=None, help=_MODEL_URL_HELP)
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=None,
+                   help="the on-disk query cache (default: as the fit was run)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p = sub.add_parser("evaluate", help="accuracy before/after, PSNR, SSIM on a dataset",
+                       description="Accuracy before/after a run's perturbation on a dataset; "
+                       "for an --attribute-mode per_attribute run, per attribute. Face "
+                       "verification runs (fit --pairs) are not handled: see their report.json.")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--data", required=True, help="dataset (same formats as fit)")
+    p.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
+    p.add_argument("--shift", default=None, help="shift to apply (default: the run's; 'none')")
+    p.add_argument("--size", default=None, help="image size N or HxW (default: the run's)")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the metrics here")
+    p.add_argument("--force", action="store_true", help="overwrite --json")
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--model-url", dest="model_url", default=None, help=_MODEL_URL_HELP)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p = sub.add_parser("apply", help="write perturbed, lossless copies of a folder of images",
+                       description="Write perturbed, lossless copies of a folder of images "
+                       "(classification and face-verification runs; not per_attribute runs, "
+                       "which hold one perturbation per attribute).")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--input", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--output", required=True, help="folder for the perturbed copies")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images")
+    p.add_argument("--max-image-pixels", dest="max_image_pixels", type=int, default=None,
+                   help="refuse images whose header claims more pixels (default 50000000)")
+    p = sub.add_parser("info", help="what a run folder holds: progress, results, money")
+    p.add_argument("run", help="run folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand except ``serve`` (which delegates its arguments)."""
+    parser = Parser(prog="blackbox-dft", description="Data Fine-tuning of black-box image "
+                    "classifiers: learn one small additive perturbation from queries only.")
+    parser.add_argument("--version", action="version", version=f"blackbox-dft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = sub.add_parser("fit", help="learn a perturbation; writes a run folder",
+                       description=_FIT_HELP)
+    p.add_argument("--config", default=None, help="JSON or TOML file of options")
+    add_fit_options(p)
+    p.add_argument("--force", action="store_true", help="replace the run files in --out")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    _run_parsers(sub)
+    _demo_parser(sub)
+    sub.add_parser("serve", help="serve a stand-in model over HTTP (see serve --help)",
+                   add_help=False)
+    return parser
