@@ -52,8 +52,8 @@ Method = tuple[str, str, dict[str, Any], bool, int]
 def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> dict[str, Method]:
     """Every method in the comparison; ``quick`` keeps one of each kind.
 
-    The library default and the peers run to 30,000 queries; our other variants to
-    ``variants_top`` (10,000 by default: they are compared at 10,000); the peers to
+    The library default and its closest variants run to 30,000 queries; our other variants
+    to ``variants_top`` (10,000 by default: they are compared at 10,000); the peers to
     ``peer_top`` (``--peer-budget``: a budget some times the default's queries to 90% of the
     limit's gain, to tell by how much more a peer needs).
     """
