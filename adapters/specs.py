@@ -26,7 +26,7 @@ import os
 import re
 from typing import Any
 
-from adapters import spec_secrets as cli_secrets
+from adapters import spec_secrets
 from adapters.base import CallableModel
 from adapters.local.dnn import DNNModel, LiteRTModel
 from adapters.local.embedding import HOGEmbedding
@@ -73,7 +73,7 @@ def _kwargs(options: dict[str, Any]) -> dict[str, Any]:
                             "environment variables (--api-key-env / --api-secret-env)")
         if k == "headers":  # saved in config.json: secret values only as ${VAR}
             try:
-                cli_secrets.check_headers(v)
+                spec_secrets.check_headers(v)
             except ValueError as exc:
                 raise SpecError(str(exc)) from None
         out[k] = tuple(v) if k in _TUPLES and isinstance(v, list) else v
@@ -86,7 +86,7 @@ def _env(name: str | None, what: str) -> str | None:
     value = os.environ.get(name)
     if not value:
         raise SpecError(f"environment variable {name} (given as {what}) is not set")
-    cli_secrets.remember_secret(value)
+    spec_secrets.remember_secret(value)
     return value
 
 
@@ -95,9 +95,9 @@ def _http_model(spec: str, preset: str | None, opts: dict[str, Any],
     """An HTTPModel on the expanded URL (``${VAR}`` from the environment; a stored form is
     mapped back to the spec as given in this process: :mod:`.spec_secrets`)."""
     try:
-        url = cli_secrets.expand(cli_secrets.raw_spec(spec))
+        url = spec_secrets.expand(spec_secrets.raw_spec(spec))
         if "headers" in opts:
-            opts = {**opts, "headers": cli_secrets.expand_headers(opts["headers"])}
+            opts = {**opts, "headers": spec_secrets.expand_headers(opts["headers"])}
     except ValueError as exc:
         raise SpecError(str(exc)) from None
     return HTTPModel(url, preset=preset or "json",
@@ -112,7 +112,7 @@ def model_key(spec: str, preset: str | None, options: dict[str, Any]) -> str:
     rotated key keeps the cache's answers; endpoints that differ only in a query value
     share them (give such a run its own ``--cache-path``).
     """
-    spec = cli_secrets.stored_spec(spec)
+    spec = spec_secrets.stored_spec(spec)
     spec_id = spec
     path = spec.split(":", 1)[1] if spec.startswith(("dnn:", "litert:")) else spec
     if os.path.isfile(path):  # a model file: the same file under another name is the same model
@@ -184,7 +184,7 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
                 raise SpecError(f"unknown stand-in {name!r}; valid names: "
                                 f"{', '.join(sorted([*STANDINS, 'hog-embedding']))}")
             return load_standin(name)
-        if cli_secrets.is_url(spec):
+        if spec_secrets.is_url(spec):
             return _http_model(spec, preset, opts, api_key_env, api_secret_env)
         if spec.startswith("python:"):
             return _python_model(spec[len("python:"):], opts)
@@ -203,11 +203,11 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
         cls = LiteRTModel if runtime == "litert" else DNNModel
         return cls(path, **opts)
     except TypeError as exc:
-        raise SpecError(f"bad model options for {cli_secrets.stored_spec(spec)!r}: "
-                        f"{cli_secrets.scrub(str(exc))}") from None
+        raise SpecError(f"bad model options for {spec_secrets.stored_spec(spec)!r}: "
+                        f"{spec_secrets.scrub(str(exc))}") from None
     except ModuleNotFoundError as exc:
         raise MissingDependency(str(exc)) from None
     except FileNotFoundError as exc:
         raise SpecError(str(exc)) from None
     except ImportError as exc:
-        raise MissingDependency(f"{cli_secrets.stored_spec(spec)}: {exc}") from None
+        raise MissingDependency(f"{spec_secrets.stored_spec(spec)}: {exc}") from None
