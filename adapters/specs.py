@@ -91,7 +91,7 @@ def _env(name: str | None, what: str) -> str | None:
 
 
 def _http_model(spec: str, preset: str | None, opts: dict[str, Any],
-                api_key_env: str | None, api_secret_env: str | None) -> Any:
+                api_key_env: str | None, api_secret_env: str | None) -> HTTPModel:
     """An HTTPModel on the expanded URL (``${VAR}`` from the environment; a stored form is
     mapped back to the spec as given in this process: :mod:`.spec_secrets`)."""
     try:
@@ -121,7 +121,7 @@ def model_key(spec: str, preset: str | None, options: dict[str, Any]) -> str:
     return json.dumps({"spec": spec_id, "preset": preset, "options": options}, sort_keys=True)
 
 
-def _python_model(target: str, options: dict[str, Any]) -> Any:
+def _python_model(target: str, options: dict[str, Any]) -> _Guarded:
     mod_name, _, attr = target.rpartition(":")
     if not mod_name or not attr:
         raise SpecError(f"python model spec must be python:module:function, got python:{target}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from blackbox_dft.cli.kinds import kind_named
+from blackbox_dft.cli.kinds import Transformer, kind_named
 from blackbox_dft.cli.runs import RunError, RunFolder
 from blackbox_dft.data.datasets import DataError, read_image, write_image
 from blackbox_dft.data.files import (
@@ -114,6 +114,45 @@ def _apply_summary(written: int, output_dir: str, targets: dict[str, str],
         f" ({'; '.join(notes)})" if notes else "")
 
 
+class _Skips:
+    """Unreadable images: skipped and named on stderr with ``--skip-bad``, else the error."""
+
+    def __init__(self, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+        self.names: list[str] = []
+
+    def __call__(self, rel: str, exc: DataError) -> None:
+        if not self.skip_bad:
+            raise exc
+        reason = str(exc).split("; fix or remove it")[0].split("; skip it with")[0]
+        print(f"skipped (--skip-bad): {_shown(reason)}", file=sys.stderr)
+        self.names.append(rel)
+
+
+def _write_copies(tuner: Transformer, input_dir: str, output_dir: str,
+                  targets: dict[str, str], skips: _Skips, max_pixels: int | None) -> int:
+    """Write the perturbed copy of every target (output name -> input name) not skipped
+    yet, each atomically; returns how many were written."""
+    written = 0
+    for out, rel in targets.items():
+        if rel in skips.names:
+            continue
+        try:
+            img = read_image(os.path.join(input_dir, rel), max_pixels)
+        except DataError as exc:  # past its header: broken pixel data
+            skips(rel, exc)
+            continue
+        dest = os.path.join(output_dir, out)
+        try:
+            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+            write_image(dest, tuner.transform(img[None])[0])
+        except OSError as exc:
+            raise DataError(f"cannot write {dest}: {exc.strerror or exc} ({written} of "
+                            f"{len(targets)} written; each file is whole or absent)") from None
+        written += 1
+    return written
+
+
 def apply_run(run_path: str, input_dir: str, output_dir: str, *, force: bool = False,
               skip_bad: bool = False, max_pixels: int | None = None) -> int:
     """Write perturbed, lossless copies of every image under ``input_dir``; returns the count.
@@ -143,38 +182,15 @@ def apply_run(run_path: str, input_dir: str, output_dir: str, *, force: bool = F
     if clash and not force:
         raise RunError(f"{os.path.join(output_dir, clash[0])} exists ({len(clash)} files would "
                        "be overwritten); pass --force")
-    unreadable: list[str] = []
-
-    def skip(rel: str, exc: DataError) -> None:
-        if not skip_bad:
-            raise exc
-        reason = str(exc).split("; fix or remove it")[0].split("; skip it with")[0]
-        print(f"skipped (--skip-bad): {_shown(reason)}", file=sys.stderr)
-        unreadable.append(rel)
-
+    skips = _Skips(skip_bad)
     for rel in scan.files:  # headers first (no decoding): a bad file stops before any write
         try:
             probe_image(os.path.join(input_dir, rel), max_pixels)
         except DataError as exc:
-            skip(rel, exc)
+            skips(rel, exc)
     stale = remove_stale_parts(output_dir) if os.path.isdir(output_dir) else []
-    written = 0
-    for out, rel in targets.items():
-        if rel in unreadable:
-            continue
-        try:
-            img = read_image(os.path.join(input_dir, rel), max_pixels)
-        except DataError as exc:  # past its header: broken pixel data
-            skip(rel, exc)
-            continue
-        dest = os.path.join(output_dir, out)
-        try:
-            os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-            write_image(dest, tuner.transform(img[None])[0])
-        except OSError as exc:
-            raise DataError(f"cannot write {dest}: {exc.strerror or exc} ({written} of "
-                            f"{len(targets)} written; each file is whole or absent)") from None
-        written += 1
+    written = _write_copies(tuner, input_dir, output_dir, targets, skips, max_pixels)
+    unreadable = skips.names
     print(_apply_summary(written, output_dir, targets, unreadable, scan, stale))
     if written == 0:
         raise DataError(f"no image under {input_dir} could be read ({len(unreadable)} skipped)")

@@ -27,7 +27,7 @@ __all__ = ["execute"]
 
 @contextmanager
 def _metered(job: Job, run: RunFolder, budget: int,
-             progress: bool) -> Iterator[tuple[Meter, Any]]:
+             progress: bool) -> Iterator[tuple[Meter, tqdm[Any]]]:
     """The job's model behind the query cache (unless ``--no-cache``) and a meter with its
     progress bar; both closed at the end. The bar counts the fit's budget plus the
     evaluation, starting at the queries a checkpoint already holds."""

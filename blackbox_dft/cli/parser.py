@@ -5,13 +5,15 @@ from the option tables of :mod:`.options`."""
 from __future__ import annotations
 
 import argparse
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from blackbox_dft._version import __version__
 from blackbox_dft.cli.config import csv_list, flag_type
 from blackbox_dft.cli.options import DEMO_OPTIONS, FIT_OPTIONS, DemoOptions
 
 __all__ = ["UsageError", "Parser", "build_parser", "add_fit_options"]
+
+_Subparsers = argparse._SubParsersAction  # what add_subparsers returns (no public name)
 
 
 class UsageError(Exception):
@@ -55,7 +57,7 @@ def add_fit_options(parser: argparse.ArgumentParser) -> None:
                                 help=o.help)
 
 
-def _demo_parser(sub: Any) -> None:
+def _demo_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("demo", help="fit the built-in face (or smiling) task end to end",
                        description="Run the built-in task: BlazeFace on blurred LFW face crops "
                        "by default; writes a run folder with delta.npz, report.json, report.png.")
@@ -73,7 +75,7 @@ def _demo_parser(sub: Any) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def _run_parsers(sub: Any) -> None:
+def _run_parsers(sub: _Subparsers) -> None:
     """``resume``, ``evaluate``, ``apply`` and ``info``: commands on an existing run folder."""
     p = sub.add_parser("resume", help="continue an interrupted fit from its checkpoint")
     p.add_argument("run", help="run folder")
