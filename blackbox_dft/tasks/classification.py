@@ -54,8 +54,8 @@ class DataFineTuner(Tuner):
     energy_penalty: weight ``lam`` of ``lam / 2 * |z|^2`` (latent in grey levels) added to
         the loss; its gradient ``lam * z`` is exact and costs no queries. It pulls latent
         coordinates whose estimated gradient is mostly noise back towards 0: a smaller
-        perturbation (higher PSNR) at some cost in accuracy (face task, 1e-4: +2.0 dB,
-        -0.024 accuracy; ``benchmarks/results/standin_tasks_energy.md``).
+        perturbation (higher PSNR) at some cost in accuracy (measured on the face task:
+        ``benchmarks/results/standin_tasks_energy.md``).
     """
 
     def __init__(self, model: Any, task: str = "multiclass", *, epsilon: float = 8.0,
