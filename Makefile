@@ -20,7 +20,7 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check blackbox_dft adapters tests benchmarks
-	$(VENV)/bin/mypy blackbox_dft adapters
+	$(VENV)/bin/mypy blackbox_dft
 	$(VENV)/bin/lint-imports
 
 pytest: install

@@ -5,8 +5,8 @@ Adapters import ``blackbox_dft``; ``blackbox_dft`` never imports adapters
 model file and no optional runtime.
 """
 
-from adapters.base import BaseModel, CallableModel, CallablePairModel
-from adapters.errors import (
+from blackbox_dft.adapters.base import BaseModel, CallableModel, CallablePairModel
+from blackbox_dft.adapters.errors import (
     AuthenticationError,
     EndpointUnreachable,
     HTTPModelError,
@@ -14,12 +14,12 @@ from adapters.errors import (
     ResponseFormatError,
     ThrottledError,
 )
-from adapters.local.dnn import DNNModel, LiteRTModel, Preprocess
-from adapters.remote.http import HTTPModel, safe_url
-from adapters.remote.rekognition import RekognitionCompareModel, RekognitionModel
-from adapters.remote.vendors import PRESETS, make_preset
-from adapters.serving.server import Faults, StandInServer, serve_main
-from adapters.standins.models import (
+from blackbox_dft.adapters.local.dnn import DNNModel, LiteRTModel, Preprocess
+from blackbox_dft.adapters.remote.http import HTTPModel, safe_url
+from blackbox_dft.adapters.remote.rekognition import RekognitionCompareModel, RekognitionModel
+from blackbox_dft.adapters.remote.vendors import PRESETS, make_preset
+from blackbox_dft.adapters.serving.server import Faults, StandInServer, serve_main
+from blackbox_dft.adapters.standins.models import (
     EMOTION_LABELS,
     STANDINS,
     blazeface,
@@ -28,7 +28,7 @@ from adapters.standins.models import (
     load_standin,
     smiling,
 )
-from adapters.standins.tasks import TASKS, Task, face_task, load_task, smiling_task
+from blackbox_dft.adapters.standins.tasks import TASKS, Task, face_task, load_task, smiling_task
 
 __all__ = [
     "BaseModel", "CallableModel", "CallablePairModel",

@@ -26,12 +26,12 @@ import os
 import re
 from typing import Any
 
-from adapters import spec_secrets
-from adapters.base import CallableModel
-from adapters.local.dnn import DNNModel, LiteRTModel
-from adapters.local.embedding import HOGEmbedding
-from adapters.remote.http import HTTPModel
-from adapters.standins.models import STANDINS, load_standin
+from blackbox_dft.adapters import spec_secrets
+from blackbox_dft.adapters.base import CallableModel
+from blackbox_dft.adapters.local.dnn import DNNModel, LiteRTModel
+from blackbox_dft.adapters.local.embedding import HOGEmbedding
+from blackbox_dft.adapters.remote.http import HTTPModel
+from blackbox_dft.adapters.standins.models import STANDINS, load_standin
 from blackbox_dft.core.images import check_images
 from blackbox_dft.core.model import Model, ModelError
 

@@ -13,7 +13,8 @@ long its run took, ``seconds``, and each part, ``part_seconds``). Usage::
    decision at 0.5 (``LabelOnly``), ``scores="labels"`` with SPSA(4 directions, step 4),
    batch 64, 30,000 queries; against the score-based DataFineTuner defaults at 10,000
    queries; plus five Google-Vision-like likelihood levels (``Ordinal``) on the score path.
-2. Verification: ``adapters.standins.verification_task`` (synthetic identities = jittered views of
+2. Verification: ``blackbox_dft.adapters.standins.verification_task`` (synthetic identities =
+jittered views of
    one crop) with the ``emotion-embedding`` stand-in (a CNN's last feature map) under blur
    (sigma 1), a full-resolution perturbation, 20,000 queries: accuracy at the vendor's fixed
    threshold (eps 8 and 16), and with the threshold re-chosen on validation (eps 8).
@@ -31,11 +32,11 @@ from typing import Any
 import numpy as np
 from common import TASKS, command_line, load_task, out_dir, parser, write_results
 
-from adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
-from adapters.standins.models import blazeface, emotion_embedding, gender, smiling
-from adapters.standins.tasks import lfw_subset, smiling_labels, stratified_split
-from adapters.standins.verification_task import verification_task
 from blackbox_dft import SPSA, DataFineTuner, FullResolution
+from blackbox_dft.adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
+from blackbox_dft.adapters.standins.models import blazeface, emotion_embedding, gender, smiling
+from blackbox_dft.adapters.standins.tasks import lfw_subset, smiling_labels, stratified_split
+from blackbox_dft.adapters.standins.verification_task import verification_task
 from blackbox_dft.data.shifts import parse_shift
 from blackbox_dft.tasks.attributes import MultiAttributeTuner
 from blackbox_dft.tasks.verification import (

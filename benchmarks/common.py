@@ -171,7 +171,7 @@ def load_task(name: str) -> Any:
         if name == "synthetic":
             _TASK_CACHE[name] = SyntheticTask()
         elif name in TASKS:
-            from adapters.standins.tasks import load_task as load_standin_task
+            from blackbox_dft.adapters.standins.tasks import load_task as load_standin_task
 
             _TASK_CACHE[name] = load_standin_task(name, shift=TASKS[name])
         else:

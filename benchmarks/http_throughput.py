@@ -36,10 +36,10 @@ import numpy as np
 import requests
 from common import command_line, out_dir, parser, write_results
 
-from adapters.base import CallableModel
-from adapters.remote.http import HTTPModel
-from adapters.remote.wire import b64, encode_image
-from adapters.serving.server import Faults, StandInServer
+from blackbox_dft.adapters.base import CallableModel
+from blackbox_dft.adapters.remote.http import HTTPModel
+from blackbox_dft.adapters.remote.wire import b64, encode_image
+from blackbox_dft.adapters.serving.server import Faults, StandInServer
 
 
 def _toy(x: np.ndarray) -> np.ndarray:

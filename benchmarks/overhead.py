@@ -72,7 +72,7 @@ def measure(pert: Any, size: int, steps: int, batch: int | None, est: Any = None
 
 def blazeface_ms_per_image(size: int) -> float | None:
     try:
-        from adapters.standins.models import load_standin
+        from blackbox_dft.adapters.standins.models import load_standin
         model = load_standin("blazeface")
         x = np.random.default_rng(0).integers(0, 256, size=(32, size, size, 3), dtype=np.uint8)
         model.predict(x[:2])

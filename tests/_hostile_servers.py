@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, quote, quote_plus
 
 import numpy as np
 
-from adapters.remote.vendors import make_preset
+from blackbox_dft.adapters.remote.vendors import make_preset
 
 _GIVE_UP = 15.0  # s: no handler runs longer, whatever the client does
 _BIG = 100 * 2**20  # the "100 MB" answer

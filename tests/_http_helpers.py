@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters.base import CallableModel
+from blackbox_dft.adapters.base import CallableModel
 
 SHAPE = (16, 16, 3)
 

@@ -116,7 +116,7 @@ def write_lfw_pairs(root: str, pairs_file: str, n_people: int = 40) -> None:
     person and one different pair (to the next person)."""
     import cv2
 
-    from adapters.standins.verification_task import verification_task
+    from blackbox_dft.adapters.standins.verification_task import verification_task
 
     task = verification_task(shift="blur:sigma=1", seed=0)
     views = np.concatenate([task.train[0], task.val[0], task.test[0]])[:2 * n_people]

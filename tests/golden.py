@@ -65,8 +65,8 @@ def _classification_shared_sgd() -> dict[str, Any]:
 
 
 def _classification_face() -> dict[str, Any]:
-    from adapters import load_task
     from blackbox_dft import DataFineTuner
+    from blackbox_dft.adapters import load_task
 
     task = load_task("face", shift="blur:sigma=1")
     t = DataFineTuner(task.model, task="binary", query_budget=2_000, seed=0,

@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 from _http_helpers import mean_colour
 
-from adapters.base import CallableModel, CallablePairModel
-from adapters.local.embedding import HOGEmbedding
-from adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
-from adapters.remote.http import HTTPModel
-from adapters.remote.rekognition import RekognitionCompareModel, RekognitionModel
-from adapters.remote.vendors import SideBySide
-from adapters.remote.wire import decode_image
-from adapters.serving.server import StandInServer
-from adapters.specs import build_model
-from adapters.standins.models import STANDINS
+from blackbox_dft.adapters.base import CallableModel, CallablePairModel
+from blackbox_dft.adapters.local.embedding import HOGEmbedding
+from blackbox_dft.adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
+from blackbox_dft.adapters.remote.http import HTTPModel
+from blackbox_dft.adapters.remote.rekognition import RekognitionCompareModel, RekognitionModel
+from blackbox_dft.adapters.remote.vendors import SideBySide
+from blackbox_dft.adapters.remote.wire import decode_image
+from blackbox_dft.adapters.serving.server import StandInServer
+from blackbox_dft.adapters.specs import build_model
+from blackbox_dft.adapters.standins.models import STANDINS
 from blackbox_dft.cli.cache import CachedModel
 from blackbox_dft.cli.meter import Meter
 from blackbox_dft.tasks.finetuned import FineTunedModel

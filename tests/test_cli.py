@@ -192,7 +192,7 @@ def test_skip_bad_skips_and_names_the_file(tmp_path, capsys):
 
 @pytest.mark.network
 def test_http_model_key_only_from_env_and_never_written(tmp_path, data, capsys, monkeypatch):
-    from adapters.serving.server import StandInServer
+    from blackbox_dft.adapters.serving.server import StandInServer
 
     secret = "s3cr3t-KEY-that-must-not-leak"
     monkeypatch.setenv("MY_VENDOR_KEY", secret)
@@ -236,8 +236,8 @@ def test_demo_writes_the_run_folder_and_auto_suffixes(tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_fit_on_an_image_folder_equals_the_library_call(tmp_path, capsys):
     """The face task written as PNG files and fitted by the CLI gives the library's delta."""
-    from adapters.standins.tasks import load_task
     from blackbox_dft import DataFineTuner
+    from blackbox_dft.adapters.standins.tasks import load_task
 
     task = load_task("face", shift="blur:sigma=2.5", seed=0)
     root = tmp_path / "faces"

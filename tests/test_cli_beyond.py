@@ -189,9 +189,9 @@ def test_verification_fit_fails_mid_fit_and_resumes_to_the_uninterrupted_result(
 @pytest.mark.network
 def test_verification_fit_against_a_face_compare_api(tmp_path, lfw, capsys, monkeypatch):
     """fit --pairs through a Face++-style /compare endpoint on 127.0.0.1 (keys from env)."""
-    from adapters import CallablePairModel, StandInServer
-    from adapters.local.embedding import HOGEmbedding
-    from adapters.remote.vendors import SideBySide
+    from blackbox_dft.adapters import CallablePairModel, StandInServer
+    from blackbox_dft.adapters.local.embedding import HOGEmbedding
+    from blackbox_dft.adapters.remote.vendors import SideBySide
     pairs, root = lfw
     hog = HOGEmbedding()
     pair = CallablePairModel(lambda a, b: np.sum(hog.predict(a) * hog.predict(b), axis=1))

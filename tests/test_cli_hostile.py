@@ -455,7 +455,7 @@ def _folder_leaks(folder: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def server():
-    from adapters.serving.server import StandInServer
+    from blackbox_dft.adapters.serving.server import StandInServer
 
     with StandInServer(PROBLEM.model, "oip", port=0) as srv:
         yield srv

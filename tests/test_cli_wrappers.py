@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from cli_synthetic import PROBLEM
 
-from adapters.base import CallablePairModel
-from adapters.specs import build_model
+from blackbox_dft.adapters.base import CallablePairModel
+from blackbox_dft.adapters.specs import build_model
 from blackbox_dft.cli.cache import CachedModel
 from blackbox_dft.cli.meter import Meter
 from blackbox_dft.core.model import ModelError

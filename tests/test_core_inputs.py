@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from adapters import CallableModel
 from blackbox_dft import SPSA, DataFineTuner, ModelError, Objective, QueryCounter
+from blackbox_dft.adapters import CallableModel
 from blackbox_dft.core.model import BudgetExhausted
 from blackbox_dft.testing import check_model, make_problem
 

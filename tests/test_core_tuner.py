@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import blackbox_dft
-from adapters import CallableModel
 from blackbox_dft import (
     NES,
     SPSA,
@@ -18,6 +17,7 @@ from blackbox_dft import (
     PerImage,
     RandomDirections,
 )
+from blackbox_dft.adapters import CallableModel
 from blackbox_dft.testing import check_model, make_problem
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("ai_edge_litert")
-tasks = pytest.importorskip("adapters.standins.tasks")
+tasks = pytest.importorskip("blackbox_dft.adapters.standins.tasks")
 
 from blackbox_dft import DataFineTuner  # noqa: E402
 

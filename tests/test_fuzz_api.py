@@ -1,7 +1,8 @@
 """Property-based fuzzing of the public API with hypothesis (issue 12, point 7).
 
 The public API: ``blackbox_dft.__all__`` plus VerificationTuner, MultiAttributeTuner,
-adapters.CallableModel and adapters.local.wrappers. Every input either works (and then the
+adapters.CallableModel and blackbox_dft.adapters.local.wrappers. Every input either works (and
+then the
 result is checked against an independent oracle) or fails with a ValueError/TypeError
 (ModelError for what a model returns) whose message is ONE short line; a bad argument or
 bad labels never cost a query, and the images a model sees never exceed the budget and
@@ -23,8 +24,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from adapters import CallableModel
-from adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
 from blackbox_dft import (
     NES,
     SGD,
@@ -46,6 +45,8 @@ from blackbox_dft import (
     check_scores,
     psnr,
 )
+from blackbox_dft.adapters import CallableModel
+from blackbox_dft.adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
 from blackbox_dft.core.model import BudgetExhausted
 from blackbox_dft.core.objectives import MAX_CLASS, SCORES, TASKS
 from blackbox_dft.tasks.attributes import MultiAttributeTuner

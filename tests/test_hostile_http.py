@@ -29,16 +29,16 @@ from _hostile_servers import OTHER_PORT, HostileServer, answer, valid_answer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.errors import (
+from blackbox_dft.adapters.errors import (
     AuthenticationError,
     EndpointUnreachable,
     HTTPStatusError,
     ResponseFormatError,
     ThrottledError,
 )
-from adapters.remote.http import HTTPModel
-from adapters.remote.redact import Redactor, safe_url
-from adapters.remote.vendors import make_preset
+from blackbox_dft.adapters.remote.http import HTTPModel
+from blackbox_dft.adapters.remote.redact import Redactor, safe_url
+from blackbox_dft.adapters.remote.vendors import make_preset
 from blackbox_dft.core.model import ModelError, answered_of
 
 pytestmark = pytest.mark.network
@@ -415,7 +415,7 @@ def test_the_query_cache_keeps_the_answers_of_a_failed_call(tmp_path):
 _CHILD = """
 import json, signal, sys
 import numpy as np
-from adapters.remote.http import HTTPModel
+from blackbox_dft.adapters.remote.http import HTTPModel
 from blackbox_dft.core.model import answered_of
 
 def stop(*_):

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from _http_helpers import Recorder, dataset, linear_softmax, mean_colour
 
-from adapters.errors import (
+from blackbox_dft.adapters.errors import (
     AuthenticationError,
     EndpointUnreachable,
     HTTPStatusError,
     ResponseFormatError,
 )
-from adapters.remote.http import HTTPModel, safe_url
-from adapters.serving.server import StandInServer
+from blackbox_dft.adapters.remote.http import HTTPModel, safe_url
+from blackbox_dft.adapters.serving.server import StandInServer
 from blackbox_dft.core.model import ModelError
 from blackbox_dft.testing import check_model
 
@@ -213,7 +213,7 @@ def test_generic_json_template_dotted_path_labels_and_callable(images):
         assert np.array_equal(m.predict(images), local.predict(images))
         m2 = HTTPModel(srv.url, parse=lambda body, n: [row[::-1] for row in body["scores"]])
         assert np.array_equal(m2.predict(images), local.predict(images)[:, ::-1])
-    from adapters.remote.wire import get_path, rows_from_entries
+    from blackbox_dft.adapters.remote.wire import get_path, rows_from_entries
     body = {"result": {"items": [{"cat": 0.1, "dog": 0.9}, {"dog": 0.2, "cat": 0.8}]}}
     got = rows_from_entries(get_path(body, "result.items"), 2, ["dog", "cat"])
     assert got.tolist() == [[0.9, 0.1], [0.2, 0.8]]
@@ -223,7 +223,7 @@ def test_generic_json_template_dotted_path_labels_and_callable(images):
 
 
 def test_vendor_presets_map_documented_answers_to_scores():
-    from adapters.remote.vendors import make_preset
+    from blackbox_dft.adapters.remote.vendors import make_preset
 
     facepp = make_preset("facepp", outputs=["smile", "emotion:happiness"])
     doc = {"request_id": "1", "faces": [{"face_token": "t", "attributes": {
@@ -270,7 +270,7 @@ def test_vendor_round_trip_through_the_stand_in_server(images):
 
 
 def test_rekognition_with_a_fake_client_maps_smile_and_emotions():
-    from adapters.remote.rekognition import RekognitionModel
+    from blackbox_dft.adapters.remote.rekognition import RekognitionModel
 
     class FakeClient:
         calls = 0
@@ -283,7 +283,7 @@ def test_rekognition_with_a_fake_client_maps_smile_and_emotions():
             return {"FaceDetails": [{"Smile": {"Value": False, "Confidence": 90.0},
                                      "Emotions": [{"Type": "HAPPY", "Confidence": 20.0}]}]}
 
-    from adapters.remote.wire import encode_image
+    from blackbox_dft.adapters.remote.wire import encode_image
     x = np.zeros((3, 8, 8, 3), np.uint8)
     x[1] += 1
     client = FakeClient()
@@ -312,8 +312,8 @@ def test_rekognition_with_a_fake_client_maps_smile_and_emotions():
 
 
 def test_rekognition_compare_faces_with_a_fake_client_is_a_pair_model():
-    from adapters.remote.rekognition import RekognitionCompareModel
-    from adapters.remote.wire import decode_image
+    from blackbox_dft.adapters.remote.rekognition import RekognitionCompareModel
+    from blackbox_dft.adapters.remote.wire import decode_image
     from blackbox_dft.tasks.verification import VerificationTuner
 
     class InvalidParameter(Exception):
@@ -392,8 +392,8 @@ def test_environment_secrets_and_missing_secret_message(monkeypatch):
 
 
 def test_a_decision_only_api_is_read_as_one_hot_labels_and_needs_the_label_loss():
-    from adapters.remote.wire import get_path, rows_from_entries
     from blackbox_dft import DataFineTuner
+    from blackbox_dft.adapters.remote.wire import get_path, rows_from_entries
     body = {"results": [{"label": "smiling"}, {"label": "not_smiling"}, {"label": "smiling"},
                         {"label": "not_smiling"}]}
     handler = type("H", (_Canned,), {"answer": (200, "application/json",

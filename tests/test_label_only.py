@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters import CallableModel
-from adapters.local.wrappers import LabelOnly, Ordinal
 from blackbox_dft import SPSA, DataFineTuner, Objective
+from blackbox_dft.adapters import CallableModel
+from blackbox_dft.adapters.local.wrappers import LabelOnly, Ordinal
 from blackbox_dft.testing import make_problem
 
 

@@ -22,8 +22,8 @@ import pytest
 import requests
 from _http_helpers import dataset, linear_softmax
 
-from adapters.errors import HTTPStatusError
-from adapters.remote.http import HTTPModel
+from blackbox_dft.adapters.errors import HTTPStatusError
+from blackbox_dft.adapters.remote.http import HTTPModel
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -65,7 +65,8 @@ def mlserver(tmp_path_factory):
         "debug": False, "load_models_at_startup": True}))
     (folder / "toy").mkdir()
     (folder / "toy" / "model-settings.json").write_text(json.dumps({
-        "name": "toy", "implementation": "adapters.serving.mlserver_runtime.StandInRuntime",
+        "name": "toy",
+        "implementation": "blackbox_dft.adapters.serving.mlserver_runtime.StandInRuntime",
         "parameters": {"extra": {"factory": "_http_helpers:linear_softmax"}}}))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]))
     log = open(folder / "mlserver.log", "w+b")

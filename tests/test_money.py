@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from cli_synthetic import PROBLEM, write_npz
 
-from adapters.base import CallableModel
 from blackbox_dft import SPSA, DataFineTuner, LowResolution, PerImage
+from blackbox_dft.adapters.base import CallableModel
 from blackbox_dft.cli.cache import CachedModel
 from blackbox_dft.cli.main import main
 from blackbox_dft.cli.meter import Meter, read_ledger
@@ -74,8 +74,8 @@ def test_requests_that_never_went_out_are_not_paid(tmp_path, concurrency):
     """A split call whose second request fails for good: the requests after it that were
     never sent are taken back from the cache's count of sent images; the failed one and
     the answered ones stay paid, and the answered ones are kept."""
-    from adapters import HTTPModel
-    from adapters.serving.server import StandInServer
+    from blackbox_dft.adapters import HTTPModel
+    from blackbox_dft.adapters.serving.server import StandInServer
 
     x = _images(12, seed=5)
     bad = hashlib.sha256(x[4].tobytes()).digest()
@@ -200,7 +200,7 @@ class Outage:
 
 @pytest.mark.network
 def test_a_split_predict_that_fails_halfway_pays_nothing_twice_end_to_end(tmp_path, capsys):
-    from adapters.serving.server import StandInServer
+    from blackbox_dft.adapters.serving.server import StandInServer
 
     data = str(tmp_path / "d.npz")
     write_npz(data)

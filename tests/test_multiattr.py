@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from adapters import CallableModel
+from blackbox_dft.adapters import CallableModel
 from blackbox_dft.tasks.attributes import MultiAttributeTuner
 from blackbox_dft.testing import make_problem
 

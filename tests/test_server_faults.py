@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from _http_helpers import dataset, linear_softmax
 
-import adapters.serving.server as server_mod
-from adapters.errors import ResponseFormatError, ThrottledError
-from adapters.remote.http import HTTPModel
-from adapters.serving.server import Faults, StandInServer, serve_main
+import blackbox_dft.adapters.serving.server as server_mod
+from blackbox_dft.adapters.errors import ResponseFormatError, ThrottledError
+from blackbox_dft.adapters.remote.http import HTTPModel
+from blackbox_dft.adapters.serving.server import Faults, StandInServer, serve_main
 
 pytestmark = pytest.mark.network
 

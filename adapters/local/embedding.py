@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from adapters.base import BaseModel
+from blackbox_dft.adapters.base import BaseModel
 
 __all__ = ["HOGEmbedding"]
 

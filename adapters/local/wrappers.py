@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import BaseModel
+from blackbox_dft.adapters.base import BaseModel
 from blackbox_dft.core.checks import check_int, check_number, show
 from blackbox_dft.core.model import check_scores, model_name
 

@@ -8,7 +8,7 @@
   daemon watchdog thread per process shuts the socket of an attempt that passes it, which
   ends a read blocked on a silent or trickling server (in the headers or the body).
 
-The session that drives these is built in :mod:`adapters.remote.transport`.
+The session that drives these is built in :mod:`blackbox_dft.adapters.remote.transport`.
 """
 
 from __future__ import annotations

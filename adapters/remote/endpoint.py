@@ -1,7 +1,8 @@
 """One request to an HTTP model endpoint: send it, read the answer within the limits, and
 turn it into scores or a one-line, secret-free error (latched when no retry can fix it).
 
-:class:`Endpoint` is the part of :class:`adapters.remote.http.HTTPModel` that talks to the server;
+:class:`Endpoint` is the part of :class:`blackbox_dft.adapters.remote.http.HTTPModel` that
+talks to the server;
 HTTPModel splits a ``predict`` call into requests and runs them through ``Endpoint.send``.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import requests
 from urllib3.exceptions import DecodeError
 
-from adapters.errors import (
+from blackbox_dft.adapters.errors import (
     AuthenticationError,
     EndpointUnreachable,
     HTTPModelError,
@@ -26,9 +27,15 @@ from adapters.errors import (
     ResponseFormatError,
     ThrottledError,
 )
-from adapters.remote.presets import Preset
-from adapters.remote.redact import Redactor, install_log_filter, one_line, safe_url, url_secrets
-from adapters.remote.transport import (
+from blackbox_dft.adapters.remote.presets import Preset
+from blackbox_dft.adapters.remote.redact import (
+    Redactor,
+    install_log_filter,
+    one_line,
+    safe_url,
+    url_secrets,
+)
+from blackbox_dft.adapters.remote.transport import (
     Aborted,
     BodyTooLarge,
     Call,
@@ -67,7 +74,7 @@ class Endpoint:
     headers: extra headers (values secret unless in :data:`PLAIN_HEADERS`); encode: one
     uint8 RGB image ``(H, W, 3)`` -> file bytes. timeout, max_retries, backoff, max_backoff
     (seconds), deadline (seconds per attempt), max_response_bytes, pool_size, rate_limit:
-    as documented on :class:`adapters.remote.http.HTTPModel`.
+    as documented on :class:`blackbox_dft.adapters.remote.http.HTTPModel`.
     """
 
     def __init__(self, url: str, preset: Preset, *, secrets: Mapping[str, str],

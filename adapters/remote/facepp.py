@@ -17,10 +17,10 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from adapters.errors import ResponseFormatError
-from adapters.remote.faces import FacePreset
-from adapters.remote.presets import Preset, WireRequest
-from adapters.remote.wire import Encoder, b64, decode_image, short, unb64
+from blackbox_dft.adapters.errors import ResponseFormatError
+from blackbox_dft.adapters.remote.faces import FacePreset
+from blackbox_dft.adapters.remote.presets import Preset, WireRequest
+from blackbox_dft.adapters.remote.wire import Encoder, b64, decode_image, short, unb64
 from blackbox_dft.core.images import side_by_side, split_pair
 
 __all__ = ["FACEPP_EMOTIONS", "FacePPPreset", "FacePPComparePreset", "SideBySide"]
@@ -105,7 +105,8 @@ class FacePPPreset(_FacePPCommon, FacePreset):
 
 class SideBySide:
     """A pair model served as ``predict(side-by-side pairs (P, H, 2W, 3)) -> (P, 1)``: how
-    :class:`~adapters.serving.server.StandInServer` answers a face-compare preset locally.
+    :class:`~blackbox_dft.adapters.serving.server.StandInServer` answers a face-compare preset
+    locally.
 
     pair_model: anything with ``compare(images_a, images_b) -> (P,)`` similarities.
     """

@@ -5,7 +5,7 @@ A face preset maps the vendor's answer for one image to a fixed-length vector of
 vendor finds no face gets ``no_face`` for every output (default 0.0: "not smiling"), and is
 counted in ``no_face_count`` (``HTTPModel.stats["no_face"]``). Subclasses name their
 ``choices`` and read one face in ``_face_row``; the vendors are in
-:mod:`adapters.remote.facepp` and :mod:`adapters.remote.vendors`.
+:mod:`blackbox_dft.adapters.remote.facepp` and :mod:`blackbox_dft.adapters.remote.vendors`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.errors import ResponseFormatError
-from adapters.remote.presets import Preset
+from blackbox_dft.adapters.errors import ResponseFormatError
+from blackbox_dft.adapters.remote.presets import Preset
 
 __all__ = ["FacePreset"]
 

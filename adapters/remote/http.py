@@ -9,7 +9,7 @@ are retried by urllib3's ``Retry`` (POST included, exponential backoff with jitt
 (Face++ 403 ``CONCURRENCY_LIMIT_EXCEEDED``, Clarifai's body status 11005) are retried
 here. Every wait is capped by ``max_backoff`` and ends at once when the call is
 interrupted; every attempt has a ``deadline``; every answer body a size cap; no
-redirect is ever followed (see :mod:`adapters.remote.transport`).
+redirect is ever followed (see :mod:`blackbox_dft.adapters.remote.transport`).
 
 Query accounting: this adapter counts nothing towards the budget. The budget
 is ``blackbox_dft.core.model.QueryCounter`` (images passed to ``predict``), so a
@@ -22,7 +22,7 @@ else, the wrong number of scores) are raised once and *latched*: later calls
 raise the same error without sending anything, until :meth:`HTTPModel.reset`,
 so that a caller's loop cannot keep paying for requests that will fail. Secrets
 (keys, header values, URL query values and userinfo) are redacted from every
-message, in the encodings a server may echo them in (:mod:`adapters.remote.redact`).
+message, in the encodings a server may echo them in (:mod:`blackbox_dft.adapters.remote.redact`).
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from adapters.base import BaseModel
-from adapters.errors import EndpointUnreachable, ResponseFormatError
-from adapters.remote.endpoint import Endpoint
-from adapters.remote.presets import Preset
-from adapters.remote.redact import safe_url
-from adapters.remote.transport import Aborted, Call, DaemonPool
-from adapters.remote.vendors import make_preset
-from adapters.remote.wire import encode_image
+from blackbox_dft.adapters.base import BaseModel
+from blackbox_dft.adapters.errors import EndpointUnreachable, ResponseFormatError
+from blackbox_dft.adapters.remote.endpoint import Endpoint
+from blackbox_dft.adapters.remote.presets import Preset
+from blackbox_dft.adapters.remote.redact import safe_url
+from blackbox_dft.adapters.remote.transport import Aborted, Call, DaemonPool
+from blackbox_dft.adapters.remote.vendors import make_preset
+from blackbox_dft.adapters.remote.wire import encode_image
 from blackbox_dft.core.images import check_image_pairs, side_by_side
 from blackbox_dft.core.model import attach_answered
 
@@ -62,7 +62,7 @@ class HTTPModel(BaseModel):
     """A model behind an HTTP endpoint, in one of the preset wire formats.
 
     url: the full endpoint URL (e.g. ``http://host:8080/v2/models/smile/infer``);
-    preset: a name from ``adapters.remote.vendors.PRESETS`` or a :class:`Preset`; the
+    preset: a name from ``blackbox_dft.adapters.remote.vendors.PRESETS`` or a :class:`Preset`; the
     preset's options (``labels``, ``template``, ``scores_path``, ``outputs``, ...)
     are passed as further keywords. api_key / api_secret: secrets, else read from
     the preset's environment variables; sent only in headers or form fields.

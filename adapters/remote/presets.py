@@ -1,7 +1,8 @@
 """Wire formats of model servers: how to ask for scores and where to find them in the answer.
 
 A :class:`Preset` has both halves of one protocol so that the client
-(:class:`adapters.remote.http.HTTPModel`) and the stand-in server (:mod:`adapters.serving.server`)
+(:class:`blackbox_dft.adapters.remote.http.HTTPModel`) and the stand-in server
+(:mod:`blackbox_dft.adapters.serving.server`)
 cannot drift apart:
 
 - client: ``build_request(images, encode, secrets) -> WireRequest`` and
@@ -12,7 +13,7 @@ cannot drift apart:
 
 Images: uint8 ``(N, H, W, 3)`` RGB. ``encode`` turns one such image into file
 bytes (PNG by default, so that a perturbation of one grey level survives).
-The vendor presets live in :mod:`adapters.remote.vendors`.
+The vendor presets live in :mod:`blackbox_dft.adapters.remote.vendors`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.errors import ResponseFormatError
-from adapters.remote.wire import (
+from blackbox_dft.adapters.errors import ResponseFormatError
+from blackbox_dft.adapters.remote.wire import (
     Encoder,
     b64,
     decode_image,

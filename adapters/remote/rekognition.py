@@ -2,7 +2,7 @@
 (an optional import).
 
 Rekognition requests are signed (SigV4), so they go through boto3 rather than
-:class:`adapters.remote.http.HTTPModel`; credentials come from boto3's own chain
+:class:`blackbox_dft.adapters.remote.http.HTTPModel`; credentials come from boto3's own chain
 (environment, ``~/.aws``, instance role) and never pass through this module.
 One image per call; calls run on ``concurrency`` threads; throttles and
 transient errors are retried by botocore (``retries={"mode": "adaptive"}``).
@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from adapters.base import BaseModel
-from adapters.errors import (
+from blackbox_dft.adapters.base import BaseModel
+from blackbox_dft.adapters.errors import (
     AuthenticationError,
     EndpointUnreachable,
     HTTPModelError,
     HTTPStatusError,
     ResponseFormatError,
 )
-from adapters.remote.wire import encode_image
+from blackbox_dft.adapters.remote.wire import encode_image
 from blackbox_dft.core.images import check_image_pairs
 
 __all__ = ["RekognitionModel", "RekognitionCompareModel", "parse_face_details",

@@ -1,4 +1,5 @@
-"""The HTTP plumbing under :class:`adapters.remote.http.HTTPModel`: every wait and body is bounded.
+"""The HTTP plumbing under :class:`blackbox_dft.adapters.remote.http.HTTPModel`: every wait and
+body is bounded.
 
 - No redirect is followed, by requests or by urllib3 (keys stay with the endpoint given).
 - urllib3's ``Retry`` counts attempts, caps every wait (backoff and ``Retry-After``, seconds
@@ -6,7 +7,7 @@
   or failed call wakes its sleeping requests at once.
 - A deadline per attempt, from sending the request to the last byte of the answer: each
   attempt starts on the calling thread's :class:`Exchange`, whose watchdog
-  (:mod:`adapters.remote.deadline`) shuts the socket of an attempt that passes it.
+  (:mod:`blackbox_dft.adapters.remote.deadline`) shuts the socket of an attempt that passes it.
 - Bodies are read in pieces with a size cap, the declared ``Content-Length`` checked first.
 - Worker threads are daemons: none can keep the process alive after the main thread ends.
 """
@@ -32,7 +33,7 @@ from urllib3.util.retry import Retry
 
 # Aborted, DeadlineExceeded, Call and Exchange are re-exported: the endpoint takes the
 # whole transport from here.
-from adapters.remote.deadline import Aborted, Call, DeadlineExceeded, Exchange
+from blackbox_dft.adapters.remote.deadline import Aborted, Call, DeadlineExceeded, Exchange
 
 __all__ = ["Aborted", "DeadlineExceeded", "BodyTooLarge", "Call", "Exchange", "DaemonPool",
            "RateLimiter", "make_session", "read_body", "retry_after_seconds",

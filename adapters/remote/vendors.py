@@ -1,8 +1,9 @@
 """Vendor APIs as presets: their documented request and answer formats -> score vectors.
 
 Here: Google Cloud Vision (face likelihoods) and Clarifai (concepts); Face++ Detect and
-Compare are in :mod:`adapters.remote.facepp` and the face presets' shared base in
-:mod:`adapters.remote.faces` (their names are re-exported here). Each face preset maps the
+Compare are in :mod:`blackbox_dft.adapters.remote.facepp` and the face presets' shared base in
+:mod:`blackbox_dft.adapters.remote.faces` (their names are re-exported here). Each face preset
+maps the
 vendor's answer for one image to a fixed-length vector of floats in ``[0, 1]``
 (``outputs`` chooses which attributes and in what order); an image in which the vendor
 finds no face gets ``no_face`` for every output (default 0.0: "not smiling"), and is
@@ -17,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from adapters.errors import ResponseFormatError
-from adapters.remote.facepp import (
+from blackbox_dft.adapters.errors import ResponseFormatError
+from blackbox_dft.adapters.remote.facepp import (
     FACEPP_EMOTIONS,
     FacePPComparePreset,
     FacePPPreset,
     SideBySide,
 )
-from adapters.remote.faces import FacePreset
-from adapters.remote.presets import (
+from blackbox_dft.adapters.remote.faces import FacePreset
+from blackbox_dft.adapters.remote.presets import (
     JSONPreset,
     OIPPreset,
     Preset,
@@ -33,11 +34,12 @@ from adapters.remote.presets import (
     TorchServePreset,
     WireRequest,
 )
-from adapters.remote.wire import Encoder, b64, decode_stack, json_body, short, unb64
+from blackbox_dft.adapters.remote.wire import Encoder, b64, decode_stack, json_body, short, unb64
 from blackbox_dft.core.images import side_by_side, split_pair
 
 # FacePreset, FACEPP_EMOTIONS, the Face++ presets, SideBySide, side_by_side and split_pair
-# are re-exported: ``from adapters.remote.vendors import X`` predates the split by vendor.
+# are re-exported: ``from blackbox_dft.adapters.remote.vendors import X`` predates the split by
+# vendor.
 __all__ = ["FacePPPreset", "FacePPComparePreset", "GoogleVisionPreset", "ClarifaiPreset",
            "PRESETS", "make_preset", "side_by_side", "split_pair", "SideBySide",
            "FacePreset", "FACEPP_EMOTIONS"]
@@ -236,7 +238,8 @@ def make_preset(preset: str | Preset, **options: Any) -> Preset:
         return preset
     if preset == "rekognition":
         raise ValueError("AWS Rekognition is reached through boto3 (SigV4 signing), not a plain "
-                         "HTTP preset: use adapters.remote.rekognition.RekognitionModel")
+                         "HTTP preset: use "
+                         "blackbox_dft.adapters.remote.rekognition.RekognitionModel")
     if preset not in PRESETS:
         raise ValueError(
             f"unknown preset {preset!r}; choose from {sorted(PRESETS)} or 'rekognition'")

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from adapters.errors import ResponseFormatError
+from blackbox_dft.adapters.errors import ResponseFormatError
 
 __all__ = ["Encoder", "encode_image", "decode_image", "b64", "unb64", "decode_stack",
            "get_path", "rows_from_entries", "json_body", "short"]

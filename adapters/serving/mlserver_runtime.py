@@ -2,14 +2,17 @@
 
 Needs ``mlserver`` (the ``server`` extra). In ``model-settings.json``::
 
-    {"name": "smiling", "implementation": "adapters.serving.mlserver_runtime.StandInRuntime",
+    {"name": "smiling", "implementation":
+    "blackbox_dft.adapters.serving.mlserver_runtime.StandInRuntime",
      "parameters": {"extra": {"standin": "smiling"}}}
 
-``extra`` names the model: ``{"standin": NAME}`` (``adapters.standins.models.load_standin``)
+``extra`` names the model: ``{"standin": NAME}``
+(``blackbox_dft.adapters.standins.models.load_standin``)
 or ``{"factory": "module:function"}`` (a callable returning an object with
 ``predict``; the module must be importable by the server process).
 Input: one tensor, UINT8 ``[N, H, W, 3]`` RGB, or BYTES ``[N]`` of base64 PNG/JPEG
-files (what :class:`adapters.remote.presets.OIPPreset` sends). Output: ``scores``, FP64 ``[N, K]``.
+files (what :class:`blackbox_dft.adapters.remote.presets.OIPPreset` sends). Output: ``scores``,
+FP64 ``[N, K]``.
 Source: https://mlserver.readthedocs.io/en/latest/user-guide/custom.html
 """
 
@@ -24,7 +27,7 @@ from mlserver.codecs import NumpyCodec
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 
-from adapters.remote.wire import decode_stack, unb64
+from blackbox_dft.adapters.remote.wire import decode_stack, unb64
 
 __all__ = ["StandInRuntime", "load_model_spec", "decode_images"]
 
@@ -32,7 +35,7 @@ __all__ = ["StandInRuntime", "load_model_spec", "decode_images"]
 def load_model_spec(extra: dict[str, Any]) -> Any:
     """The model named by a runtime's ``extra`` settings (``standin`` or ``factory``)."""
     if "standin" in extra:
-        from adapters.standins.models import (
+        from blackbox_dft.adapters.standins.models import (
             load_standin,  # lazy: stand-ins pull in optional packages
         )
 

@@ -1,7 +1,8 @@
 """A stand-in model server: any ``predict(images) -> scores`` object behind a preset's wire format.
 
 For tests and benchmarks only: it listens on 127.0.0.1, answers in the format of
-one preset (:mod:`adapters.remote.presets`, :mod:`adapters.remote.vendors`) and can inject
+one preset (:mod:`blackbox_dft.adapters.remote.presets`,
+:mod:`blackbox_dft.adapters.remote.vendors`) and can inject
 faults, drawn from a seeded generator: throttling (HTTP 429 + ``Retry-After``, or
 the vendor's own throttle answer), HTTP 500, dropped connections, malformed
 JSON, and added latency.
@@ -30,8 +31,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from adapters.remote.presets import Preset
-from adapters.remote.vendors import PRESETS, make_preset
+from blackbox_dft.adapters.remote.presets import Preset
+from blackbox_dft.adapters.remote.vendors import PRESETS, make_preset
 
 __all__ = ["Faults", "StandInServer", "serve_main"]
 
@@ -202,7 +203,7 @@ class StandInServer:
 
     @property
     def url(self) -> str:
-        """The endpoint URL to give to :class:`adapters.remote.http.HTTPModel`."""
+        """The endpoint URL to give to :class:`blackbox_dft.adapters.remote.http.HTTPModel`."""
         return self.base_url + self.path
 
     def _bump(self, key: str, k: int = 1) -> None:
@@ -268,7 +269,7 @@ class StandInServer:
 
 
 def _load_model(name: str) -> Any:
-    from adapters.standins.models import (
+    from blackbox_dft.adapters.standins.models import (
         load_standin,  # lazy: stand-ins pull in heavy optional packages
     )
 
@@ -281,7 +282,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         prog="blackbox-dft serve", description="Serve a stand-in model on 127.0.0.1 in a preset's "
         "wire format, with optional fault injection (for tests and benchmarks).")
     p.add_argument("--model", required=True,
-                   help="stand-in model name (see adapters.standins.models)")
+                   help="stand-in model name (see blackbox_dft.adapters.standins.models)")
     p.add_argument("--protocol", default="oip", choices=sorted(PRESETS), help="wire format")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port)")
     p.add_argument("--model-name", default=None,

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from adapters.local.dnn import DNNModel, LiteRTModel
+from blackbox_dft.adapters.local.dnn import DNNModel, LiteRTModel
 
 __all__ = ["blazeface", "gender", "emotion", "smiling", "emotion_embedding", "STANDINS",
            "load_standin", "standin_file", "EMOTION_LABELS", "EMOTION_FEATURES"]

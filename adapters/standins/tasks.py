@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.standins.models import blazeface, smiling, standin_file
+from blackbox_dft.adapters.standins.models import blazeface, smiling, standin_file
 from blackbox_dft.data.shifts import Identity, Shift, parse_shift
 
 __all__ = ["Task", "face_task", "smiling_task", "TASKS", "load_task", "lfw_subset",

@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from adapters.local.embedding import HOGEmbedding
-from adapters.standins.tasks import DEFAULT_SEED, lfw_subset
+from blackbox_dft.adapters.local.embedding import HOGEmbedding
+from blackbox_dft.adapters.standins.tasks import DEFAULT_SEED, lfw_subset
 from blackbox_dft.data.shifts import Identity, Shift, parse_shift
 
 __all__ = ["VerificationTask", "verification_task", "jitter", "FixedPattern"]

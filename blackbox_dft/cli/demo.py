@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.spec_secrets import model_label
-from adapters.specs import model_key
-from adapters.standins.tasks import load_task
+from blackbox_dft.adapters.spec_secrets import model_label
+from blackbox_dft.adapters.specs import model_key
+from blackbox_dft.adapters.standins.tasks import load_task
 from blackbox_dft.cli.jobs import budget_images
 from blackbox_dft.cli.kinds import CLASSIFICATION, Job
 from blackbox_dft.cli.options import DemoOptions, FitOptions, RunOptions

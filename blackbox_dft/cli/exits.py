@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno
 
-from adapters import spec_secrets
+from blackbox_dft.adapters import spec_secrets
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_MODEL", "EXIT_DEPENDENCY",
            "EXIT_WRITE", "EXIT_BUSY", "EXIT_INTERRUPTED", "EXIT_CODES", "DISK_ERRNOS",

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import sys
 
-from adapters import spec_secrets
+from blackbox_dft.adapters import spec_secrets
 from blackbox_dft.cli.demo import demo_job
 from blackbox_dft.cli.exits import (
     DISK_ERRNOS,

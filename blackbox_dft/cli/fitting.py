@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from adapters.spec_secrets import model_label
+from blackbox_dft.adapters.spec_secrets import model_label
 from blackbox_dft.cli.cache import CachedModel, open_cache
 from blackbox_dft.cli.config import ConfigError
 from blackbox_dft.cli.kinds import Job

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from adapters.specs import SpecError, build_model, model_key
+from blackbox_dft.adapters.specs import SpecError, build_model, model_key
 from blackbox_dft.cli.config import ConfigError
 from blackbox_dft.cli.meter import parse_budget
 from blackbox_dft.cli.options import DataOptions, FitOptions, ModelOptions

@@ -4,7 +4,8 @@ Subcommands: ``fit``, ``resume``, ``evaluate``, ``apply``, ``info``, ``demo``, `
 exit codes: :mod:`.exits` (0 done, 1 bug, 2 bad input, 3 model failure, 4 missing
 dependency, 5 disk full, 6 run busy, 130 interrupted).
 
-Every error is one line on stderr, and no message shows a secret (:mod:`adapters.spec_secrets`).
+Every error is one line on stderr, and no message shows a secret
+(:mod:`blackbox_dft.adapters.spec_secrets`).
 A command that works on a run folder (fit, resume, demo, evaluate with the run's cache)
 holds the run's lock (:mod:`.run_lock`) until it ends.
 """
@@ -18,9 +19,9 @@ import sys
 import traceback
 from types import FrameType
 
-from adapters import spec_secrets
-from adapters.serving.server import serve_main
-from adapters.specs import MissingDependency
+from blackbox_dft.adapters import spec_secrets
+from blackbox_dft.adapters.serving.server import serve_main
+from blackbox_dft.adapters.specs import MissingDependency
 from blackbox_dft.cli import fitcmds
 from blackbox_dft.cli.apply import apply_run
 from blackbox_dft.cli.commands import evaluate_run, info_run

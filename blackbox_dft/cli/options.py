@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.specs import parse_option
+from blackbox_dft.adapters.specs import parse_option
 from blackbox_dft.cli.config import (
     ConfigError,
     Option,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adapters import spec_secrets
+from blackbox_dft.adapters import spec_secrets
 from blackbox_dft.cli.demo import demo_fit_options, demo_job
 from blackbox_dft.cli.kinds import Job, RunKind, kind_named
 from blackbox_dft.cli.options import DemoOptions, FitOptions, saved_demo_options, saved_fit_options

@@ -96,7 +96,7 @@ class Objective:
                 raise ValueError(
                     "scores='labels' with one column per image (int labels) is only supported "
                     "for task='binary'; return one-hot rows (N, K) for multiclass "
-                    "(adapters.local.wrappers.LabelOnly does)"
+                    "(blackbox_dft.adapters.local.wrappers.LabelOnly does)"
                 )
             return np.eye(2)[raw[:, 0].astype(np.int64)]
         if not np.all(raw.sum(axis=1) == 1.0):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.spec_secrets import model_label
+from blackbox_dft.adapters.spec_secrets import model_label
 from blackbox_dft.cli.config import ConfigError
 from blackbox_dft.cli.jobs import (
     base_name,

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters.spec_secrets import model_label
-from adapters.specs import SpecError
+from blackbox_dft.adapters.spec_secrets import model_label
+from blackbox_dft.adapters.specs import SpecError
 from blackbox_dft.cli.config import ConfigError
 from blackbox_dft.cli.jobs import base_name, fit_budget, is_embedding, open_model, print_split
 from blackbox_dft.cli.kinds.base import Job, RunKind, StepCallback, Transformer
