@@ -26,9 +26,9 @@ from blackbox_dft.adapters.remote.facepp import (
     SideBySide,
 )
 from blackbox_dft.adapters.remote.faces import FacePreset
+from blackbox_dft.adapters.remote.oip import OIPPreset
 from blackbox_dft.adapters.remote.presets import (
     JSONPreset,
-    OIPPreset,
     Preset,
     TFServingPreset,
     TorchServePreset,
