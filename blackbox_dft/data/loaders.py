@@ -20,6 +20,7 @@ from blackbox_dft.data.datasets import (
     DataError,
     Dataset,
     as_uint8_images,
+    fit_size,
     normalize_split,
     read_images,
 )
@@ -70,19 +71,24 @@ def _image_folder(root: str, classes: list[str] | None, opts: dict[str, Any]) ->
                    False, skipped)
 
 
-def _npz(path: str, classes: list[str] | None, opts: dict[str, Any]) -> Dataset:
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The named arrays of an ``.npz`` file (no pickle); DataError for anything else."""
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise DataError(f"{path}: holds one .npy array, not named arrays; save images "
                             "and labels with numpy.savez")
         with z:
-            arrays = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except DataError:
         raise
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read as .npz without pickle (damaged, truncated or "
                         f"not an .npz): {' '.join(str(exc).split())[:200]}") from None
+
+
+def _npz_pairs(path: str, arrays: dict[str, np.ndarray]) -> list[tuple[str, Any, Any]]:
+    """``(split, images, labels)`` per split (x_train/y_train...), or one unsplit pair."""
     pairs = []
     for s in SPLITS:
         for xk, yk in ((f"x_{s}", f"y_{s}"), (f"images_{s}", f"labels_{s}")):
@@ -97,6 +103,34 @@ def _npz(path: str, classes: list[str] | None, opts: dict[str, Any]) -> Dataset:
             raise DataError(f"{path}: expected arrays images+labels (or x+y, or x_train, y_train, "
                             f"x_val, ...); found {', '.join(sorted(arrays)) or 'none'}")
         pairs.append(("", arrays[xkey], arrays[ykey]))
+    return pairs
+
+
+def _npz_labels(path: str, y: np.ndarray, arrays: dict[str, np.ndarray],
+                classes: list[str] | None) -> tuple[np.ndarray, list[str], bool]:
+    """``(labels, class or attribute names, multilabel)`` from the stacked label array."""
+    if y.ndim == 2:
+        if not np.all(np.isin(y, (-1, 0, 1))):
+            raise DataError(f"{path}: attribute labels must be 0/1 or -1/1")
+        names_cls = [str(c) for c in arrays["classes"]] if "classes" in arrays else [
+            f"attr{j}" for j in range(y.shape[1])]
+        return (y > 0).astype(np.uint8), names_cls, True
+    if not np.issubdtype(y.dtype, np.integer) and y.dtype.kind not in "US":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.rint(y)):
+            raise DataError(f"{path}: labels must be integers or strings")
+    text = [str(int(v)) if y.dtype.kind not in "US" else str(v) for v in y]
+    given = classes or ([str(c) for c in arrays["classes"]] if "classes" in arrays
+                        and y.dtype.kind in "US" else None)
+    names_cls = class_order(text, given, path)
+    labels = labels_from_names(text, names_cls)
+    if "classes" in arrays and y.dtype.kind not in "US":
+        names_cls = [str(c) for c in arrays["classes"]]
+    return labels, names_cls, False
+
+
+def _npz(path: str, classes: list[str] | None, opts: dict[str, Any]) -> Dataset:
+    arrays = _read_npz(path)
+    pairs = _npz_pairs(path, arrays)
     xs, ys, split, names = [], [], [], []
     for s, x, y in pairs:
         x = as_uint8_images(x, path)
@@ -113,29 +147,9 @@ def _npz(path: str, classes: list[str] | None, opts: dict[str, Any]) -> Dataset:
     if len({x.shape[1:] for x in xs}) > 1 and opts["size"] is None:
         raise DataError(f"{path}: splits differ in image size; choose one with --size HxW")
     if opts["size"] is not None:
-        from blackbox_dft.data.datasets import fit_size
         xs = [np.stack([fit_size(im, opts["size"], opts["size_mode"]) for im in x]) for x in xs]
     images = np.concatenate(xs)
-    y = np.concatenate(ys)
-    if y.ndim == 2:
-        if not np.all(np.isin(y, (-1, 0, 1))):
-            raise DataError(f"{path}: attribute labels must be 0/1 or -1/1")
-        labels: np.ndarray = (y > 0).astype(np.uint8)
-        names_cls = [str(c) for c in arrays["classes"]] if "classes" in arrays else [
-            f"attr{j}" for j in range(y.shape[1])]
-        multilabel = True
-    else:
-        if not np.issubdtype(y.dtype, np.integer) and y.dtype.kind not in "US":
-            if not np.all(np.isfinite(y)) or not np.all(y == np.rint(y)):
-                raise DataError(f"{path}: labels must be integers or strings")
-        text = [str(int(v)) if y.dtype.kind not in "US" else str(v) for v in y]
-        given = classes or ([str(c) for c in arrays["classes"]] if "classes" in arrays
-                            and y.dtype.kind in "US" else None)
-        names_cls = class_order(text, given, path)
-        labels = labels_from_names(text, names_cls)
-        if "classes" in arrays and y.dtype.kind not in "US":
-            names_cls = [str(c) for c in arrays["classes"]]
-        multilabel = False
+    labels, names_cls, multilabel = _npz_labels(path, np.concatenate(ys), arrays, classes)
     idx = subset_rows(images.shape[0], opts["limit"], opts["seed"])
     ds = Dataset(images, labels, names_cls, names,
                  np.asarray(split) if pairs[0][0] else None, multilabel)

@@ -13,7 +13,7 @@ import numpy as np
 from blackbox_dft.core.checks import show
 
 __all__ = ["check_pairs", "cosine_similarities", "best_threshold", "verification_accuracy",
-           "tar_at_far", "roc_auc", "verification_metrics"]
+           "tar_at_far", "roc_auc", "verification_metrics", "check_embedding"]
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -96,7 +96,8 @@ def cosine_similarities(emb: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.einsum("pd,pd->p", e[pairs[:, 0]], e[pairs[:, 1]])
 
 
-def _check_embedding(emb: np.ndarray, who: str) -> None:
+def check_embedding(emb: np.ndarray, who: str) -> None:
+    """ValueError unless ``emb (N, D)`` has D >= 2 (an embedding, not one score per image)."""
     if emb.shape[1] < 2:
         raise ValueError(
             f"{who} returned {emb.shape[1]} score per image, not an embedding; for a "

@@ -22,8 +22,8 @@ from blackbox_dft.core.model import QueryCounter, model_name
 from blackbox_dft.core.perturbation import Perturbation
 from blackbox_dft.core.state import FitState
 from blackbox_dft.tasks.verification_metrics import (
-    _check_embedding,
     best_threshold,
+    check_embedding,
     cosine_similarities,
     verification_metrics,
 )
@@ -53,7 +53,7 @@ class PairScorer:
         used, inv = np.unique(pairs[:, :2], return_inverse=True)
         local = inv.reshape(-1, 2)
         emb = self.counter.predict(apply_deltas(x[used], deltas))
-        _check_embedding(emb, model_name(self.counter.model))
+        check_embedding(emb, model_name(self.counter.model))
         emb = emb.reshape(deltas.shape[0], used.size, -1)
         return np.stack([cosine_similarities(e, local) for e in emb])
 
