@@ -29,6 +29,7 @@ import numpy as np
 from blackbox_dft.adapters.errors import ResponseFormatError
 from blackbox_dft.adapters.remote.wire import (
     Encoder,
+    Labelled,
     b64,
     decode_image,
     decode_stack,
@@ -36,6 +37,7 @@ from blackbox_dft.adapters.remote.wire import (
     json_body,
     keys_of,
     rows_from_entries,
+    short,
     unb64,
 )
 
@@ -149,7 +151,10 @@ class JSONPreset(Preset):
     base64 images of the request, ``"$image"`` by one base64 image (one image per
     request). scores_path: dotted path to one entry per image (``"$images"``) or to
     the image's entry (``"$image"``); an entry is a number, a list of numbers or a
-    label -> score mapping read in the order of ``labels``. parse: a callable
+    label -> score mapping read in the order of ``labels``. A ``*`` over items that name
+    their class (``"*.score"`` on ``[{"label": ..., "score": ...}]``, which servers sort by
+    score) is read in the order of ``labels`` (each label once, no other), and refused
+    without ``labels``: the server's order is not class order. parse: a callable
     ``(body, n) -> (n, K)`` used instead of scores_path.
     Defaults match the stand-in server: ``{"images": "$images"}`` -> ``{"scores": [[...]]}``.
     """
@@ -210,10 +215,16 @@ class JSONPreset(Preset):
         if self.parse is not None:
             return np.asarray(self.parse(body, n), dtype=np.float64)
         try:
-            found = get_path(body, self.scores_path)
+            found = get_path(body, self.scores_path, labelled=True)
         except KeyError as exc:
             raise ResponseFormatError(
                 f"scores_path {self.scores_path!r} not in the answer: {exc.args[0]}") from None
+        if isinstance(found, Labelled) and not self.single:  # '*' over classes, not images
+            names = short([label for label, _ in found.pairs[:4]], 80)
+            raise ResponseFormatError(
+                f"scores_path {self.scores_path!r}: its '*' walks items that name their class "
+                f"({names}), not one entry per image; use the template \"$image\" (one image "
+                "per request) with labels=[...], or preset='hf' for a [{label, score}] answer")
         return rows_from_entries([found] if self.single else found, n, self.labels)
 
     def read_request(self, body: bytes, content_type: str) -> np.ndarray:

@@ -26,6 +26,7 @@ from blackbox_dft.adapters.remote.facepp import (
     SideBySide,
 )
 from blackbox_dft.adapters.remote.faces import FacePreset
+from blackbox_dft.adapters.remote.hf import HFPreset
 from blackbox_dft.adapters.remote.oip import OIPPreset
 from blackbox_dft.adapters.remote.presets import (
     JSONPreset,
@@ -225,7 +226,7 @@ class ClarifaiPreset(Preset):
 PRESETS: dict[str, type[Preset]] = {
     "json": JSONPreset, "oip": OIPPreset, "tfserving": TFServingPreset,
     "torchserve": TorchServePreset, "facepp": FacePPPreset, "gcv": GoogleVisionPreset,
-    "clarifai": ClarifaiPreset, "facepp_compare": FacePPComparePreset,
+    "clarifai": ClarifaiPreset, "facepp_compare": FacePPComparePreset, "hf": HFPreset,
 }
 
 

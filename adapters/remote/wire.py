@@ -10,7 +10,8 @@ import base64
 import binascii
 import json
 import reprlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -19,7 +20,7 @@ import numpy as np
 from blackbox_dft.adapters.errors import ResponseFormatError
 
 __all__ = ["Encoder", "encode_image", "decode_image", "b64", "unb64", "decode_stack",
-           "get_path", "rows_from_entries", "json_body", "short"]
+           "get_path", "Labelled", "class_row", "rows_from_entries", "json_body", "short"]
 
 Encoder = Callable[[np.ndarray], bytes]
 
@@ -83,10 +84,36 @@ def decode_stack(items: Sequence[bytes]) -> np.ndarray:
     return np.stack(imgs)
 
 
-def get_path(body: Any, path: str) -> Any:
+#: keys that name an item's class in a list answer (``[{"label": "cat", "score": 0.9}, ...]``)
+LABEL_KEYS = ("label", "class", "class_name", "category", "name")
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Values read under a ``*`` whose items name their class: ``(label, value)`` pairs in the
+    server's order (often ranked by score, not class order): only ``labels`` can order them."""
+
+    pairs: tuple[tuple[str, Any], ...]
+
+
+def _label_key(items: list[Any], rest: str) -> str | None:
+    """The key naming each item's class, when every item is a dict with one (a string) and
+    ``rest`` reads another field of it (``"score"``; reading the label itself is no reorder)."""
+    if not items or not rest:
+        return None
+    for key in LABEL_KEYS:
+        if all(isinstance(it, dict) and isinstance(it.get(key), str) for it in items):
+            return None if rest.split(".", 1)[0] == key else key
+    return None
+
+
+def get_path(body: Any, path: str, *, labelled: bool = False) -> Any:
     """Follow a dotted path (``"outputs.0.data"``; integers index lists) into parsed JSON.
 
     ``*`` maps the rest of the path over a list (``"results.*.label"``: one label per item).
+    labelled: a ``*`` over items that name their class (:data:`LABEL_KEYS`) gives a
+    :class:`Labelled` (label, value) list instead of a plain list, so that no caller can
+    take the server's order (``[{"label", "score"}]`` sorted by score) for class order.
     Raises :class:`KeyError` with the part that was missing and the keys present there.
     """
     node = body
@@ -98,7 +125,11 @@ def get_path(body: Any, path: str) -> Any:
         if part == "*":
             if not isinstance(node, list):
                 raise KeyError(f"'*' needs a list at {where}, found a {type(node).__name__}")
-            return [get_path(item, ".".join(parts[i + 1:])) for item in node]
+            rest = ".".join(parts[i + 1:])
+            values = [get_path(item, rest, labelled=labelled) for item in node]
+            key = _label_key(node, rest) if labelled else None
+            return values if key is None else Labelled(
+                tuple(zip((item[key] for item in node), values, strict=True)))
         if isinstance(node, list):
             if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
                 raise KeyError(f"{part!r} is not an index into the list of {len(node)} at {where}")
@@ -112,7 +143,44 @@ def get_path(body: Any, path: str) -> Any:
     return node
 
 
+def class_row(pairs: Iterable[tuple[Any, Any]], labels: Sequence[str], i: int) -> list[float]:
+    """One image's scores in the order of ``labels``, from ``(label, score)`` pairs in any order.
+
+    Each label must come exactly once, and no other: a label the answer lacks, repeats or
+    that ``labels`` does not know is a one-line ValueError naming it, never a reordering.
+    """
+    index = {label: j for j, label in enumerate(labels)}
+    row: list[float | None] = [None] * len(labels)
+    for label, score in pairs:
+        j = index.get(label) if isinstance(label, str) else None
+        if j is None:
+            raise ValueError(f"image {i}: label {short(label, 60)} in the answer is not one of "
+                             f"labels={short(list(labels))}; list every class the model "
+                             "returns, in class order")
+        if row[j] is not None:
+            raise ValueError(f"image {i}: label {label!r} comes twice in the answer")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ValueError(f"image {i}: the score of label {label!r} is {short(score, 60)}, "
+                             "not a number")
+        row[j] = float(score)
+    missing = [labels[j] for j, v in enumerate(row) if v is None]
+    if missing:
+        raise ValueError(
+            f"image {i}: no score for label(s) {short(missing, 80)} in the answer "
+            f"({len(labels) - len(missing)} of {len(labels)} labels came; a server that "
+            f"answers its top k must be asked for all {len(labels)})")
+    return [float(v) for v in row if v is not None]
+
+
 def _row(entry: Any, labels: Sequence[str] | None, i: int) -> list[float]:
+    if isinstance(entry, Labelled):
+        if not labels:
+            found = short([label for label, _ in entry.pairs[:4]], 80)
+            raise ValueError(
+                f"image {i}: the items under '*' name their class ({found}) and come in the "
+                "server's order (often ranked by score), not class order; pass labels=[...] "
+                "(every class, in class order), or preset='hf' for a [{label, score}] answer")
+        return class_row(entry.pairs, labels, i)
     if isinstance(entry, dict):
         if not labels:
             raise ValueError(
