@@ -47,8 +47,7 @@ def _class_names(labels: Sequence[str] | Mapping[Any, str] | None) -> list[str]:
     ``{"0": "cat", "1": "dog"}``) read in id order; ValueError naming what is wrong."""
     if labels is None or len(labels) == 0:
         raise ValueError("the hf preset needs labels=[...]: every class the model returns, in "
-                         "the order of its scores (its config.json id2label, in id order); CLI: "
-                         "--model-option 'labels=[\"no\",\"yes\"]'")
+                         "the order wanted for its scores (e.g. its config.json id2label)")
     if isinstance(labels, str):
         raise ValueError(f"labels must be a list of class names, got the string {labels[:40]!r}")
     if isinstance(labels, Mapping):
@@ -183,7 +182,8 @@ class HFPreset(Preset):
                                  '"parameters": {...}}')
             if params is not None and not isinstance(params, dict):
                 raise ValueError(f"parameters must be an object, got {short(params, 60)}")
-            top_k = (params or {}).get("top_k") or HF_DEFAULT_TOP_K
+            top_k = (params or {}).get("top_k")
+            top_k = HF_DEFAULT_TOP_K if top_k is None else top_k
             if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"parameters.top_k must be a positive integer, got {top_k!r}")
         else:
@@ -202,6 +202,11 @@ class HFPreset(Preset):
                     for j in np.argsort(-row, kind="stable")[:top_k]] for row in scores]
         batch = getattr(self._asked, "batch", False) or len(answers) > 1
         return answers if batch else answers[0]
+
+    def server_auth_ok(self, headers: Mapping[str, str], body: bytes, expected: str) -> bool:
+        # header names are case-insensitive, and huggingface_hub (httpx) sends them lowercase
+        got = [v for k, v in headers.items() if k.lower() == self.auth_header.lower()]
+        return bool(got) and got[0].strip() == f"{self.auth_scheme} {expected}".strip()
 
     def auth_answer(self) -> tuple[int, Any]:
         return 401, {"error": "Invalid credentials in Authorization header"}
