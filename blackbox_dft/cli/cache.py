@@ -48,6 +48,16 @@ def image_keys(images: np.ndarray, key: str) -> list[bytes]:
     return out
 
 
+def _create(path: str) -> None:
+    """Create the file (if new) with the permissions a plain ``open()`` gives (0666 less the
+    umask) like the other files of a run folder: sqlite creates it 0644 less the umask, and
+    gives its -wal and -shm files the file's mode. A failure is left for sqlite to report."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666))
+    except OSError:
+        pass
+
+
 class CachedModel:
     """Wrap ``model``: answer repeated images from an sqlite file at ``path``.
 
@@ -69,6 +79,7 @@ class CachedModel:
         self.hits = 0
         self._lock = threading.Lock()
         try:
+            _create(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

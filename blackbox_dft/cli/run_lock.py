@@ -68,7 +68,7 @@ class RunLock:
         if fcntl is None and msvcrt is None:  # pragma: no cover - exotic platforms
             self._acquire_exclusive(info)
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -89,7 +89,7 @@ class RunLock:
 
     def _acquire_exclusive(self, info: str) -> None:  # pragma: no cover - exotic platforms
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             with open(self.path, encoding="utf-8", errors="replace") as fh:
                 holder = _parse(fh.read())

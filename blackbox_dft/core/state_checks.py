@@ -10,14 +10,15 @@ never surface as ``BadZipFile`` or ``EOFError`` from deep inside numpy.
 Writers: :func:`atomic_write_bytes` / :func:`atomic_write_text` write a temp file beside
 the target (``.tmp-*.part``) and rename it over the target, removing the temp file on any
 failure; an ``OSError`` (disk full, quota, read-only) becomes :class:`FileWriteError`
-naming the target.
+naming the target. The file gets the permissions a plain ``open()`` gives (0666 less the
+umask), like every other file of a run folder.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -28,8 +29,9 @@ __all__ = ["StateFileError", "FileWriteError", "damaged", "atomic_write", "atomi
            "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".tmp-"  # temp files of atomic writes: .tmp-XXXX.npz, .tmp-XXXX.part
-_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
-os.umask(_UMASK)
+# O_EXCL: never reuse (or follow a symlink planted at) an existing name.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) \
+    | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class StateFileError(ValueError):
@@ -79,14 +81,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     to the disk before the rename, so that a crash leaves the old file or the new one.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=directory)
+        fd, tmp = _create_temp(os.path.dirname(os.path.abspath(path)), suffix)
     except OSError as exc:
         raise FileWriteError(path, exc) from None
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600: give the file the usual permissions
-            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -101,6 +100,21 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
         if isinstance(exc, OSError) and not isinstance(exc, FileWriteError):
             raise FileWriteError(path, exc) from None
         raise
+
+
+def _create_temp(directory: str, suffix: str) -> tuple[int, str]:
+    """A new file ``.tmp-<random><suffix>`` in ``directory``: its descriptor and path.
+
+    Created with mode 0o666, so the process's umask at this moment gives it the permissions
+    a plain ``open(path, "w")`` would (``tempfile.mkstemp`` makes 0600 whatever the umask:
+    a result the user's group may read would come out unreadable to it)."""
+    for _ in range(100):  # a name taken (by chance, or planted) is drawn again
+        tmp = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(tmp, _CREATE, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {directory} after 100 tries")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
