@@ -13,7 +13,7 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 import requests
@@ -27,7 +27,7 @@ from blackbox_dft.adapters.errors import (
     ResponseFormatError,
     ThrottledError,
 )
-from blackbox_dft.adapters.remote.presets import Preset
+from blackbox_dft.adapters.remote.presets import Preset, parse_json
 from blackbox_dft.adapters.remote.redact import (
     Redactor,
     install_log_filter,
@@ -208,6 +208,56 @@ class Endpoint:
             else:
                 resp.close()
 
+    def get_json(self, url: str, call: Call) -> Any:
+        """Parsed JSON of a GET of ``url`` (a server's metadata) with the requests' session,
+        retries, deadline, size cap and redaction. Raises :class:`EndpointUnreachable`, or,
+        latched (no retry fixes them), :class:`HTTPStatusError` for a redirect or a refusal
+        and :class:`ResponseFormatError` for an answer that is not JSON."""
+        what = f"GET {urlsplit(url).path}"
+        ex = Exchange(call, self.deadline)
+        call.track(ex, True)
+        self._local.exchange = ex
+        status, failure, raw = 0, "", b""
+        try:
+            resp = self.session.get(url, timeout=self.timeout, allow_redirects=False,
+                                    stream=True)
+            status = resp.status_code
+            try:
+                raw = read_body(resp, ex, self.max_response_bytes)
+            finally:
+                ex.end_attempt()
+                resp.close()
+        except (Aborted, DeadlineExceeded):
+            failure = "deadline"
+        except Exception as exc:  # noqa: BLE001 - a transport error, a body too large
+            failure = describe_failure(exc) if isinstance(
+                exc, requests.exceptions.RequestException) else type(exc).__name__
+        finally:
+            self._local.exchange = None
+            ex.end_attempt()
+            call.track(ex, False)
+        # raised out here: no transport error (whose text holds the URL) in __context__
+        if call.abort.is_set():
+            raise Aborted(before_send=True)
+        if failure == "deadline" or ex.expired:
+            raise self._deadline_error()
+        if failure:
+            raise self.error(EndpointUnreachable, f"{what}: no usable answer {_tries(ex)} "
+                             f"({failure})", check="that the URL and port are right and the "
+                             "server is up")
+        body, bad_json = parse_json(raw)
+        if not 200 <= status < 300:
+            transient = status == 429 or status >= 500  # retried already: not latched
+            err = self.error(ThrottledError if status == 429 else HTTPStatusError,
+                             f"{what} was refused {_tries(ex)}" if transient
+                             else f"{what} was refused", status=status,
+                             vendor=self._vendor(body, raw), check="the URL and the model name")
+            raise err if transient else self._latch(err)
+        if body is None:
+            raise self._latch(self.error(ResponseFormatError, f"{what}: the answer is {bad_json}",
+                                         status=status, check="that the URL is the model's"))
+        return body
+
     def _deadline_error(self) -> HTTPModelError:
         return self.error(
             EndpointUnreachable, f"the answer took longer than the deadline of {self.deadline:g} "
@@ -254,7 +304,7 @@ class Endpoint:
                 EndpointUnreachable, f"the connection broke while the answer came ({broken}; "
                 f"{_tries(ex)}); not retried (the server may have billed it)", status=status,
                 check="the server's health and any proxy in between")
-        body, bad_json = _parse_json(raw)
+        body, bad_json = self.preset.parse_body(raw, resp.headers)
         if body is not None and self.preset.is_throttle(status, body):
             self._count("throttled")
             if attempt < self.max_retries:
@@ -332,13 +382,3 @@ class Endpoint:
                       "answer"))
         self._count("images_answered", n)
         return scores
-
-
-def _parse_json(raw: bytes) -> tuple[Any, str]:
-    """(parsed JSON or None, why not). ``bytes``: json detects UTF-8/16/32 itself."""
-    try:
-        return json.loads(raw), ""
-    except RecursionError:
-        return None, "not usable JSON: nested deeper than Python's recursion limit"
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        return None, f"not JSON ({type(exc).__name__} at {getattr(exc, 'pos', '?')})"

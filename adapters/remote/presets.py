@@ -42,8 +42,18 @@ from blackbox_dft.adapters.remote.wire import (
 )
 
 __all__ = [
-    "WireRequest", "Preset", "JSONPreset", "TFServingPreset", "TorchServePreset",
+    "parse_json", "WireRequest", "Preset", "JSONPreset", "TFServingPreset", "TorchServePreset",
 ]
+
+
+def parse_json(raw: bytes) -> tuple[Any, str]:
+    """(parsed JSON or None, why not). ``bytes``: json detects UTF-8/16/32 itself."""
+    try:
+        return json.loads(raw), ""
+    except RecursionError:
+        return None, "not usable JSON: nested deeper than Python's recursion limit"
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        return None, f"not JSON ({type(exc).__name__} at {getattr(exc, 'pos', '?')})"
 
 
 @dataclass
@@ -99,6 +109,17 @@ class Preset:
         """Option values that may hold a secret (a key written into a request template):
         the client redacts them from its messages like its keys."""
         return []
+
+    def prepare(self, url: str, get: Callable[[str], Any]) -> str:
+        """Before the first request: read what the preset needs from the server with
+        ``get(url) -> parsed JSON`` (OIP: the model's metadata) and return the URL to send
+        requests to. Default: nothing to read, ``url``."""
+        return url
+
+    def parse_body(self, raw: bytes, headers: Mapping[str, str]) -> tuple[Any, str]:
+        """(parsed answer, "") or (None, why it is unreadable) from the answer's bytes and
+        headers. Default: JSON (OIP overrides it for its binary tensor extension)."""
+        return parse_json(raw)
 
     def parse_response(self, body: Any, n: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
