@@ -5,6 +5,8 @@ black-box model's loss on a user's labelled images, using only queries
 ``predict(images) -> scores`` (Chhabra et al., AAAI 2019).
 """
 
+import logging
+
 from blackbox_dft._version import __version__
 from blackbox_dft.core.estimators import NES, SPSA, Estimator, PerImage, Proposal, RandomDirections
 from blackbox_dft.core.images import apply_delta, check_images, psnr
@@ -23,6 +25,10 @@ from blackbox_dft.tasks.base import NotFittedError, Tuner
 from blackbox_dft.tasks.classification import DataFineTuner
 from blackbox_dft.tasks.finetuned import FineTunedModel
 from blackbox_dft.tasks.verification import VerificationTuner
+
+# A library's logging: records go to the application's handlers; none configured, nothing
+# is printed (not even warnings through logging's last resort). The CLI sets its own.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "__version__",

@@ -113,3 +113,189 @@ def test_python_m_blackbox_dft_is_the_command_line(tmp_path) -> None:
     got = run("info", str(tmp_path / "no-such-run"))
     assert got.returncode == 2 and len(got.stderr.strip().splitlines()) == 1, got.stderr
     assert "no-such-run" in got.stderr and "Traceback" not in got.stderr
+
+
+# -- logging in the library --------------------------------------------------------------------
+PACKAGE = os.path.dirname(os.path.abspath(__import__("blackbox_dft").__file__))
+# print() belongs to the command line: blackbox_dft/cli, and serve's entry point.
+PRINT_ALLOWED = {os.path.join("adapters", "serving", "server.py"): {"serve_main"}}
+
+
+def _prints(path: str) -> list[tuple[int, str]]:
+    """``(line, enclosing function)`` of every print() call and sys.stdout/stderr write."""
+    import ast
+
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, func: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = child.name if isinstance(child, (ast.FunctionDef,
+                                                    ast.AsyncFunctionDef)) else func
+            if isinstance(child, ast.Call):
+                f = child.func
+                if (isinstance(f, ast.Name) and f.id == "print") or (
+                        isinstance(f, ast.Attribute) and f.attr == "write"
+                        and isinstance(f.value, ast.Attribute)
+                        and f.value.attr in ("stdout", "stderr")):
+                    found.append((child.lineno, func))
+            visit(child, name)
+
+    visit(tree, "<module>")
+    return found
+
+
+def test_the_library_does_not_print() -> None:
+    """No print() (nor sys.stdout/stderr.write) outside the command line: the library
+    logs (and warns) instead, so an application decides what is shown."""
+    offenders, seen = [], 0
+    for root, _, files in os.walk(PACKAGE, followlinks=True):  # adapters: a link
+        rel_root = os.path.relpath(root, PACKAGE)
+        if rel_root.split(os.sep)[0] == "cli":
+            continue
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            rel = os.path.normpath(os.path.join(rel_root, name))
+            seen += 1
+            allowed = PRINT_ALLOWED.get(rel, set())
+            offenders += [f"{rel}:{line} in {func}" for line, func in
+                          _prints(os.path.join(root, name)) if func not in allowed]
+    assert seen > 60 and not offenders, offenders
+    server = os.path.join(PACKAGE, "adapters", "serving", "server.py")
+    assert _prints(server), "the allowance for serve_main is no longer needed"
+
+
+def test_the_package_logger_has_a_null_handler_and_nothing_else() -> None:
+    import logging
+
+    handlers = logging.getLogger("blackbox_dft").handlers
+    assert [type(h) for h in handlers] == [logging.NullHandler]
+
+
+def test_a_library_fit_logs_start_resume_checkpoint_and_end(tmp_path, caplog, capsys) -> None:
+    """INFO: the fit's start (budget, costs), a resume, its end; DEBUG: checkpoints. A
+    library fit with progress=True prints nothing when stderr is not a terminal."""
+    import logging
+
+    p = make_problem(seed=0, n_train=32, n_val=16, n_test=16)
+    ckpt = str(tmp_path / "checkpoint.npz")
+
+    def fit(budget: int, resume: bool) -> None:
+        DataFineTuner(p.model, scores="logits", query_budget=budget, batch_size=8,
+                      validation_every=5, progress=True).fit(*p.train, p.val, checkpoint=ckpt,
+                                                             resume=resume)
+
+    with caplog.at_level(logging.DEBUG, logger="blackbox_dft"):
+        fit(300, resume=False)
+    text = [r.getMessage() for r in caplog.records]
+    assert any(t.startswith("DataFineTuner fit of ") and "budget 300 queries" in t
+               for t in text), text
+    assert "fit started: budget 300 queries; a step costs 16, a validation 16" in text
+    assert any(t.startswith("checkpoint written: " + ckpt) for t in text), text
+    assert any(t.startswith("fit finished: ") and "queries of a budget of 300" in t
+               for t in text), text
+    assert {r.name for r in caplog.records} == {"blackbox_dft.tasks.base",
+                                               "blackbox_dft.core.engine"}
+    assert capsys.readouterr() == ("", "")  # no bar: stderr is not a terminal here
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="blackbox_dft"):
+        fit(300, resume=True)  # a finished checkpoint: resumes, nothing left to do
+    text = [r.getMessage() for r in caplog.records]
+    assert any(t.startswith(f"DataFineTuner resumes from {ckpt}") for t in text), text
+    assert any(t.startswith("fit resumed at step ") for t in text), text
+    assert not any(t.startswith("checkpoint written") for t in text)  # DEBUG, not INFO
+
+
+def test_http_retries_are_logged_without_the_url_secrets(caplog) -> None:
+    """Each failed attempt and each wait at INFO (a status, never the URL); urllib3's own
+    DEBUG lines carry the URL with its query values redacted."""
+    import logging
+
+    from _http_helpers import dataset, linear_softmax
+
+    from blackbox_dft.adapters.remote.http import HTTPModel
+    from blackbox_dft.adapters.serving.server import Faults, StandInServer
+    from blackbox_dft.core.model import ModelError
+
+    secret = "s3cr3t-v4lue-in-the-query"
+    with StandInServer(linear_softmax(), "json", faults=Faults(throttle=1.0)) as srv, \
+            caplog.at_level(logging.DEBUG):
+        model = HTTPModel(f"{srv.url}?code={secret}", preset="json", max_retries=2,
+                          backoff=0.01, max_backoff=0.05, timeout=(2.0, 10.0))
+        with pytest.raises(ModelError):
+            model.predict(dataset(2)[0])
+        model.close()
+    ours = [r.getMessage() for r in caplog.records
+            if r.name == "blackbox_dft.adapters.remote.transport"]
+    assert ours[:4] == ["HTTP attempt 1 failed (HTTP 429)",
+                        "waiting 0.00 s before the next attempt (Retry-After)",
+                        "HTTP attempt 2 failed (HTTP 429)",
+                        "waiting 0.00 s before the next attempt (Retry-After)"], ours
+    urllib3 = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+    assert any("code=***" in t for t in urllib3), urllib3
+    assert not any(secret in r.getMessage() for r in caplog.records)
+
+
+# -- progress bars -----------------------------------------------------------------------------
+_BAR_SCRIPT = """
+import sys
+from blackbox_dft.core.progress import progress_bar
+bar = progress_bar(sys.argv[1] == "on", total=3, unit="img", desc="BARTEST")
+for _ in range(3):
+    bar.update(1)
+bar.close()
+"""
+
+
+def _stderr_of_bar(progress: str, tty: bool, env: dict[str, str]) -> str:
+    """What a bar writes on stderr, stderr being a terminal (a pty) or a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    env = {**{k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}, **env}
+    if not tty:
+        return subprocess.run([sys.executable, "-c", _BAR_SCRIPT, progress], env=env,
+                              capture_output=True, text=True, timeout=60).stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 0 columns: no bar
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _BAR_SCRIPT, progress], env=env,
+                                stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(timeout=60)
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_bars_only_on_a_terminal_and_never_with_tqdm_disable() -> None:
+    assert "BARTEST" in _stderr_of_bar("on", tty=True, env={})
+    assert "BARTEST" not in _stderr_of_bar("on", tty=False, env={})  # a pipe or a log file
+    assert "BARTEST" not in _stderr_of_bar("off", tty=True, env={})  # progress=False
+    assert "BARTEST" not in _stderr_of_bar("on", tty=True, env={"TQDM_DISABLE": "1"})
+
+
+def test_tqdm_disable_is_read_as_the_installed_tqdm_reads_it() -> None:
+    """Ours and tqdm's own reading of TQDM_DISABLE (tqdm reads it at import, for bars that
+    do not pass ``disable``) agree, including on the values that look false."""
+    code = ("import io; from tqdm.auto import tqdm; "
+            "from blackbox_dft.core.progress import bar_disabled; "
+            "print(bool(tqdm(total=1, file=io.StringIO()).disable), bar_disabled(True) is True)")
+    for value in ("1", "0", ""):  # tqdm's rule: any non-empty value disables, "0" too
+        env = {**os.environ, "TQDM_DISABLE": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=60).stdout.split()
+        assert out[0] == out[1] == str(value != ""), (value, out)

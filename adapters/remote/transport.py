@@ -14,6 +14,7 @@ body is bounded.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -40,6 +41,8 @@ __all__ = ["Aborted", "DeadlineExceeded", "BodyTooLarge", "Call", "Exchange", "D
            "describe_failure"]
 
 RETRY_STATUS = (429, 500, 502, 503, 504)
+# Retries and waits, at INFO; never a URL (its query may hold a key): a status or error type.
+log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(Exception):
@@ -173,6 +176,10 @@ def _retry_class(local: threading.local, max_backoff: float,
     class _BoundedRetry(Retry):
         def increment(self, *args: Any, **kwargs: Any) -> Retry:  # type: ignore[override]
             on_failed_attempt()
+            response, error = kwargs.get("response"), kwargs.get("error")
+            log.info("HTTP attempt %d failed (%s)", len(self.history) + 1,
+                     f"HTTP {response.status}" if response is not None
+                     else type(error).__name__ if error is not None else "no answer")
             ex = _exchange(local)
             if ex is not None:
                 ex.increments += 1
@@ -183,10 +190,12 @@ def _retry_class(local: threading.local, max_backoff: float,
             return super().increment(*args, **kwargs)
 
         def sleep(self, response: Any = None) -> None:
-            delay = self.get_backoff_time()
+            delay, why = self.get_backoff_time(), "backoff"
             if response is not None and self.respect_retry_after_header:
                 after = retry_after_seconds(response.headers.get("Retry-After"))
-                delay = delay if after is None else after
+                delay, why = (delay, why) if after is None else (after, "Retry-After")
+            log.info("waiting %.2f s before the next attempt (%s)",
+                     min(max(delay, 0.0), max_backoff), why)
             ex = _exchange(local)
             if ex is None:
                 time.sleep(min(max(delay, 0.0), max_backoff))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -32,6 +33,7 @@ from blackbox_dft.core.state_checks import FileWriteError
 
 __all__ = ["CachedModel", "image_keys", "open_cache"]
 
+log = logging.getLogger(__name__)
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS scores (key BLOB PRIMARY KEY, k INTEGER, s BLOB)",
            "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER)")
 
@@ -87,6 +89,8 @@ class CachedModel:
                 self._db.execute(statement)
             self._db.commit()
             self._sent = self._sent_at_open = self._read_sent()
+            log.info("query cache %s opened (%d images sent through it before)", self.path,
+                     self._sent)
         except sqlite3.DatabaseError as exc:
             if "full" in str(exc):  # SQLITE_FULL: the disk, not the file
                 raise FileWriteError(self.path, OSError(errno.ENOSPC, str(exc))) from None
@@ -165,6 +169,9 @@ class CachedModel:
             found.update(self._send(todo, send, per_entry))
         with self._lock:
             self.hits += per_entry * (len(keys) - len(todo))
+        log.debug("query cache: %d of %d images answered from the file, %d sent",
+                  per_entry * (len(keys) - len(todo)), per_entry * len(keys),
+                  per_entry * len(todo))
         widths = {v.shape[0] for v in found.values()}
         if len(widths) > 1:
             raise ValueError(f"query cache {self.path} holds scores of different widths "
@@ -230,6 +237,8 @@ class CachedModel:
         """Close the file (later calls fail)."""
         with self._lock:
             self._db.close()
+            log.info("query cache %s closed: %d images answered from it, %d sent", self.path,
+                     self.hits, self._sent - self._sent_at_open)
 
     def __repr__(self) -> str:
         return (f"CachedModel({self.name}, path={self.path!r}, hits={self.hits}, "

@@ -7,13 +7,12 @@ import os
 import sys
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from blackbox_dft.cli.cache import open_cache
 from blackbox_dft.cli.jobs import load_data, open_model
 from blackbox_dft.cli.meter import Meter, money
 from blackbox_dft.cli.runs import RunError, RunFolder, write_json
 from blackbox_dft.cli.saved import SavedRun, read_saved, use_model_url
+from blackbox_dft.core.progress import progress_bar
 from blackbox_dft.data.datasets import SPLITS, DataError, Dataset, split_dataset
 
 __all__ = ["evaluate_run", "info_run"]
@@ -70,8 +69,7 @@ def _evaluate(run: RunFolder, saved: SavedRun, ds: Dataset, where: str,
     model, key = open_model(saved.options.model)
     cached = open_cache(model, cache_path, key) if cache_path else None
     planned = saved.kind.eval_cost(len(ds), len(ds.classes))
-    bar = tqdm(total=planned, unit="img", desc="evaluate", disable=not progress,
-               file=sys.stderr)
+    bar = progress_bar(progress, total=planned, unit="img", desc="evaluate")
     meter = Meter(cached or model, bar, cached, saved.options.model.cost_per_1000, planned)
     try:
         metrics, lines = saved.kind.evaluate(run, ds, meter, where)

@@ -5,7 +5,6 @@ figure. Written once over :class:`~blackbox_dft.cli.kinds.RunKind`; no math here
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from blackbox_dft.cli.kinds import Job
 from blackbox_dft.cli.meter import Meter
 from blackbox_dft.cli.report import save_png
 from blackbox_dft.cli.runs import RunFolder, write_json
+from blackbox_dft.core.progress import progress_bar
 from blackbox_dft.core.state import FitState
 
 __all__ = ["execute"]
@@ -38,9 +38,8 @@ def _metered(job: Job, run: RunFolder, budget: int,
     if os.path.exists(run.checkpoint):
         done = FitState.load(run.checkpoint)[0].queries  # lost queries are replayed
     eval_cost = job.eval_cost()
-    bar = tqdm(total=budget + eval_cost, initial=min(done, budget), unit="img",
-               desc=f"DFT {model_label(job.model)}", disable=not progress, dynamic_ncols=True,
-               file=sys.stderr)
+    bar = progress_bar(progress, total=budget + eval_cost, initial=min(done, budget),
+                       unit="img", desc=f"DFT {model_label(job.model)}")
     try:
         meter = Meter(cache if cache is not None else job.model, bar, cache, job.cost_per_1000,
                       budget - done + eval_cost, ledger=run.spend)

@@ -20,6 +20,7 @@ latent; the engine owns everything else:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from blackbox_dft.core.state import FitState, commit_queries, keep_on_failure
 __all__ = ["Problem", "Validation", "FitLoop", "check_budget", "minimum_budget"]
 
 Key = list[float]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -135,11 +137,38 @@ class FitLoop:
         p = self.problem
         validating = p.validation_cost > 0
         self._show(state, None)
+        self._log_start(state)
 
         def save() -> None:
             if self.checkpoint is not None:
                 state.save(self.checkpoint, self.meta)
+                log.debug("checkpoint written: %s (step %d, %d queries)", self.checkpoint,
+                          state.step, state.queries)
 
+        try:
+            self._loop(state, rng, validating, save)
+        except BaseException as exc:
+            log.info("fit stopped at step %d by %s after %d queries (checkpoint file: %s)",
+                     state.step, type(exc).__name__, self.counter.queries, self.checkpoint)
+            raise
+        log.info("fit finished: %d steps, %d queries of a budget of %s; best at step %s",
+                 state.step, self.counter.queries, self.counter.budget,
+                 state.extra.get("best_step", state.best_step))
+        return state
+
+    def _log_start(self, state: FitState) -> None:
+        p, budget = self.problem, self.counter.budget
+        if state.step or state.queries:
+            log.info("fit resumed at step %d: %d queries of a budget of %s used",
+                     state.step, state.queries, budget)
+        else:
+            log.info("fit started: budget %s queries; a step costs %d, a validation %d",
+                     budget, p.step_cost, p.validation_cost)
+
+    def _loop(self, state: FitState, rng: np.random.Generator, validating: bool,
+              save: Callable[[], None]) -> None:
+        """The steps, from the baseline validation to the final checkpoint."""
+        p = self.problem
         with keep_on_failure(state, self.counter, save):
             if validating and state.baseline is None:
                 v = p.validate(state.z, state)
@@ -157,7 +186,6 @@ class FitLoop:
                 _set_best(state, p.slots, state.z, None, state.step)
             state.done = True
             save()
-        return state
 
     def _step(self, state: FitState, rng: np.random.Generator,
               validating: bool) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import logging
 import os
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from blackbox_dft._version import __version__
 from blackbox_dft.core.checks import check_instance, check_int, check_number, check_seed, show
@@ -35,6 +35,7 @@ from blackbox_dft.core.optimizers import (
     optimizer_from_config,
 )
 from blackbox_dft.core.perturbation import Perturbation, perturbation_from_config
+from blackbox_dft.core.progress import progress_bar
 from blackbox_dft.core.state import (
     FitState,
     load_resumable,
@@ -46,6 +47,7 @@ from blackbox_dft.core.state import (
 __all__ = ["Tuner", "NotFittedError", "fingerprint", "check_common_args"]
 
 T = TypeVar("T", bound="Tuner")
+log = logging.getLogger(__name__)
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -210,10 +212,15 @@ class Tuner:
         if self._checkpoint_kind is not None:
             meta = {"kind": self._checkpoint_kind, **meta}
         state = load_resumable(checkpoint, resume, meta, self._data_name)
+        name = model_name(getattr(self, "model", None))
         if state is not None:
             resume_queries(state, counter)
-        bar = tqdm(total=int(self.query_budget), unit="query", disable=not progress,  # type: ignore[attr-defined]
-                   desc=f"DFT {model_name(getattr(self, 'model', None))}", dynamic_ncols=True)
+            log.info("%s resumes from %s (step %d, %d queries used)", type(self).__name__,
+                     checkpoint, state.step, state.queries)
+        log.info("%s fit of %s: budget %d queries, epsilon %s", type(self).__name__, name,
+                 self.query_budget, getattr(self, "epsilon", None))  # type: ignore[attr-defined]
+        bar = progress_bar(progress, total=int(self.query_budget), unit="query",  # type: ignore[attr-defined]
+                           desc=f"DFT {name}")
         loop = FitLoop(problem, estimator, optimizer, counter, self.seed,  # type: ignore[attr-defined]
                        int(self.validation_every), checkpoint, checkpoint_every,  # type: ignore[attr-defined]
                        meta, bar, callback)
