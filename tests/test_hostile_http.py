@@ -49,7 +49,9 @@ HDR = 'HDR-t0k3n+/="Qq\\'  # a user header; JSON escapes its quote and backslash
 QS = "QS-c0de+/=Xx"  # a URL query value under a name that does not look like a key
 SECRETS = (KEY, SECRET, HDR, QS)
 LABELS = ["no", "yes"]
-PRESETS = {"oip": {}, "tfserving": {}, "torchserve": {"labels": LABELS}, "json": {},
+# oip: this table is about the infer POST; its metadata GETs meet the same table in
+# tests/test_oip_client.py
+PRESETS = {"oip": {"metadata": False}, "tfserving": {}, "torchserve": {"labels": LABELS}, "json": {},
            "facepp": {"api_secret": SECRET}, "gcv": {}, "clarifai": {"labels": LABELS},
            "facepp_compare": {"api_secret": SECRET}}
 OPTS = {"max_retries": 1, "backoff": 0.01, "max_backoff": 0.1, "timeout": (2.0, 30.0),

@@ -27,7 +27,7 @@ from blackbox_dft.adapters.errors import (
     ResponseFormatError,
     ThrottledError,
 )
-from blackbox_dft.adapters.remote.presets import Preset, parse_json
+from blackbox_dft.adapters.remote.presets import Preset
 from blackbox_dft.adapters.remote.redact import (
     Redactor,
     install_log_filter,
@@ -92,7 +92,7 @@ class Endpoint:
                        *(v for k, v in headers.items() if k.lower() not in PLAIN_HEADERS)]
         self.url = url
         self.stats: dict[str, int] = {"requests": 0, "failed_attempts": 0, "throttled": 0,
-                                      "images_answered": 0}
+                                      "images_answered": 0, "metadata_requests": 0}
         self._stats_lock = threading.Lock()
         self._limiter = RateLimiter(rate_limit)
         self.fatal: HTTPModelError | None = None
@@ -134,7 +134,8 @@ class Endpoint:
         short (a cut could leave half a key unrecognised)."""
         where = safe_url(self.url)
         vendor = one_line(self._redact(vendor[:4096]), 300)
-        msg = f"{self.preset.name} endpoint {where}: {what}"
+        doing = getattr(self._local, "doing", None)  # a GET of metadata on this thread
+        msg = f"{self.preset.name} endpoint {where}: {doing + ': ' if doing else ''}{what}"
         if status is not None:
             msg += f" (HTTP {status})"
         if vendor:
@@ -158,12 +159,29 @@ class Endpoint:
             kw["headers"] = {"Content-Type": "application/json", **wire.headers}
         else:
             kw["data"] = dict(wire.data) if wire.data is not None else wire.content
+        return self._attempts({"method": "POST", "url": self.url, **kw}, len(images), call)
+
+    def get_json(self, url: str, call: Call) -> Any:
+        """Parsed JSON of a GET of ``url`` (a server's metadata) with the preset's auth
+        headers, through every check and error of a request; ``stats["metadata_requests"]``
+        counts them. Its errors say which GET, and that ``metadata=False`` skips it."""
+        self._local.doing = (f"GET {urlsplit(url).path} (metadata; for a server without it, "
+                             "pass metadata=False)")
+        try:
+            return self._attempts({"method": "GET", "url": url,
+                                   "headers": self.preset.auth_headers(self._secrets)}, None, call)
+        finally:
+            self._local.doing = None
+
+    def _attempts(self, kw: dict[str, Any], n: int | None, call: Call) -> Any:
+        """Scores ``(n, K)`` of one request (``kw``: requests' arguments), or with ``n`` None
+        the parsed JSON answer; the vendor throttles that are not a 429 are retried here."""
         for attempt in range(self.max_retries + 1):
             ex = Exchange(call, self.deadline)
             call.track(ex, True)
             self._local.exchange = ex
             try:
-                return self._exchange(ex, kw, len(images), attempt)
+                return self._exchange(ex, kw, n, attempt)
             except _Throttled:
                 pass  # waited already; send again
             finally:
@@ -172,18 +190,18 @@ class Endpoint:
                 call.track(ex, False)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _exchange(self, ex: Exchange, kw: dict[str, Any], n: int, attempt: int) -> np.ndarray:
+    def _exchange(self, ex: Exchange, kw: dict[str, Any], n: int | None, attempt: int) -> Any:
         if ex.call.abort.is_set():
             raise Aborted(before_send=attempt == 0)
         try:
             self._limiter.wait(ex.call.abort)
         except Aborted:
             raise Aborted(before_send=attempt == 0) from None
-        self._count("requests")
+        self._count("requests" if kw["method"] == "POST" else "metadata_requests")
         failure = ""
         try:
-            resp = self.session.post(self.url, timeout=self.timeout, allow_redirects=False,
-                                     stream=True, **kw)
+            resp = self.session.request(timeout=self.timeout, allow_redirects=False,
+                                        stream=True, **kw)
         except (Aborted, DeadlineExceeded):
             resp = None
         except requests.exceptions.RequestException as exc:
@@ -208,67 +226,17 @@ class Endpoint:
             else:
                 resp.close()
 
-    def get_json(self, url: str, call: Call) -> Any:
-        """Parsed JSON of a GET of ``url`` (a server's metadata) with the requests' session,
-        retries, deadline, size cap and redaction. Raises :class:`EndpointUnreachable`, or,
-        latched (no retry fixes them), :class:`HTTPStatusError` for a redirect or a refusal
-        and :class:`ResponseFormatError` for an answer that is not JSON."""
-        what = f"GET {urlsplit(url).path}"
-        ex = Exchange(call, self.deadline)
-        call.track(ex, True)
-        self._local.exchange = ex
-        status, failure, raw = 0, "", b""
-        try:
-            resp = self.session.get(url, timeout=self.timeout, allow_redirects=False,
-                                    stream=True)
-            status = resp.status_code
-            try:
-                raw = read_body(resp, ex, self.max_response_bytes)
-            finally:
-                ex.end_attempt()
-                resp.close()
-        except (Aborted, DeadlineExceeded):
-            failure = "deadline"
-        except Exception as exc:  # noqa: BLE001 - a transport error, a body too large
-            failure = describe_failure(exc) if isinstance(
-                exc, requests.exceptions.RequestException) else type(exc).__name__
-        finally:
-            self._local.exchange = None
-            ex.end_attempt()
-            call.track(ex, False)
-        # raised out here: no transport error (whose text holds the URL) in __context__
-        if call.abort.is_set():
-            raise Aborted(before_send=True)
-        if failure == "deadline" or ex.expired:
-            raise self._deadline_error()
-        if failure:
-            raise self.error(EndpointUnreachable, f"{what}: no usable answer {_tries(ex)} "
-                             f"({failure})", check="that the URL and port are right and the "
-                             "server is up")
-        body, bad_json = parse_json(raw)
-        if not 200 <= status < 300:
-            transient = status == 429 or status >= 500  # retried already: not latched
-            err = self.error(ThrottledError if status == 429 else HTTPStatusError,
-                             f"{what} was refused {_tries(ex)}" if transient
-                             else f"{what} was refused", status=status,
-                             vendor=self._vendor(body, raw), check="the URL and the model name")
-            raise err if transient else self._latch(err)
-        if body is None:
-            raise self._latch(self.error(ResponseFormatError, f"{what}: the answer is {bad_json}",
-                                         status=status, check="that the URL is the model's"))
-        return body
-
     def _deadline_error(self) -> HTTPModelError:
         return self.error(
             EndpointUnreachable, f"the answer took longer than the deadline of {self.deadline:g} "
             "s; not retried (the server may have billed it)",
             check="the server's health, or raise deadline= if it is really that slow")
 
-    def _answer(self, resp: requests.Response, ex: Exchange, n: int, attempt: int) -> np.ndarray:
+    def _answer(self, resp: requests.Response, ex: Exchange, n: int | None, attempt: int) -> Any:
         status = resp.status_code
         if 300 <= status < 400:  # never read, never followed
             loc = resp.headers.get("Location")
-            target = safe_url(urljoin(self.url, loc)) if loc else "nowhere (no Location header)"
+            target = safe_url(urljoin(resp.url, loc)) if loc else "nowhere (no Location header)"
             raise self._latch(self.error(
                 HTTPStatusError, f"the endpoint redirected (HTTP {status}) to {target}; "
                 "blackbox_dft follows no redirect, so keys stay with the endpoint you gave",
@@ -337,8 +305,8 @@ class Endpoint:
         except Exception:  # noqa: BLE001 - a hostile body must not break the error path
             return ""
 
-    def _finish(self, resp: requests.Response, raw: bytes, body: Any, bad_json: str, n: int,
-                ex: Exchange) -> np.ndarray:
+    def _finish(self, resp: requests.Response, raw: bytes, body: Any, bad_json: str,
+                n: int | None, ex: Exchange) -> Any:
         status = resp.status_code
         vendor = self._vendor(body, raw)
         if self.preset.is_auth_error(status, body):
@@ -362,6 +330,8 @@ class Endpoint:
                 ResponseFormatError, f"the answer is {bad_json}; content-type "
                 f"{ctype!r}, it starts {start!r}", status=status,
                 check="that the URL is the model's endpoint, not a web page"))
+        if n is None:
+            return body
         try:
             scores = np.asarray(self.preset.parse_response(body, n), dtype=np.float64)
             problem = ("" if scores.ndim == 2 and scores.shape[0] == n

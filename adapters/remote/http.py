@@ -9,7 +9,8 @@ are retried by urllib3's ``Retry`` (POST included, exponential backoff with jitt
 (Face++ 403 ``CONCURRENCY_LIMIT_EXCEEDED``, Clarifai's body status 11005) are retried
 here. Every wait is capped by ``max_backoff`` and ends at once when the call is
 interrupted; every attempt has a ``deadline``; every answer body a size cap; no
-redirect is ever followed (see :mod:`blackbox_dft.adapters.remote.transport`).
+redirect is ever followed (see :mod:`blackbox_dft.adapters.remote.transport`). Before
+the first request, a preset may read the server's metadata (OIP: the model's input).
 
 Query accounting: this adapter counts nothing towards the budget. The budget
 is ``blackbox_dft.core.model.QueryCounter`` (images passed to ``predict``), so a
@@ -142,6 +143,7 @@ class HTTPModel(BaseModel):
         self.stats = self._endpoint.stats
         self.session = self._endpoint.session
         self._pool: DaemonPool | None = None
+        self._prepared, self._prepare_lock = False, threading.Lock()  # metadata read once
         self._calls: set[Call] = set()
         self._calls_lock = threading.Lock()
 
@@ -155,10 +157,38 @@ class HTTPModel(BaseModel):
         self._endpoint.url = value
 
     # -- Model API ---------------------------------------------------------------------
+    def _prepare(self, images: np.ndarray) -> None:
+        """Once, before the first request: the preset reads what it needs from the server
+        (OIP: the metadata) and settles the URL and images per request. A failure sends no
+        request (``exc.answered`` says so); a metadata that does not fit is latched."""
+        call, n, error = Call(), len(images), None
+        with self._calls_lock:
+            self._calls.add(call)
+        try:
+            url = self.preset.prepare(self.url, lambda u: self._endpoint.get_json(u, call))
+        except BaseException as exc:  # an HTTPModelError, KeyboardInterrupt, the preset's line
+            error = exc
+        finally:
+            with self._calls_lock:
+                self._calls.discard(call)
+        if error is not None:  # raised out here: nothing in the new error's __context__
+            if isinstance(error, ValueError):
+                error = self._endpoint.fatal = self._endpoint.error(ResponseFormatError, f"{error}")
+            self._attach(error, {}, list(range(0, len(images), self.images_per_request)), n)
+            raise error
+        self.url = url  # the version path, when one was given
+        cap = self.preset.max_images_per_request
+        self.images_per_request = min(self.images_per_request, cap or self.images_per_request)
+        self._prepared = True
+
     def _predict(self, images: np.ndarray) -> np.ndarray:
         latched = self._endpoint.latched()
         if latched is not None:
             raise latched
+        if not self._prepared:
+            with self._prepare_lock:
+                if not self._prepared:
+                    self._prepare(images)
         k = self.images_per_request
         starts = list(range(0, len(images), k))
         done: dict[int, np.ndarray] = {}  # first row of a request -> its scores
@@ -282,8 +312,10 @@ class HTTPModel(BaseModel):
         return sims[:, 0]
 
     def reset(self) -> None:
-        """Forget a latched error so that the next ``predict`` sends requests again."""
+        """Forget a latched error so that the next ``predict`` sends requests again (and
+        reads the server's metadata again, for a preset that reads it)."""
         self._endpoint.fatal = None
+        self._prepared = False
 
     def close(self) -> None:
         """Stop the calls in progress, the worker threads and the connection pool."""
@@ -346,10 +378,8 @@ def _images_per_request(preset: Preset, asked: int | None) -> int:
 
 def _max_response_bytes(value: Any) -> int:
     """The body cap, bytes: a positive integer (a bool is refused)."""
-    if (isinstance(value, bool)
-            or not isinstance(value, (int, np.integer)) or value < 1):
-        raise ValueError(f"max_response_bytes must be a positive integer (bytes), got "
-                         f"{value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"max_response_bytes must be a positive integer (bytes), got {value!r}")
     return int(value)
 
 

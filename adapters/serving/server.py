@@ -31,8 +31,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from blackbox_dft.adapters.remote.oip import OIPPreset
 from blackbox_dft.adapters.remote.presets import Preset
 from blackbox_dft.adapters.remote.vendors import PRESETS, make_preset
+from blackbox_dft.adapters.serving.oip_routes import OIPRoutes
 
 __all__ = ["Faults", "StandInServer", "serve_main"]
 
@@ -85,17 +87,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None,
               raw: bytes | None = None) -> None:
         data = raw if raw is not None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
+        for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
     def do_GET(self) -> None:
         owner = self.server.owner
-        if urlsplit(self.path).path in ("/", "/health", "/v2/health/ready"):
+        path = urlsplit(self.path).path
+        if owner.oip is not None and path.startswith("/v2"):
+            status, answer = owner.oip.get(path)
+            if status == 404:
+                owner._bump("rejected")
+            self._send(status, answer)
+        elif path in ("/", "/health", "/v2/health/ready"):
             self._send(200, {"status": "ok", "protocol": owner.preset.name,
                              "images_served": owner.images_served})
         else:
@@ -125,10 +133,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "error":
             self._send(500, {"error": "internal error (injected)"})
             return
-        if urlsplit(self.path).path != owner.path:
+        status, why = owner._route_error(urlsplit(self.path).path, self.headers)
+        if status:
             owner._bump("rejected")
-            self._send(404, {"error": f"no route POST {urlsplit(self.path).path}; "
-                                      f"this server answers POST {owner.path}"})
+            self._send(status, {"error": why})
             return
         if owner.api_key is not None and not owner.preset.server_auth_ok(
                 dict(self.headers.items()), body, owner.api_key):
@@ -136,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(*owner.preset.auth_answer())
             return
         try:
-            images = owner.preset.read_request(body, self.headers.get("Content-Type", ""))
+            images, request = owner._read(body, self.headers)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             owner._bump("rejected")
             self._send(400, {"error": f"bad request: {exc}"})
@@ -146,12 +154,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             scores = owner._score(images)
-            answer = json.dumps(owner.preset.write_response(scores)).encode()
+            answer, headers = owner._write(scores, request)
         except Exception as exc:  # the model's failure is the server's 500, as in production
             self._send(500, {"error": f"model failed: {type(exc).__name__}: {exc}"})
             return
         owner._bump("images_served", len(images))
-        self._send(200, None, raw=answer)
+        self._send(200, None, headers, raw=answer)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -180,6 +188,9 @@ class StandInServer:
         self.preset = make_preset(protocol, **preset_options)
         self.model_name, self.port = model_name, int(port)
         self.path = self.preset.path(model_name)
+        #: the OIP routes (health, metadata, versions) when the protocol is OIP
+        self.oip = OIPRoutes(self.preset, model_name) if isinstance(self.preset, OIPPreset) \
+            else None
         self.faults = faults or Faults()
         self.api_key, self.verbose = api_key, verbose
         self.counts: dict[str, int] = {"requests": 0, "images_served": 0, "throttle": 0,
@@ -222,6 +233,26 @@ class StandInServer:
                     return kind
                 u -= p
         return None
+
+    def _route_error(self, path: str, headers: Any) -> tuple[int, str]:
+        """(HTTP status, why) if a POST to ``path`` is not the model's; (0, "") if it is."""
+        if self.oip is not None:
+            return self.oip.infer_error(path, headers)
+        if path != self.path:
+            return 404, f"no route POST {path}; this server answers POST {self.path}"
+        return 0, ""
+
+    def _read(self, body: bytes, headers: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """(uint8 images, the request as parsed when the answer needs it) of a request."""
+        if isinstance(self.preset, OIPPreset):
+            return self.preset.read_infer(body, headers)
+        return self.preset.read_request(body, headers.get("Content-Type", "")), {}
+
+    def _write(self, scores: np.ndarray, request: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """(body, headers) of the answer to ``request``."""
+        if isinstance(self.preset, OIPPreset) and self.oip is not None:
+            return self.preset.write_infer(scores, request, self.model_name, self.oip.version)
+        return json.dumps(self.preset.write_response(scores)).encode(), {}
 
     def _score(self, images: np.ndarray) -> np.ndarray:
         with self._model_lock:  # stand-ins (e.g. TFLite interpreters) are not thread-safe
