@@ -31,10 +31,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from blackbox_dft.adapters.remote.oip import OIPPreset
 from blackbox_dft.adapters.remote.presets import Preset
 from blackbox_dft.adapters.remote.vendors import PRESETS, make_preset
-from blackbox_dft.adapters.serving.oip_routes import OIPRoutes
+from blackbox_dft.adapters.serving.routes import routes_for
 
 __all__ = ["Faults", "StandInServer", "serve_main"]
 
@@ -98,11 +97,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         owner = self.server.owner
         path = urlsplit(self.path).path
-        if owner.oip is not None and path.startswith("/v2"):
-            status, answer = owner.oip.get(path)
-            if status == 404:
-                owner._bump("rejected")
-            self._send(status, answer)
+        found = owner.routes.get(path)
+        if found is not None:
+            owner._bump("rejected", int(found[0] == 404))
+            self._send(*found)
         elif path in ("/", "/health", "/v2/health/ready"):
             self._send(200, {"status": "ok", "protocol": owner.preset.name,
                              "images_served": owner.images_served})
@@ -133,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "error":
             self._send(500, {"error": "internal error (injected)"})
             return
-        status, why = owner._route_error(urlsplit(self.path).path, self.headers)
+        status, why = owner.routes.infer_error(urlsplit(self.path).path, self.headers)
         if status:
             owner._bump("rejected")
             self._send(status, {"error": why})
@@ -144,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(*owner.preset.auth_answer())
             return
         try:
-            images, request = owner._read(body, self.headers)
+            images, request = owner.routes.read(body, self.headers)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             owner._bump("rejected")
             self._send(400, {"error": f"bad request: {exc}"})
@@ -154,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             scores = owner._score(images)
-            answer, headers = owner._write(scores, request)
+            answer, headers = owner.routes.write(scores, request)
         except Exception as exc:  # the model's failure is the server's 500, as in production
             self._send(500, {"error": f"model failed: {type(exc).__name__}: {exc}"})
             return
@@ -188,9 +186,8 @@ class StandInServer:
         self.preset = make_preset(protocol, **preset_options)
         self.model_name, self.port = model_name, int(port)
         self.path = self.preset.path(model_name)
-        #: the OIP routes (health, metadata, versions) when the protocol is OIP
-        self.oip = OIPRoutes(self.preset, model_name) if isinstance(self.preset, OIPPreset) \
-            else None
+        #: the POST path, or with OIP health, metadata and versions too
+        self.routes = routes_for(self.preset, model_name)
         self.faults = faults or Faults()
         self.api_key, self.verbose = api_key, verbose
         self.counts: dict[str, int] = {"requests": 0, "images_served": 0, "throttle": 0,
@@ -233,26 +230,6 @@ class StandInServer:
                     return kind
                 u -= p
         return None
-
-    def _route_error(self, path: str, headers: Any) -> tuple[int, str]:
-        """(HTTP status, why) if a POST to ``path`` is not the model's; (0, "") if it is."""
-        if self.oip is not None:
-            return self.oip.infer_error(path, headers)
-        if path != self.path:
-            return 404, f"no route POST {path}; this server answers POST {self.path}"
-        return 0, ""
-
-    def _read(self, body: bytes, headers: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        """(uint8 images, the request as parsed when the answer needs it) of a request."""
-        if isinstance(self.preset, OIPPreset):
-            return self.preset.read_infer(body, headers)
-        return self.preset.read_request(body, headers.get("Content-Type", "")), {}
-
-    def _write(self, scores: np.ndarray, request: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-        """(body, headers) of the answer to ``request``."""
-        if isinstance(self.preset, OIPPreset) and self.oip is not None:
-            return self.preset.write_infer(scores, request, self.model_name, self.oip.version)
-        return json.dumps(self.preset.write_response(scores)).encode(), {}
 
     def _score(self, images: np.ndarray) -> np.ndarray:
         with self._model_lock:  # stand-ins (e.g. TFLite interpreters) are not thread-safe
@@ -307,6 +284,17 @@ def _load_model(name: str) -> Any:
     return load_standin(name)
 
 
+def _preset_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, JSON value, else the text): ``size=[64,64]``, ``datatype=FP32``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Arguments of ``blackbox-dft serve`` (added to ``parser`` if given)."""
     p = parser or argparse.ArgumentParser(
@@ -319,6 +307,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--model-name", default=None,
                    help="model name in the URL path (default: the --model name)")
     p.add_argument("--labels", default=None, help="comma-separated labels, in score order")
+    p.add_argument("--preset-option", action="append", default=[], metavar="KEY=VALUE",
+                   type=_preset_option,
+                   help="a preset option (JSON value), e.g. for oip: datatype=FP32, "
+                        "layout=NCHW, size=[224,224], mean=imagenet, model_version=2")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
     p.add_argument("--throttle", type=float, default=0.0, help="probability of a throttle answer")
     p.add_argument("--throttle-style", default="http429", choices=["http429", "vendor"])
@@ -354,6 +346,7 @@ def serve_main(argv: list[str] | None = None, *, block: bool = True,
     options: dict[str, Any] = {}
     if args.labels:
         options["labels"] = [s.strip() for s in args.labels.split(",") if s.strip()]
+    options.update(args.preset_option)
     try:
         server = StandInServer(_load_model(args.model), args.protocol, port=args.port,
                                model_name=args.model_name or args.model, faults=faults,

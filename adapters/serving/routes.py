@@ -1,5 +1,7 @@
-"""The Open Inference Protocol v2 routes of the stand-in server, as Triton and KServe answer them.
+"""The routes of the stand-in server: one POST path for most presets; OIP v2's in full.
 
+:class:`PlainRoutes`: the preset's one POST path; its body read and written by the preset.
+:class:`OIPRoutes`, the Open Inference Protocol v2 as Triton and KServe answer it:
 ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2`` (server metadata: ``extensions`` lists
 ``binary_tensor_data`` unless the preset says ``binary=False``), ``/v2/models/NAME`` and
 ``/v2/models/NAME/versions/V`` (model metadata: the input's name, datatype and shape, the
@@ -12,24 +14,62 @@ Source: https://kserve.github.io/website/docs/concepts/architecture/data-plane/v
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import unquote
 
 from blackbox_dft._version import __version__
 from blackbox_dft.adapters.remote.oip import OIPPreset
+from blackbox_dft.adapters.remote.presets import Preset
 
-__all__ = ["OIPRoutes"]
+__all__ = ["PlainRoutes", "OIPRoutes", "routes_for"]
 
 _MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?"
                     r"(?P<what>/ready|/infer)?/?$")
 
 
-class OIPRoutes:
-    """The routes of one model ``model_name`` served with ``preset``."""
+def routes_for(preset: Preset, model_name: str) -> PlainRoutes:
+    """The routes of ``model_name`` served in the wire format of ``preset``."""
+    if isinstance(preset, OIPPreset):
+        return OIPRoutes(preset, model_name)
+    return PlainRoutes(preset, model_name)
+
+
+class PlainRoutes:
+    """The preset's one POST path (``preset.path(model_name)``); no GET route of its own."""
+
+    def __init__(self, preset: Preset, model_name: str) -> None:
+        self.preset, self.model_name = preset, model_name
+        self.path = preset.path(model_name)
+
+    def get(self, path: str) -> tuple[int, dict[str, Any]] | None:
+        """(status, JSON answer) of a GET of ``path``, or None: the server's own."""
+        return None
+
+    def infer_error(self, path: str, headers: Any) -> tuple[int, str]:
+        """(status, why) if a POST to ``path`` is not a call of the served model;
+        (0, "") if it is."""
+        if path == self.path:
+            return 0, ""
+        return 404, f"no route POST {path}; this server answers POST {self.path}"
+
+    def read(self, body: bytes, headers: Any) -> tuple[Any, dict[str, Any]]:
+        """(uint8 images, the request as the answer needs it) of a request body."""
+        return self.preset.read_request(body, headers.get("Content-Type", "")), {}
+
+    def write(self, scores: Any, request: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """(body, headers) of the answer to ``request``."""
+        return json.dumps(self.preset.write_response(scores)).encode(), {}
+
+
+class OIPRoutes(PlainRoutes):
+    """The OIP routes of one model ``model_name`` served with ``preset``."""
+
+    preset: OIPPreset
 
     def __init__(self, preset: OIPPreset, model_name: str) -> None:
-        self.preset, self.model_name = preset, model_name
+        super().__init__(preset, model_name)
         self.version = preset.model_version or "1"
         self.binary = preset.binary is not False
 
@@ -60,8 +100,9 @@ class OIPRoutes:
             return None, f"model {self.model_name!r} has no version {version!r}; {served}"
         return m, ""
 
-    def get(self, path: str) -> tuple[int, dict[str, Any]]:
-        """(status, JSON answer) of a GET."""
+    def get(self, path: str) -> tuple[int, dict[str, Any]] | None:
+        if not path.startswith("/v2"):
+            return None
         if path == "/v2/health/live":
             return 200, {"live": True}
         if path == "/v2/health/ready":
@@ -75,9 +116,13 @@ class OIPRoutes:
             return 200, {"name": self.model_name, "ready": True}
         return 200, self.model_metadata()
 
+    def read(self, body: bytes, headers: Any) -> tuple[Any, dict[str, Any]]:
+        return self.preset.read_infer(body, headers)
+
+    def write(self, scores: Any, request: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        return self.preset.write_infer(scores, request, self.model_name, self.version)
+
     def infer_error(self, path: str, headers: Any) -> tuple[int, str]:
-        """(status, why) if a POST to ``path`` cannot be an infer call of the served model;
-        (0, "") if it can."""
         m, why = self._model(path)
         if m is None or m["what"] != "/infer":
             return 404, why or f"no route POST {path}; POST {path.rstrip('/')}/infer"
