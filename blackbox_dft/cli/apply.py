@@ -8,9 +8,9 @@ not written is named in the summary line. No math here: the tuner's ``transform`
 from __future__ import annotations
 
 import os
-import sys
 
 from blackbox_dft.cli.kinds import Transformer, kind_named
+from blackbox_dft.cli.logs import NOTES
 from blackbox_dft.cli.runs import RunError, RunFolder
 from blackbox_dft.data.datasets import DataError, read_image, write_image
 from blackbox_dft.data.files import (
@@ -125,7 +125,7 @@ class _Skips:
         if not self.skip_bad:
             raise exc
         reason = str(exc).split("; fix or remove it")[0].split("; skip it with")[0]
-        print(f"skipped (--skip-bad): {_shown(reason)}", file=sys.stderr)
+        NOTES.warning("skipped (--skip-bad): %s", _shown(reason))
         self.names.append(rel)
 
 

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from blackbox_dft.cli.cache import open_cache
 from blackbox_dft.cli.jobs import load_data, open_model
+from blackbox_dft.cli.logs import NOTES
 from blackbox_dft.cli.meter import Meter, money
 from blackbox_dft.cli.runs import RunError, RunFolder, write_json
 from blackbox_dft.cli.saved import SavedRun, read_saved, use_model_url
@@ -133,7 +133,7 @@ def _info_spend(run: RunFolder, price: float | None, out: dict[str, Any], budget
     try:
         spend = run.read_spend()
     except RunError as exc:  # say so loudly, but still show the rest of the run
-        print(f"warning: {exc}", file=sys.stderr)
+        NOTES.warning("%s", exc)
         spend = {}
     if spend:
         print(f"images asked {spend.get('asked', 0)}, paid {spend.get('paid', 0)}, answered by "

@@ -45,7 +45,8 @@ def csv_list(text: str) -> list[str]:
 class Option:
     """One option: its default, flag type and help; ``accepts``: further value types a
     config file may give (e.g. a budget as a number or a string); ``check``: a range
-    (a key of :data:`RANGES`)."""
+    (a key of :data:`RANGES`); ``shown``: the default as ``--help`` states it, when the
+    stored default (None) means a library default (e.g. ``"16"`` for ``batch_size``)."""
 
     name: str
     default: Any
@@ -55,6 +56,23 @@ class Option:
     choices: tuple[str, ...] | None = None
     accepts: tuple[type, ...] = ()
     check: str | None = None
+    shown: str | None = None
+
+    def help_text(self) -> str:
+        """The help with the default: ``(default: X)`` unless the help states it already."""
+        if "(default" in self.help:
+            return self.help
+        if self.shown is not None and self.shown.startswith("required"):
+            return f"{self.help} ({self.shown})"
+        if self.shown is not None:
+            shown = self.shown
+        elif self.flag == "bool" and self.default is not None:
+            shown = "--" + ("" if self.default else "no-") + self.name.replace("_", "-")
+        elif self.default is None or self.default == {}:
+            shown = "none"
+        else:
+            shown = str(self.default)
+        return f"{self.help} (default: {shown.replace('%', '%%')})"
 
 
 _Range = tuple[Callable[[float], bool], str]
@@ -194,12 +212,13 @@ def read_config_file(path: str, options: Iterable[Option]) -> dict[str, Any]:
 # -- options as dataclass fields -------------------------------------------------------------
 def option(default: Any, help: str, type_: Any = str, *, name: str | None = None,  # noqa: A002
            flag: str = "value", choices: tuple[str, ...] | None = None,
-           accepts: tuple[type, ...] = (), check: str | None = None) -> Any:
+           accepts: tuple[type, ...] = (), check: str | None = None,
+           shown: str | None = None) -> Any:
     """A dataclass field that is an :class:`Option` (same arguments); ``name``: the option's
     name when it is not the field's. A dataclass of such fields, and of dataclasses of them
     (groups), is an option table: :func:`option_table`, :func:`to_flat`, :func:`from_flat`."""
     meta = {"help": help, "type": type_, "flag": flag, "choices": choices, "accepts": accepts,
-            "check": check, "name": name}
+            "check": check, "name": name, "shown": shown}
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -235,7 +254,7 @@ def option_table(cls: type) -> tuple[Option, ...]:
         factory: Any = f.default_factory
         default = f.default if f.default is not dataclasses.MISSING else factory()
         out.append(Option(_name(f), default, m["help"], m["type"], m["flag"], m["choices"],
-                          m["accepts"], m["check"]))
+                          m["accepts"], m["check"], m["shown"]))
     return tuple(out)
 
 

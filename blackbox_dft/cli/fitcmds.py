@@ -23,6 +23,7 @@ from blackbox_dft.cli.exits import (
 )
 from blackbox_dft.cli.fitting import execute
 from blackbox_dft.cli.kinds import Job, kind_for
+from blackbox_dft.cli.logs import NOTES
 from blackbox_dft.cli.meter import money
 from blackbox_dft.cli.options import DemoOptions, FitOptions
 from blackbox_dft.cli.runs import RunFolder
@@ -42,10 +43,10 @@ def fit(opts: FitOptions, *, force: bool = False, progress: bool = True) -> int:
     kind = kind_for(opts)
     job = kind.build_job(opts)  # data and model first: bad input leaves no run folder behind
     if literal:
-        print(f"warning: the model URL holds literal secrets ({', '.join(literal)}); they are "
-              "saved as ***, so this run can only be resumed with 'resume --model-url URL': "
-              "write them as ${VAR} (environment variables) to make it resumable",
-              file=sys.stderr)
+        NOTES.warning("the model URL holds literal secrets (%s); they are saved as ***, so "
+                      "this run can only be resumed with 'resume --model-url URL': write them "
+                      "as ${VAR} (environment variables) to make it resumable",
+                      ", ".join(literal))
     with RunFolder.create(str(opts.run.out), force=force, command="fit") as run:
         run.write_config({"command": "fit", "kind": kind.name, "options": opts.flat(),
                           "params": job.params})
@@ -68,8 +69,8 @@ def resume(path: str, *, model_url: str | None = None, cache: bool | None = None
         job = saved.build_job()
         if job.params != saved.params:
             diff = sorted(k for k in job.params if job.params[k] != saved.params.get(k))
-            print(f"warning: settings rebuilt differ from the saved ones ({', '.join(diff)}); "
-                  "using the saved ones", file=sys.stderr)
+            NOTES.warning("settings rebuilt differ from the saved ones (%s); using the saved "
+                          "ones", ", ".join(diff))
             job.params = saved.params
         return run_job(job, run, progress)
 
@@ -79,7 +80,7 @@ def demo(opts: DemoOptions, *, force: bool = False, progress: bool = True) -> in
     job = demo_job(opts)
     with RunFolder.create(opts.out, force=force, auto_suffix=True, command="demo") as run:
         run.write_config({"command": "demo", "options": opts.flat(), "params": job.params})
-        print(f"{job.title}; run folder {run.path}", file=sys.stderr)
+        NOTES.info("%s; run folder %s", job.title, run.path)
         return run_job(job, run, progress)
 
 

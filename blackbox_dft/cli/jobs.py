@@ -5,12 +5,12 @@ Composition only: the data readers, the model specs and the tuners do the work."
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
 from blackbox_dft.adapters.specs import SpecError, build_model, model_key
 from blackbox_dft.cli.config import ConfigError
+from blackbox_dft.cli.logs import NOTES
 from blackbox_dft.cli.meter import parse_budget
 from blackbox_dft.cli.options import DataOptions, FitOptions, ModelOptions
 from blackbox_dft.core.model import Model
@@ -47,7 +47,7 @@ def load_data(d: DataOptions, seed: int, source: str | None = None) -> Dataset:
                       image_root=d.image_root, limit=d.limit, seed=seed,
                       max_pixels=d.max_image_pixels)
     for name in ds.skipped:
-        print(f"skipped unreadable image: {name}", file=sys.stderr)
+        NOTES.warning("skipped unreadable image: %s", name)
     if d.shift:
         ds.images = parse_shift(d.shift)(ds.images, np.random.default_rng([seed, 1]))
     return ds
@@ -91,7 +91,7 @@ def fit_budget(opts: FitOptions, eval_cost: int, what: str) -> int | None:
 def print_split(summary: str, parts: dict[str, int], unit: str = "") -> None:
     """The ``data:`` line on stderr: what the data is and how it was split."""
     split = ", ".join(f"{name} {n}" for name, n in parts.items())
-    print(f"data: {summary}; split {split}{unit}", file=sys.stderr)
+    NOTES.info("data: %s; split %s%s", summary, split, unit)
 
 
 def is_embedding(model: object) -> bool:

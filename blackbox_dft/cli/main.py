@@ -5,7 +5,9 @@ exit codes: :mod:`.exits` (0 done, 1 bug, 2 bad input, 3 model failure, 4 missin
 dependency, 5 disk full, 6 run busy, 130 interrupted).
 
 Every error is one line on stderr, and no message shows a secret
-(:mod:`blackbox_dft.adapters.spec_secrets`).
+(:mod:`blackbox_dft.adapters.spec_secrets`); a missing optional dependency names every
+missing package and the line that installs them (:mod:`.deps`). ``-q`` / ``-v`` / ``-vv``
+set what else stderr shows (:mod:`.logs`).
 A command that works on a run folder (fit, resume, demo, evaluate with the run's cache)
 holds the run's lock (:mod:`.run_lock`) until it ends.
 """
@@ -25,6 +27,7 @@ from blackbox_dft.adapters.specs import MissingDependency
 from blackbox_dft.cli import fitcmds
 from blackbox_dft.cli.apply import apply_run
 from blackbox_dft.cli.commands import evaluate_run, info_run
+from blackbox_dft.cli.deps import dependency_message, standin_needs
 from blackbox_dft.cli.exits import (
     EXIT_BUSY,
     EXIT_CODES,
@@ -37,15 +40,16 @@ from blackbox_dft.cli.exits import (
     EXIT_WRITE,
     one_line,
 )
+from blackbox_dft.cli.logs import QUIET, cli_logging
 from blackbox_dft.cli.options import DEMO_OPTIONS, DemoOptions, read_config_file, resolve_options
-from blackbox_dft.cli.parser import Parser, UsageError, build_parser
+from blackbox_dft.cli.parser import Parser, UsageError, build_parser, verbosity
 from blackbox_dft.cli.run_lock import RunBusy
 from blackbox_dft.core.model import BudgetExhausted, ModelError
 from blackbox_dft.core.state_checks import FileWriteError
 
 __all__ = ["main", "build_parser", "EXIT_CODES", "EXIT_BUSY"]
 
-_NOT_OPTIONS = ("command", "config", "force", "progress")
+_NOT_OPTIONS = ("command", "config", "force", "progress", "quiet", "verbose")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -77,11 +81,27 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _serve(argv: list[str]) -> int:
-    """``blackbox-dft serve``: one-line errors (exit 2, 4) instead of usage dumps."""
+    """``blackbox-dft serve``: one-line errors (exit 2, 4) instead of usage dumps, defaults in
+    ``--help``; a stand-in whose packages are missing is refused here, before serve_main's
+    own one-package message, so that the line names every missing package."""
     parser = Parser(prog="blackbox-dft serve", description="Serve a stand-in model on "
                     "127.0.0.1 in a preset's wire format, with optional fault injection "
                     "(for tests and benchmarks).")
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", default=None)
+    missing = standin_needs(model.parse_known_args(argv)[0].model)
+    if missing:
+        raise ModuleNotFoundError(f"missing {missing[0]}", name=missing[0])
     return int(serve_main(argv, parser=parser))
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The arguments, and those left for ``serve`` (which parses its own)."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args, rest
 
 
 def _traceback(debug: bool) -> None:
@@ -98,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, _sigterm)
-        if argv[:1] == ["serve"]:
-            return _serve(argv[1:])
-        return _dispatch(build_parser().parse_args(argv))
+        args, rest = _parse(argv)
+        level = verbosity(args)
+        if level <= QUIET:
+            args.progress = False
+        with cli_logging(level):
+            return _serve(rest) if args.command == "serve" else _dispatch(args)
     except UsageError as exc:
         print(one_line(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -114,16 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     except RunBusy as exc:
         print(f"blackbox-dft: {one_line(exc)}", file=sys.stderr)
         return EXIT_BUSY
-    except (MissingDependency, ModuleNotFoundError) as exc:
+    except (MissingDependency, ImportError) as exc:  # a module, a runtime (LiteRT), boto3
         _traceback(debug)
-        print(f"blackbox-dft: missing dependency: {one_line(exc)}", file=sys.stderr)
+        print(f"blackbox-dft: missing dependency: {dependency_message(exc, one_line(exc))}",
+              file=sys.stderr)
         return EXIT_DEPENDENCY
     except FileWriteError as exc:  # before any run folder holds a checkpoint
         _traceback(debug)
         print(f"blackbox-dft: {one_line(exc)}; free some space and run the command again",
               file=sys.stderr)
         return EXIT_WRITE
-    except (ValueError, TypeError, OSError, ImportError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         _traceback(debug)
         print(f"blackbox-dft: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

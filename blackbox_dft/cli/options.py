@@ -40,10 +40,11 @@ class ModelOptions:
     """What to query and what it costs."""
 
     spec: str | None = option(None, "model spec: standin:NAME, a model file, an http(s) URL "
-                              "or python:module:function", name="model")
+                              "or python:module:function", name="model",
+                              shown="required")
     preset: str | None = option(None, "wire format of an HTTP model (json, oip, tfserving, "
                                 "torchserve, facepp, gcv, clarifai; facepp_compare: a "
-                                "face-compare API for --pairs)")
+                                "face-compare API for --pairs)", shown="json")
     api_key_env: str | None = option(None, "environment variable that holds the API key")
     api_secret_env: str | None = option(None, "environment variable that holds the API secret")
     model_options: dict[str, Any] = option({}, "adapter option KEY=VALUE (JSON value), "
@@ -64,23 +65,25 @@ class DataOptions:
     """Where the images come from and how they are read, shifted and split."""
 
     source: str | None = option(None, "dataset: ImageFolder, .csv, list_attr_celeba.txt or "
-                                ".npz (or --pairs for face verification)", name="data")
+                                ".npz (or --pairs for face verification)", name="data",
+                                shown="required, or --pairs")
     size: int | str | None = option(None, "image size N or HxW (resize or crop to it)",
-                                    accepts=(int,))
+                                    accepts=(int,), shown="the images' own size")
     size_mode: str = option("resize", "how --size is reached", choices=("resize", "crop"))
     skip_bad: bool = option(False, "skip unreadable images instead of stopping", flag="bool")
     max_image_pixels: int | None = option(None, "refuse images whose header claims more "
                                           "pixels, before decoding them (default 50000000)",
                                           int)
     classes: list[str] | None = option(None, "class names in the model's output order, "
-                                       "comma-separated", csv_list)
+                                       "comma-separated", csv_list, shown="from the data")
     attributes: list[str] | None = option(None, "attribute columns to use (CSV, CelebA), "
-                                          "comma-separated", csv_list)
+                                          "comma-separated", csv_list,
+                                          shown="every attribute column")
     image_root: str | None = option(None, "folder that CSV / CelebA image paths are relative "
                                     "to (with --pairs: the LFW folder, one sub-folder per "
-                                    "person)")
+                                    "person)", shown="the CSV or CelebA file's folder")
     limit: int | None = option(None, "use a seeded random subset of this many images", int,
-                               check="count")
+                               check="count", shown="all images")
     shift: str | None = option(None, "apply a domain shift to the data first (e.g. "
                                "blur:sigma=1)")
     val_fraction: float = option(0.2, "validation fraction when the data has no split", float,
@@ -111,37 +114,52 @@ class TunerOptions:
                                      "on the validation pairs)", float, check="cosine")
     task: str | None = option(None, "objective: multiclass, binary or multilabel (default: "
                               "from the data)", choices=("multiclass", "binary", "multilabel"))
-    scores: str | None = option(None, "what the model returns", choices=SCORES)
+    scores: str | None = option(None, "what the model returns", choices=SCORES,
+                                shown="probabilities")
     label_map: str | list[Any] | None = option(None, "task class of each model output, "
-                                               "comma-separated ('-': none)", accepts=(list,))
+                                               "comma-separated ('-': none)", accepts=(list,),
+                                               shown="output i is class i")
     class_weight: str | dict[str, Any] | None = option(
-        None, "'balanced' or a JSON object {class: weight}", accepts=(dict,))
+        None, "'balanced' or a JSON object {class: weight}", accepts=(dict,),
+        shown="every class weighs 1")
     epsilon: float | None = option(None, "L-inf budget of the perturbation in grey levels "
                                    "(default 8)", float, check="positive")
-    budget: int | str | None = option(None, "query budget of the fit: images (10000) or money "
-                                      "($12.50)", accepts=(int,), check="count")
+    budget: int | str | None = option(None, "query budget of the fit: images (e.g. 10000) or "
+                                      "money (e.g. $12.50)", accepts=(int,), check="count",
+                                      shown="10000 images")
     perturbation: int | str | None = option(None, "latent grid HxW (e.g. 8x8, optionally "
-                                            ":cubic) or 'full'", accepts=(int,))
-    estimator: str | None = option(None, "gradient estimator", choices=("spsa", "nes", "rd"))
-    directions: int | None = option(None, "random directions per step", int, check="count")
+                                            ":cubic) or 'full'", accepts=(int,),
+                                            shown="16x16:nearest for classification, 8x8 for "
+                                            "face verification and per-attribute fits")
+    estimator: str | None = option(None, "gradient estimator", choices=("spsa", "nes", "rd"),
+                                   shown="spsa")
+    directions: int | None = option(None, "random directions per step", int, check="count",
+                                    shown="1")
     per_image: bool | None = option(None, "one random direction per image of the minibatch "
-                                    "(the default of classification fits; --no-per-image: one "
-                                    "direction shared by the minibatch)", flag="bool")
+                                    "(--no-per-image: one direction shared by the minibatch)",
+                                    flag="bool", shown="--per-image for classification, "
+                                    "--no-per-image for face verification and per-attribute "
+                                    "fits")
     fd_step: float | None = option(None, "finite-difference step in grey levels", float,
-                                   check="positive")
+                                   check="positive", shown="2")
     fd_step_decay: float | None = option(None, "decay exponent of the finite-difference step",
-                                         float, check="nonnegative")
+                                         float, check="nonnegative", shown="0")
     optimizer: str | None = option(None, "optimizer", choices=("adam", "sgd", "momentum",
-                                                               "nesterov", "sign_sgd"))
+                                                               "nesterov", "sign_sgd"),
+                                   shown="adam")
     learning_rate: float | None = option(None, "learning rate in grey levels per step", float,
-                                         check="positive")
+                                         check="positive", shown="epsilon/16 for "
+                                         "classification, epsilon/8 for the other fits")
     lr_schedule: str | None = option(None, "learning-rate schedule", choices=(
-        "constant", "cosine", "inverse_sqrt", "exponential"))
-    batch_size: int | None = option(None, "images per minibatch", int, check="count")
+        "constant", "cosine", "inverse_sqrt", "exponential"), shown="constant")
+    batch_size: int | None = option(None, "images per minibatch", int, check="count",
+                                    shown="16 for classification, 32 for face verification "
+                                    "and per-attribute fits")
     selection: str | None = option(None, "validation metric that picks the kept delta",
-                                   choices=("accuracy", "balanced_accuracy", "loss"))
+                                   choices=("accuracy", "balanced_accuracy", "loss"),
+                                   shown="accuracy")
     validation_every: int | None = option(None, "steps between validation checks", int,
-                                          check="count")
+                                          check="count", shown="10")
     energy_penalty: float | None = option(None, "weight of an exact |z|^2 penalty: smaller "
                                           "perturbation (higher PSNR) at some cost in accuracy "
                                           "(default 0)", float, check="nonnegative")
@@ -157,7 +175,7 @@ class RunOptions:
                                     "folder)")
     evaluate: bool = option(True, "evaluate on the test split at the end (2 x test images)",
                             flag="bool")
-    out: str | None = option(None, "run folder to create")
+    out: str | None = option(None, "run folder to create", shown="required")
 
 
 @dataclass
@@ -191,8 +209,8 @@ class DemoOptions:
     shift: str | None = option(None, "domain shift spec (default: Gaussian blur on the crops, "
                                "sigma 1 px for face, 0.7 px for smiling: the benchmarks' "
                                "settings)")
-    epsilon: float | None = option(None, "L-inf budget, grey levels (8)", float,
-                                   check="positive")
+    epsilon: float | None = option(None, "L-inf budget, grey levels", float,
+                                   check="positive", shown="8")
     budget: int | str = option("10000", "query budget (images, or $ with a price)",
                                accepts=(int,), check="count")
     cost_per_1000: float | None = option(None, "price of 1000 images sent", float,
