@@ -19,6 +19,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -108,8 +109,9 @@ class OIPPreset(Preset):
         if route is not None and self._reads_model_metadata():
             meta = get(route.model_url)
             if not isinstance(meta, dict) or not isinstance(meta.get("inputs"), list):
-                raise ValueError(f"unusable answer to GET {route.model_path}: model metadata is "
-                                 f"an object with an 'inputs' list, got {keys_of(meta)}")
+                raise ValueError(f"unusable answer to GET {urlsplit(route.model_url).path}: "
+                                 "a model metadata is an object with an 'inputs' list, got "
+                                 f"{keys_of(meta)}")
         name, spec = choose_input(meta, self.input_name, self.pre)
         binary = self.binary
         if binary == "auto":
@@ -120,6 +122,12 @@ class OIPPreset(Preset):
         if not spec.batched:  # a model without a batch axis: one image per request
             self.max_images_per_request = self.default_images_per_request = 1
         return route.infer_url if route is not None else url
+
+    @property
+    def resolved(self) -> tuple[str, TensorSpec, bool] | None:
+        """(input name, tensor spec, binary) as decided before the first request (None
+        before it): what the requests carry."""
+        return self._resolved
 
     def _decided(self) -> tuple[str, TensorSpec, bool]:
         """The input, spec and binary flag: prepare()'s, else what the options alone say."""
@@ -248,6 +256,10 @@ class OIPPreset(Preset):
         return json_body(self.write_infer(scores, {}, "standin", None)[0])
 
     def __repr__(self) -> str:
+        if self._resolved is not None:  # what is sent, once decided
+            name, spec, binary = self._resolved
+            return (f"OIPPreset(input={name!r} {spec.datatype} {spec.shape()}, binary={binary}, "
+                    f"{self.pre!r})")
         opts = [f"input_name={self.input_name!r}", repr(self.pre), f"binary={self.binary!r}"]
         if self.model_version is not None:
             opts.append(f"model_version={self.model_version!r}")
