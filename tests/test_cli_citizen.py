@@ -167,6 +167,14 @@ def test_serve_an_unknown_stand_in_is_one_line_exit_2(capsys) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("port", ["99999", "-5"])
+def test_serve_a_port_out_of_range_is_one_line_exit_2(capsys, port) -> None:
+    """Was exit 1, "internal error (OverflowError)" from bind()."""
+    assert main(["serve", "--model", "gender", f"--port={port}"]) == EXIT_USAGE
+    assert capsys.readouterr().err == (f"blackbox-dft serve: --port must be a number from 0 "
+                                       f"to 65535 (0: any free port), got '{port}'\n")
+
+
 def _without(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
     """Make ``modules`` look not installed (``import`` fails, ``find_spec`` is None)."""
     for name in modules:  # and their submodules, which an import would take as they are

@@ -7,7 +7,8 @@ code meaning
 1    an internal error (a bug; ``BLACKBOX_DFT_DEBUG=1`` shows the traceback)
 2    bad arguments, data, config or run files (damaged or altered files included)
 3    the model or API failed after its retries; the run is resumable
-4    a missing optional dependency (the message names the ``pip install``)
+4    a missing optional dependency (the message names every missing package and the
+     ``pip install`` line: :mod:`.deps`)
 5    a run file could not be written (disk full, quota, read-only); the run is resumable
      once there is space
 6    the run folder is in use by another process (the message names its pid)

@@ -87,9 +87,14 @@ def _serve(argv: list[str]) -> int:
     parser = Parser(prog="blackbox-dft serve", description="Serve a stand-in model on "
                     "127.0.0.1 in a preset's wire format, with optional fault injection "
                     "(for tests and benchmarks).")
-    model = argparse.ArgumentParser(add_help=False)
-    model.add_argument("--model", default=None)
-    missing = standin_needs(model.parse_known_args(argv)[0].model)
+    early = argparse.ArgumentParser(add_help=False)  # what serve_main would misreport
+    early.add_argument("--model", default=None)
+    early.add_argument("--port", default="0")
+    known = early.parse_known_args(argv)[0]
+    if not (known.port.isdigit() and int(known.port) <= 65535):  # bind(): OverflowError
+        raise UsageError(f"blackbox-dft serve: --port must be a number from 0 to 65535 (0: "
+                         f"any free port), got {known.port!r}")
+    missing = standin_needs(known.model)
     if missing:
         raise ModuleNotFoundError(f"missing {missing[0]}", name=missing[0])
     return int(serve_main(argv, parser=parser))
