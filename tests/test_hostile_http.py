@@ -51,9 +51,9 @@ SECRETS = (KEY, SECRET, HDR, QS)
 LABELS = ["no", "yes"]
 # oip: this table is about the infer POST; its metadata GETs meet the same table in
 # tests/test_oip_client.py
-PRESETS = {"oip": {"metadata": False}, "tfserving": {}, "torchserve": {"labels": LABELS}, "json": {},
-           "facepp": {"api_secret": SECRET}, "gcv": {}, "clarifai": {"labels": LABELS},
-           "facepp_compare": {"api_secret": SECRET}}
+PRESETS = {"oip": {"metadata": False}, "tfserving": {}, "torchserve": {"labels": LABELS},
+           "json": {}, "facepp": {"api_secret": SECRET}, "gcv": {},
+           "clarifai": {"labels": LABELS}, "facepp_compare": {"api_secret": SECRET}}
 OPTS = {"max_retries": 1, "backoff": 0.01, "max_backoff": 0.1, "timeout": (2.0, 30.0),
         "deadline": 10.0, "max_response_bytes": 2**20, "concurrency": 1}
 #: the cases that test the deadline get a short one (the others a long one: no flakiness)
