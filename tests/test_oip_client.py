@@ -3,6 +3,7 @@ ids, versions, against the stand-in server (and its metadata GETs against hostil
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -367,3 +368,23 @@ def test_metadata_get_fails_closed_like_the_request(servers, case, caplog):  # n
         assert other.count() == 0
     finally:
         m.close()
+
+
+# -- the CLI's equivalent of the one line ----------------------------------------------------
+def test_cli_fit_through_a_raw_tensor_model_with_model_options(tmp_path):
+    from cli_synthetic import PROBLEM, write_npz
+
+    from blackbox_dft.cli.main import main
+
+    data, out = str(tmp_path / "d.npz"), str(tmp_path / "run")
+    write_npz(data)
+    with StandInServer(PROBLEM.model, "oip", model_name="resnet", datatype="FP32",
+                       layout="NCHW", size=[16, 16], mean="imagenet") as srv:
+        assert main(["fit", "--model", srv.url, "--preset", "oip", "--model-option",
+                     "mean=imagenet", "--data", data, "--out", out, "--scores", "logits",
+                     "--budget", "400", "--no-progress"]) == 0
+        served = srv.images_served
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["options"]["model_options"] == {"mean": "imagenet"}
+    spend = json.loads((tmp_path / "run" / "spend.json").read_text())
+    assert served == spend["paid"] > 0  # every paid query went through the tensor path
