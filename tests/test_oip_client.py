@@ -173,6 +173,7 @@ def test_routes_from_the_infer_url_keep_its_query_and_version():
         "/v2/models/m/versions/3")
     with pytest.raises(ValueError, match="model_version='4' but the URL asks for version '3'"):
         Route.parse("http://h/v2/models/m/versions/3/infer", "4")
+    assert Route.parse("http://h/v2/models/m/").infer_url == "http://h/v2/models/m/infer"
     with pytest.raises(ValueError, match=r"'/predict' is not an Open Inference Protocol infer"):
         Route.parse("http://h/predict")
 
@@ -280,6 +281,9 @@ def test_versions_name_and_id_on_the_wire_and_in_the_answer():
         with HTTPModel(srv.url, preset="oip", model_version=3, **FAST) as m:
             assert np.array_equal(m.predict(x), local.predict(x))
             assert m.url.endswith("/v2/models/smile/versions/3/infer")
+        with HTTPModel(srv.base_url + "/v2/models/smile", preset="oip", **FAST) as m:
+            assert np.array_equal(m.predict(x), local.predict(x))  # the model's URL will do
+            assert m.url == srv.url
         m = HTTPModel(srv.url, preset="oip", model_version="4", **FAST)
         with pytest.raises(HTTPStatusError, match=r"GET /v2/models/smile/versions/4 \(metadata.*"
                                                   r"HTTP 404.*has no version '4'") as info:

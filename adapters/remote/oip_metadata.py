@@ -26,13 +26,14 @@ __all__ = ["Route", "choose_input", "takes_binary", "FALLBACK_INPUT"]
 #: the input name sent when neither the user nor the metadata names one
 FALLBACK_INPUT = "images"
 _INFER = re.compile(r"^(?P<base>.*?)/v2/models/(?P<name>[^/]+)"
-                    r"(?:/versions/(?P<version>[^/]+))?/infer/?$")
+                    r"(?:/versions/(?P<version>[^/]+))?(?:/infer)?/?$")
 
 
 @dataclass(frozen=True)
 class Route:
     """An OIP infer URL taken apart: scheme://host/base + /v2/models/name[/versions/v]/infer
-    (its query string, which may hold a key, kept on every URL made from it)."""
+    (the model's URL without /infer is taken too; its query string, which may hold a key,
+    is kept on every URL made from it)."""
 
     url: str
     base: str

@@ -11,7 +11,7 @@ Needs ``mlserver`` (the ``server`` extra). In ``model-settings.json``::
 or ``{"factory": "module:function"}`` (a callable returning an object with
 ``predict``; the module must be importable by the server process).
 Input: one tensor, UINT8 ``[N, H, W, 3]`` RGB, or BYTES ``[N]`` of base64 PNG/JPEG
-files (what :class:`blackbox_dft.adapters.remote.presets.OIPPreset` sends). Output: ``scores``,
+files (what :class:`blackbox_dft.adapters.remote.oip.OIPPreset` sends). Output: ``scores``,
 FP64 ``[N, K]``.
 Source: https://mlserver.readthedocs.io/en/latest/user-guide/custom.html
 """
