@@ -87,7 +87,8 @@ def _serve(argv: list[str]) -> int:
     parser = Parser(prog="blackbox-dft serve", description="Serve a stand-in model on "
                     "127.0.0.1 in a preset's wire format, with optional fault injection "
                     "(for tests and benchmarks).")
-    early = argparse.ArgumentParser(add_help=False)  # what serve_main would misreport
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # what serve_main
+    # would misreport: a port bind() cannot take, a stand-in without its packages
     early.add_argument("--model", default=None)
     early.add_argument("--port", default="0")
     known = early.parse_known_args(argv)[0]
