@@ -42,7 +42,7 @@ class ModelOptions:
     spec: str | None = option(None, "model spec: standin:NAME, a model file, an http(s) URL "
                               "or python:module:function", name="model",
                               shown="required")
-    preset: str | None = option(None, "wire format of an HTTP model (json, oip, tfserving, "
+    preset: str | None = option(None, "wire format of an HTTP model (json, oip, hf, tfserving, "
                                 "torchserve, facepp, gcv, clarifai; facepp_compare: a "
                                 "face-compare API for --pairs)", shown="json")
     api_key_env: str | None = option(None, "environment variable that holds the API key")
