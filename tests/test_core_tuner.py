@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 import blackbox_dft
 from blackbox_dft import (
@@ -266,3 +267,29 @@ def test_every_tuner_is_exported_and_raises_the_one_not_fitted_error(make):
     with pytest.raises(NotFittedError, match="not fitted"):
         tuner.transform(np.zeros((1, 4, 4, 3), np.uint8), *(() if isinstance(
             tuner, blackbox_dft.VerificationTuner) else (0,)))
+
+
+def test_swapped_binary_labels_are_warned_about_before_the_budget_is_spent(caplog):
+    """Class folders sorted by name can put the model's positive class first: the unperturbed
+    model is then far below chance on validation, and the fit says so at its baseline."""
+    p = make_problem(0)
+    binary = CallableModel(lambda x: softmax(p.model.predict(x), axis=1)[:, :2],
+                           name="two-of-four")
+    y = (p.train[1] == 1).astype(int)
+    keep = p.train[1] < 2
+    xv, yv = p.val[0][p.val[1] < 2], p.val[1][p.val[1] < 2]
+    seen = []
+
+    def stop(record, state):  # the warning must come before the first step
+        seen.append([r.message for r in caplog.records])
+        return True
+
+    with caplog.at_level("WARNING", logger="blackbox_dft"):
+        DataFineTuner(binary, "binary", query_budget=2_000, progress=False).fit(
+            p.train[0][keep], 1 - y[keep], validation=(xv, 1 - yv), callback=stop)
+    assert any("below chance" in m and "label order" in m for m in seen[0])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="blackbox_dft"):
+        DataFineTuner(binary, "binary", query_budget=2_000, progress=False).fit(
+            p.train[0][keep], y[keep], validation=(xv, yv), callback=lambda r, s: True)
+    assert not any("below chance" in r.message for r in caplog.records)

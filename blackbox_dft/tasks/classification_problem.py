@@ -10,6 +10,7 @@ accuracy and loss.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from blackbox_dft.core.perturbation import Perturbation
 from blackbox_dft.core.state import FitState
 
 __all__ = ["ClassificationProblem"]
+
+log = logging.getLogger(__name__)
 
 
 def _key(m: dict[str, Any], selection: str) -> list[float]:
@@ -101,6 +104,15 @@ class ClassificationProblem:
     def project(self, z: np.ndarray) -> np.ndarray:
         return self.pert.project(z, self.eps)
 
+    def _warn_if_swapped(self, balanced: float, n: int) -> None:
+        """A binary model far below chance on the unperturbed validation images most likely
+        scores the user's class 0 in its column 1: labels in the wrong order (e.g. class
+        folders sorted by name). Said before the budget is spent, not after."""
+        if self.task == "binary" and n >= 10 and balanced < 0.4:
+            log.warning("balanced accuracy of the unperturbed model on the validation images is "
+                        "%.2f, below chance: its positive class may not be your class 1; check "
+                        "the label order (CLI: --classes NEGATIVE,POSITIVE)", balanced)
+
     def validate(self, z: np.ndarray, state: FitState) -> Validation:
         """Validation accuracy, balanced accuracy and loss of latent ``z``."""
         assert self.val is not None
@@ -113,5 +125,7 @@ class ClassificationProblem:
         m = classification_metrics(yv, self.objective.predict_labels(raw), self.task, k)
         rec = {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
                "val_loss": float(self.objective.loss(raw, yv, self.weights).mean())}
+        if state.baseline is None:
+            self._warn_if_swapped(m["balanced_accuracy"], len(yv))
         return Validation([_key(rec, self.selection)], rec,
                           {"queries": self.counter.queries, **rec})
