@@ -8,7 +8,8 @@
 * :meth:`Tuner.get_config` / :meth:`Tuner.from_config`: the parameters as JSON (components as
   their configs, ``None`` kept as ``None``): what checkpoints, saved results and the CLI store.
 * :meth:`Tuner.save` / :meth:`Tuner.load`: ``.npz`` arrays + one JSON document, no pickle; each
-  tuner lists its fitted arrays and fields in ``_saved_arrays`` / ``_saved_fields``.
+  tuner lists its fitted arrays and fields in ``_saved_arrays`` / ``_saved_fields``, and
+  arrays a result may lack (an older result, a fit without them) in ``_optional_arrays``.
 * one :class:`NotFittedError`.
 """
 
@@ -133,6 +134,8 @@ class Tuner:
     _saved_arrays: ClassVar[dict[str, str]] = {}
     #: fitted JSON attributes saved, as {file key: attribute}
     _saved_fields: ClassVar[dict[str, str]] = {}
+    #: fitted arrays saved when set and loaded when present, dtype kept (e.g. the canary)
+    _optional_arrays: ClassVar[dict[str, str]] = {}
     #: what a changed training set is called in a resume error
     _data_name: ClassVar[str] = "training data"
 
@@ -254,6 +257,8 @@ class Tuner:
         parameters, fitted fields, the model's name; no pickle, no secrets)."""
         self._check_fitted()
         arrays = {key: getattr(self, attr) for key, attr in self._saved_arrays.items()}
+        arrays.update({key: getattr(self, attr) for key, attr in self._optional_arrays.items()
+                       if hasattr(self, attr)})
         meta = {"kind": self._result_kind, "params": self.get_config(), "version": __version__,
                 "model": model_name(getattr(self, "model", None))}
         for key, attr in self._saved_fields.items():
@@ -267,6 +272,9 @@ class Tuner:
         tuner = cls.from_config(model, meta["params"])
         for key, attr in cls._saved_arrays.items():
             setattr(tuner, attr, arrays[key].astype(np.float32))
+        for key, attr in cls._optional_arrays.items():
+            if key in arrays:
+                setattr(tuner, attr, arrays[key])
         for key, attr in cls._saved_fields.items():
             if key in meta:
                 setattr(tuner, attr, meta[key])

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from blackbox_dft.core.checks import check_choice, check_number
+from blackbox_dft.core.checks import check_choice, check_int, check_number
 from blackbox_dft.core.engine import best_latent, check_budget
 from blackbox_dft.core.estimators import SPSA, Estimator, PerImage
 from blackbox_dft.core.images import apply_delta, check_images, psnr
@@ -56,6 +56,11 @@ class DataFineTuner(Tuner):
         coordinates whose estimated gradient is mostly noise back towards 0: a smaller
         perturbation (higher PSNR) at some cost in accuracy (measured on the face task:
         ``benchmarks/results/standin_tasks_energy.md``).
+    canary_size: the first ``canary_size`` validation images (0: none) are kept with the
+        model's answers to them, unperturbed and perturbed, as the result's canary set
+        (``canary_images_``, ``canary_labels_``, ``canary_clean_``, ``canary_perturbed_``;
+        saved with it): :func:`~blackbox_dft.tasks.guard.check_delta` re-queries them to tell
+        whether the model changed and the delta still helps. Free: validation sends them.
     """
 
     def __init__(self, model: Any, task: str = "multiclass", *, epsilon: float = 8.0,
@@ -66,7 +71,7 @@ class DataFineTuner(Tuner):
                  scores: str = "probabilities", label_map: list[int | None] | None = None,
                  class_weight: Any = None, selection: str = "accuracy",
                  validation_every: int = 10, energy_penalty: float = 0.0,
-                 seed: int | None = 0, progress: bool = True) -> None:
+                 canary_size: int = 32, seed: int | None = 0, progress: bool = True) -> None:
         self.model = model
         self.task = task
         self.epsilon = epsilon
@@ -83,6 +88,7 @@ class DataFineTuner(Tuner):
         self.selection = selection
         self.validation_every = validation_every
         self.energy_penalty = energy_penalty
+        self.canary_size = canary_size
         self.seed = seed
         self.progress = progress
 
@@ -90,6 +96,8 @@ class DataFineTuner(Tuner):
     _saved_fields = {"image_shape": "image_shape_", "perturbation": "perturbation_",
                      "queries": "queries_", "history": "history_", "baseline": "baseline_",
                      "best_step": "best_step_", "n_steps": "n_steps_"}
+    _optional_arrays = {"canary_images": "canary_images_", "canary_labels": "canary_labels_",
+                        "canary_clean": "canary_clean_", "canary_perturbed": "canary_perturbed_"}
 
     # -- configuration ------------------------------------------------------------------------
     def _default_perturbation(self) -> Perturbation:
@@ -102,6 +110,7 @@ class DataFineTuner(Tuner):
     def _components(self) -> tuple[Objective, Perturbation, Estimator]:
         check_common_args(self)
         check_number("energy_penalty", self.energy_penalty, 0.0)
+        check_int("canary_size", self.canary_size, 0)
         check_choice("selection", self.selection, SELECTIONS)
         check_choice("lr_schedule", self.lr_schedule, Schedule.KINDS)
         objective = Objective(self.task, self.scores, self.label_map)
@@ -170,12 +179,15 @@ class DataFineTuner(Tuner):
         problem = ClassificationProblem(
             counter, objective, pert, est, optimizer, x, y, val, epsilon=float(self.epsilon),
             batch_size=b, task=self.task, class_weight=self.class_weight,
-            selection=self.selection, energy_penalty=float(self.energy_penalty))
+            selection=self.selection, energy_penalty=float(self.energy_penalty),
+            canary=int(self.canary_size))
         check_budget(problem, int(self.query_budget),
                      f"{est.candidates_per_step} candidates x {b} images")
         self.fingerprint_ = fingerprint(x, y)
         self.image_shape_ = problem.image_shape
         self.objective_, self.perturbation_, self.estimator_ = objective, pert, est
+        self._canary_rows = None if val is None else (val[0][:problem.canary],
+                                                      val[1][:problem.canary])
         self._fit_loop(problem, est, optimizer, counter,
                        {"fingerprint": self.fingerprint_, "image_shape": list(self.image_shape_)},
                        checkpoint, checkpoint_every, resume, callback, bool(self.progress))
@@ -191,6 +203,23 @@ class DataFineTuner(Tuner):
         self.baseline_ = state.baseline
         self.best_step_ = int(state.best_step)
         self.n_steps_ = int(state.step)
+        self._set_canary(state)
+
+    def _set_canary(self, state: FitState) -> None:
+        """The canary set from the fit's validations (no query of its own): the first
+        validation images, their labels, and the model's answers to them unperturbed (the
+        baseline) and perturbed by the kept delta (the best step's validation)."""
+        for attr in self._optional_arrays.values():
+            self.__dict__.pop(attr, None)
+        rows = state.extra.get("canary") or {}
+        clean, kept = rows.get("0"), rows.get(str(self.best_step_))
+        canary = getattr(self, "_canary_rows", None)
+        if canary is None or clean is None or kept is None or not len(canary[0]):
+            return
+        self.canary_images_ = np.ascontiguousarray(canary[0])
+        self.canary_labels_ = np.asarray(canary[1])
+        self.canary_clean_ = np.asarray(clean, dtype=np.float32)
+        self.canary_perturbed_ = np.asarray(kept, dtype=np.float32)
 
     def _restore(self, meta: dict[str, Any]) -> None:
         super()._restore(meta)

@@ -5,7 +5,10 @@ set), asks the estimator for candidate latents, turns them into perturbed images
 delta per candidate, or with a :class:`~blackbox_dft.core.estimators.PerImage` estimator one
 per candidate and image), sends them in ONE ``predict`` call and tells the estimator the
 losses. Validation scores the validation split under one latent: accuracy, balanced
-accuracy and loss.
+accuracy and loss; it also keeps the model's answers to the first ``canary`` validation
+images (the canary rows, at no extra query) in ``state.extra["canary"]``, keyed by step:
+the baseline's (step 0, the unperturbed images) and those of the best step so far, so that
+a resumed fit still has them.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class ClassificationProblem:
                  estimator: Estimator, optimizer: Optimizer, x: np.ndarray, y: np.ndarray,
                  val: tuple[np.ndarray, np.ndarray] | None, *, epsilon: float,
                  batch_size: int, task: str, class_weight: Any, selection: str,
-                 energy_penalty: float) -> None:
+                 energy_penalty: float, canary: int = 0) -> None:
         self.counter, self.objective, self.pert = counter, objective, pert
         self.optimizer, self.x, self.y, self.val = optimizer, x, y, val
         self.eps, self.task, self.selection = float(epsilon), task, selection
@@ -62,6 +65,7 @@ class ClassificationProblem:
         self.latent_shape: tuple[int, ...] = tuple(pert.latent_shape(self.image_shape))
         self.step_cost = estimator.candidates_per_step * self.batch
         self.validation_cost = 0 if val is None else int(val[0].shape[0])
+        self.canary = 0 if val is None else min(int(canary), int(val[0].shape[0]))
 
     def _probe(self, raw: np.ndarray) -> None:
         if self.task == "multilabel":
@@ -113,6 +117,16 @@ class ClassificationProblem:
                         "%.2f, below chance: its positive class may not be your class 1; check "
                         "the label order (CLI: --classes NEGATIVE,POSITIVE)", balanced)
 
+    def _keep_canary(self, raw: np.ndarray, state: FitState) -> None:
+        """Keep the canary rows' answers of this validation (step 0: the baseline) beside
+        those of the baseline and of the best step so far; older ones are dropped (the
+        engine makes this step the best, or not, right after this validation)."""
+        step = 0 if state.baseline is None else state.step + 1
+        kept = state.extra.get("canary") or {}
+        keep = {k: v for k, v in kept.items() if k in ("0", str(state.best_step))}
+        keep[str(step)] = np.asarray(raw[:self.canary], dtype=np.float64).tolist()
+        state.extra["canary"] = keep
+
     def validate(self, z: np.ndarray, state: FitState) -> Validation:
         """Validation accuracy, balanced accuracy and loss of latent ``z``."""
         assert self.val is not None
@@ -125,6 +139,8 @@ class ClassificationProblem:
         m = classification_metrics(yv, self.objective.predict_labels(raw), self.task, k)
         rec = {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
                "val_loss": float(self.objective.loss(raw, yv, self.weights).mean())}
+        if self.canary:
+            self._keep_canary(raw, state)
         if state.baseline is None:
             self._warn_if_swapped(m["balanced_accuracy"], len(yv))
         return Validation([_key(rec, self.selection)], rec,
