@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml requirements-standins.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install -e ".[standins,test,server,bench]"
+	$(PIP) install -e ".[standins,test,server,bench,proxy]"
 	$(PIP) install --no-deps -r requirements-standins.txt
 	touch $@
 

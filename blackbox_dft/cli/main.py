@@ -43,6 +43,7 @@ from blackbox_dft.cli.exits import (
 from blackbox_dft.cli.logs import QUIET, cli_logging
 from blackbox_dft.cli.options import DEMO_OPTIONS, DemoOptions, read_config_file, resolve_options
 from blackbox_dft.cli.parser import Parser, UsageError, build_parser, verbosity
+from blackbox_dft.cli.proxy import proxy_run
 from blackbox_dft.cli.run_lock import RunBusy
 from blackbox_dft.core.model import BudgetExhausted, ModelError
 from blackbox_dft.core.state_checks import FileWriteError
@@ -73,6 +74,11 @@ def _dispatch(args: argparse.Namespace) -> int:
                   skip_bad=args.skip_bad, max_pixels=args.max_image_pixels)
     elif args.command == "info":
         info_run(args.run)
+    elif args.command == "proxy":  # issue 15: the run's delta as an HTTP proxy
+        return proxy_run(args.run, args.upstream, args.listen, preset=args.preset,
+                         max_body_bytes=args.max_body_bytes, concurrency=args.concurrency,
+                         deadline=args.deadline, connections=args.connections,
+                         jpeg_quality=args.jpeg_quality or None, bypass=args.bypass)
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from blackbox_dft._version import __version__
 from blackbox_dft.cli.config import csv_list, flag_type
 from blackbox_dft.cli.options import DEMO_OPTIONS, FIT_OPTIONS, DemoOptions
+from blackbox_dft.cli.proxy import add_proxy_parser
 
 __all__ = ["UsageError", "Parser", "DefaultsHelpFormatter", "build_parser", "add_fit_options",
            "verbosity"]
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(p)
     _run_parsers(sub)
     _demo_parser(sub)
+    add_proxy_parser(sub)  # proxy (issue 15): its arguments live in cli/proxy.py
     sub.add_parser("serve", help="serve a stand-in model over HTTP (see serve --help)",
                    add_help=False)
     return parser

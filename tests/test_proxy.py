@@ -1,0 +1,221 @@
+"""``blackbox-dft proxy``: a fitted delta added to the images of requests on their way to the
+stand-in server, in the json, oip and facepp wire formats; own routes, limits, failures."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+import numpy as np
+import pytest
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("httpx")
+
+import requests  # noqa: E402
+import uvicorn  # noqa: E402
+
+from blackbox_dft import DataFineTuner  # noqa: E402
+from blackbox_dft.adapters.remote.http import HTTPModel  # noqa: E402
+from blackbox_dft.adapters.remote.vendors import make_preset  # noqa: E402
+from blackbox_dft.adapters.remote.wire import (  # noqa: E402
+    b64,
+    decode_image,
+    encode_image,
+    unb64,
+)
+from blackbox_dft.adapters.serving.proxy import ProxyApp, ProxyConfig, perturber  # noqa: E402
+from blackbox_dft.adapters.serving.proxy_rewrite import Rewriter  # noqa: E402
+from blackbox_dft.adapters.serving.server import Faults, StandInServer  # noqa: E402
+from blackbox_dft.cli.main import main  # noqa: E402
+from blackbox_dft.testing import make_problem  # noqa: E402
+
+pytestmark = pytest.mark.network
+
+
+class Recorder:
+    """A model that keeps every image it is asked about: (N, 2) scores from brightness."""
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        self.seen.append(np.array(images))
+        m = images.reshape(len(images), -1).mean(axis=1) / 255.0
+        return np.stack([1 - m, m], axis=1)
+
+
+@pytest.fixture(scope="module")
+def tuner(tmp_path_factory: pytest.TempPathFactory) -> DataFineTuner:
+    """A small fitted tuner, saved and loaded as the CLI loads a run's."""
+    p = make_problem(seed=0, n_train=40, n_val=20, n_test=10)
+    t = DataFineTuner(p.model, task="multiclass", scores="logits", query_budget=400, seed=0)
+    t.fit(*p.train, validation=p.val)
+    path = tmp_path_factory.mktemp("run") / "delta.npz"
+    t.save(path)
+    return DataFineTuner.load(path, None)
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (3, 24, 20, 3), dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def serve(app: ProxyApp) -> Iterator[tuple[str, uvicorn.Server]]:
+    """The proxy on 127.0.0.1 (a free port) in a thread; stopped gracefully at the end."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", access_log=False,
+                                           log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def proxy_app(tuner: DataFineTuner, upstream: str, preset: str = "json",
+              **config: Any) -> ProxyApp:
+    rewriter = Rewriter(make_preset(preset), perturber(tuner.delta_for))
+    return ProxyApp(rewriter, ProxyConfig(upstream, **config))
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.mark.parametrize("preset,options", [("json", {}), ("oip", {"binary": True}),
+                                            ("oip", {"binary": False}), ("facepp", {})])
+def test_upstream_gets_the_perturbed_images_and_the_callers_keys(
+        tuner: DataFineTuner, images: np.ndarray, preset: str, options: dict[str, Any]) -> None:
+    model = Recorder()
+    with StandInServer(model, preset, api_key="KEY-123") as up, \
+            serve(proxy_app(tuner, up.base_url, preset)) as (base, _):
+        client = HTTPModel(base + up.path, preset=preset, api_key="KEY-123",
+                           api_secret="SECRET-9", max_retries=0, concurrency=1, **options)
+        got = client.predict(images)
+    want = tuner.transform(images)
+    np.testing.assert_array_equal(np.concatenate(model.seen), want)  # exactly these images
+    np.testing.assert_allclose(got[:, -1], Recorder().predict(want)[:, -1])  # facepp: smile
+
+
+def test_answer_is_byte_identical_and_counted(tuner: DataFineTuner, images: np.ndarray) -> None:
+    with StandInServer(Recorder(), "json") as up:
+        app = proxy_app(tuner, up.base_url)
+        with serve(app) as (base, _):
+            body = {"images": [b64(encode_image(im)) for im in images], "extra": [1, "x"]}
+            r = requests.post(base + "/predict?code=Q", json=body, timeout=10)
+            direct = requests.post(up.url, json={"images": [
+                b64(encode_image(im)) for im in tuner.transform(images)]}, timeout=10)
+            assert r.status_code == 200 and r.content == direct.content
+            assert r.headers["content-type"] == direct.headers["content-type"]
+            assert requests.get(base + "/healthz", timeout=5).json()["status"] == "ok"
+            metrics = requests.get(base + "/metrics", timeout=5).text
+    assert _metric(metrics, "blackbox_dft_proxy_images_perturbed_total") == 3
+    assert 'blackbox_dft_proxy_requests_total{code="200"} 1' in metrics
+    assert _metric(metrics, "blackbox_dft_proxy_request_seconds_count") == 1
+    assert _metric(metrics, "blackbox_dft_proxy_bypass") == 0
+
+
+def test_bypass_forwards_the_images_as_they_came(tuner: DataFineTuner,
+                                                 images: np.ndarray) -> None:
+    model = Recorder()
+    with StandInServer(model, "json") as up, serve(proxy_app(tuner, up.base_url)) as (base, _):
+        assert requests.post(base + "/admin/bypass?state=on", timeout=5).json() == {
+            "bypass": True}
+        HTTPModel(base + "/predict", max_retries=0).predict(images)
+        metrics = requests.get(base + "/metrics", timeout=5).text
+        assert requests.post(base + "/admin/bypass?state=maybe", timeout=5).status_code == 400
+    np.testing.assert_array_equal(model.seen[0], images)
+    assert _metric(metrics, "blackbox_dft_proxy_bypass") == 1
+    assert _metric(metrics, "blackbox_dft_proxy_requests_bypassed_total") == 1
+    assert _metric(metrics, "blackbox_dft_proxy_images_perturbed_total") == 0
+
+
+def test_body_over_the_limit_is_413(tuner: DataFineTuner, images: np.ndarray) -> None:
+    model = Recorder()
+    with StandInServer(model, "json") as up, \
+            serve(proxy_app(tuner, up.base_url, max_body_bytes=1000)) as (base, _):
+        body = json.dumps({"images": [b64(encode_image(im)) for im in images]})
+        r = requests.post(base + "/predict", data=body, timeout=5)
+    assert r.status_code == 413 and "1000 bytes" in r.json()["error"]
+    assert model.seen == []
+
+
+def test_upstream_down_is_one_line_502_without_secret(tuner: DataFineTuner,
+                                                      images: np.ndarray,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    free = socket.create_server(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    with serve(proxy_app(tuner, f"http://tok:SECRETPW@127.0.0.1:{port}")) as (base, _):
+        r = requests.post(base + "/predict?key=SECRETQ", headers={"Authorization": "Bearer X1"},
+                          json={"images": [b64(encode_image(images[0]))]}, timeout=5)
+        metrics = requests.get(base + "/metrics", timeout=5).text
+    assert r.status_code == 502
+    why = r.json()["error"]
+    assert "\n" not in why and "ConnectError" in why
+    for secret in ("SECRETPW", "SECRETQ", "X1"):
+        assert secret not in r.text and secret not in caplog.text
+    assert _metric(metrics, "blackbox_dft_proxy_upstream_errors_total") == 1
+
+
+def test_graceful_shutdown_answers_the_request_in_flight(tuner: DataFineTuner,
+                                                         images: np.ndarray) -> None:
+    got: list[requests.Response] = []
+    with StandInServer(Recorder(), "json", faults=Faults(latency=0.5)) as up:
+        app = proxy_app(tuner, up.base_url)
+        with serve(app) as (base, server):
+            body = {"images": [b64(encode_image(images[0]))]}
+            t = threading.Thread(target=lambda: got.append(
+                requests.post(base + "/predict", json=body, timeout=10)))
+            t.start()
+            for _ in range(200):  # until the request is in the proxy
+                if app.metrics.in_flight:
+                    break
+                time.sleep(0.005)
+            assert app.metrics.in_flight == 1
+            server.should_exit = True
+            t.join(timeout=10)
+    assert len(got) == 1 and got[0].status_code == 200 and "scores" in got[0].json()
+
+
+def test_form_fields_and_jpeg_keep_their_form(tuner: DataFineTuner, images: np.ndarray) -> None:
+    rw = Rewriter(make_preset("facepp"), perturber(tuner.delta_for), jpeg_quality=90)
+    jpeg = encode_image(images[0], "jpeg", 90)
+    body = (b"api_key=K%2B1&api_secret=S%2F2&image_base64="
+            + requests.utils.quote(b64(jpeg), safe="").encode() + b"&return_attributes=smiling")
+    out = rw.rewrite(body, {})
+    fields, before = parse_qs(out.body.decode()), parse_qs(body.decode())
+    assert {k: v for k, v in fields.items() if k != "image_base64"} == {
+        k: v for k, v in before.items() if k != "image_base64"}
+    assert out.body.split(b"&")[:2] == body.split(b"&")[:2]  # the keys' bytes untouched
+    sent = unb64(fields["image_base64"][0])
+    assert sent[:3] == b"\xff\xd8\xff" and out.images == 1  # JPEG stays JPEG
+    png = Rewriter(make_preset("facepp"), perturber(tuner.delta_for), jpeg_quality=None)
+    lossless = unb64(parse_qs(png.rewrite(body, {}).body.decode())["image_base64"][0])
+    np.testing.assert_array_equal(decode_image(lossless),
+                                  tuner.transform(decode_image(jpeg)[None])[0])
+
+
+def test_cli_without_the_extra_exits_4(monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "uvicorn", None)
+    code = main(["proxy", "--run", "nowhere", "--upstream", "http://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 4 and "blackbox_dft[proxy]" in err and len(err.strip().splitlines()) == 1
