@@ -24,6 +24,7 @@ from blackbox_dft.tasks.attributes import MultiAttributeTuner
 from blackbox_dft.tasks.base import NotFittedError, Tuner
 from blackbox_dft.tasks.classification import DataFineTuner
 from blackbox_dft.tasks.finetuned import FineTunedModel
+from blackbox_dft.tasks.guard import GuardReport, check_delta
 from blackbox_dft.tasks.verification import VerificationTuner
 
 # A library's logging: records go to the application's handlers; none configured, nothing
@@ -33,7 +34,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "__version__",
     "DataFineTuner", "VerificationTuner", "MultiAttributeTuner", "Tuner", "NotFittedError",
-    "FineTunedModel",
+    "FineTunedModel", "check_delta", "GuardReport",
     "Model", "ModelError", "BudgetExhausted", "QueryCounter", "check_scores",
     "Estimator", "Proposal", "SPSA", "NES", "RandomDirections", "PerImage",
     "Optimizer", "SGD", "Adam", "SignSGD", "Schedule",

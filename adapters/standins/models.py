@@ -32,7 +32,8 @@ import numpy as np
 
 from blackbox_dft.adapters.local.dnn import DNNModel, LiteRTModel
 
-__all__ = ["blazeface", "blazeface_back", "gender", "emotion", "smiling", "emotion_embedding", "STANDINS",
+__all__ = ["blazeface", "blazeface_back", "gender", "emotion", "smiling", "emotion_embedding",
+           "STANDINS",
            "load_standin", "standin_file", "EMOTION_LABELS", "EMOTION_FEATURES"]
 
 EMOTION_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

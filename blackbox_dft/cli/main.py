@@ -26,6 +26,7 @@ from blackbox_dft.adapters.serving.server import serve_main
 from blackbox_dft.adapters.specs import MissingDependency
 from blackbox_dft.cli import fitcmds
 from blackbox_dft.cli.apply import apply_run
+from blackbox_dft.cli.check import check_run
 from blackbox_dft.cli.commands import evaluate_run, info_run
 from blackbox_dft.cli.deps import dependency_message, standin_needs
 from blackbox_dft.cli.exits import (
@@ -74,6 +75,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                   skip_bad=args.skip_bad, max_pixels=args.max_image_pixels)
     elif args.command == "info":
         info_run(args.run)
+    elif args.command == "check":  # issue 15: the model-update guard (exit 7: delta hurts)
+        return check_run(args.run, model_url=args.model_url, tolerance=args.tolerance,
+                         budget=args.budget)[0]
     elif args.command == "proxy":  # issue 15: the run's delta as an HTTP proxy
         return proxy_run(args.run, args.upstream, args.listen, preset=args.preset,
                          max_body_bytes=args.max_body_bytes, concurrency=args.concurrency,

@@ -196,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(p)
     _run_parsers(sub)
     _demo_parser(sub)
+    # check (issue 15): the model-update guard on a run's canary set (cli/check.py)
+    p = sub.add_parser("check", help="does the run's delta still help its model? (canary)",
+                       description="Send the run's canary images (kept by the fit) to the "
+                       "model again, without and with the delta; print whether the model's "
+                       "answers changed and whether the delta still helps; write RUN/check.json;"
+                       " exit 0 if it helps, 7 if it no longer does. The query cache is not "
+                       "used (it would answer with the old model's scores).")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--model-url", dest="model_url", default=None, help=_MODEL_URL_HELP)
+    p.add_argument("--tolerance", type=float, default=0.05, help="score distance (mean "
+                   "|difference| / spread of the stored scores) and fraction of changed "
+                   "decisions up to which the model counts as unchanged")
+    p.add_argument("--budget", type=int, default=None, help="images it may send (default: "
+                   "the canary set twice); fewer canary images are used to stay within it")
+    _common_flags(p, progress=False)
     add_proxy_parser(sub)  # proxy (issue 15): its arguments live in cli/proxy.py
     sub.add_parser("serve", help="serve a stand-in model over HTTP (see serve --help)",
                    add_help=False)

@@ -140,6 +140,9 @@ def check_delta(tuner_or_result: DataFineTuner | str | os.PathLike[str], model: 
     decisions before the model counts as changed. budget: images it may send (None: the
     whole canary twice); fewer canary images are used to fit in it (at least 2 images).
     """
+    check_number("tolerance", tolerance, 0.0)
+    if budget is not None:
+        check_int("budget", budget, 2)
     if isinstance(tuner_or_result, (str, os.PathLike)):
         where = os.fspath(tuner_or_result)
         tuner = DataFineTuner.load(where, model)
@@ -152,11 +155,10 @@ def check_delta(tuner_or_result: DataFineTuner | str | os.PathLike[str], model: 
     model = tuner.model if model is None else model
     if model is None:
         raise TypeError(f"check_delta needs the model to query for {where}: pass it as model")
-    check_number("tolerance", tolerance, 0.0)
     x, y, clean, kept = _canary(tuner, where)
     n = len(x)
     if budget is not None:
-        n = min(n, check_int("budget", budget, 2) // 2)
+        n = min(n, int(budget) // 2)
     x, y, clean, kept = x[:n], y[:n], clean[:n], kept[:n]
     counter = QueryCounter(model, 2 * n)
     new_clean = counter.predict(x)
