@@ -219,3 +219,21 @@ def test_cli_without_the_extra_exits_4(monkeypatch: pytest.MonkeyPatch,
     code = main(["proxy", "--run", "nowhere", "--upstream", "http://127.0.0.1:1"])
     err = capsys.readouterr().err
     assert code == 4 and "blackbox_dft[proxy]" in err and len(err.strip().splitlines()) == 1
+
+
+def test_load_proxy_reads_the_runs_delta_and_preset(tmp_path: Any) -> None:
+    from cli_synthetic import write_npz
+
+    from blackbox_dft.cli.proxy import load_proxy
+    from blackbox_dft.cli.runs import RunError
+
+    data, out = str(tmp_path / "d.npz"), str(tmp_path / "run")
+    write_npz(data)
+    assert main(["fit", "--model", "python:cli_synthetic:predict", "--data", data, "--out", out,
+                 "--scores", "logits", "--budget", "300", "--no-progress", "-q"]) == 0
+    with pytest.raises(RunError, match="--preset"):  # a python model: no wire format saved
+        load_proxy(out)
+    delta_for, preset = load_proxy(out, "oip")
+    saved = DataFineTuner.load(f"{out}/delta.npz", None)
+    np.testing.assert_array_equal(delta_for(30, 17), saved.delta_for(30, 17))
+    assert preset.name == "oip"
