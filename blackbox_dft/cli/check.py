@@ -10,7 +10,7 @@ Holds the run's lock while it works.
 
 from __future__ import annotations
 
-from blackbox_dft.cli.exits import EXIT_OK
+from blackbox_dft.cli.exits import EXIT_DELTA_HURTS, EXIT_OK
 from blackbox_dft.cli.jobs import open_model
 from blackbox_dft.cli.runs import RunError, RunFolder, write_json
 from blackbox_dft.cli.saved import read_saved, use_model_url
@@ -19,7 +19,6 @@ from blackbox_dft.tasks.guard import GuardReport, check_delta
 __all__ = ["check_run", "EXIT_DELTA_HURTS", "CHECK_FILE"]
 
 #: exit code of ``check`` when the delta no longer helps the model (the model changed)
-EXIT_DELTA_HURTS = 7
 CHECK_FILE = "check.json"
 
 

@@ -12,6 +12,7 @@ code meaning
 5    a run file could not be written (disk full, quota, read-only); the run is resumable
      once there is space
 6    the run folder is in use by another process (the message names its pid)
+7    ``check``: the delta no longer helps the model (the model changed since the fit)
 130  interrupted (Ctrl-C or SIGTERM); the checkpoint is written, the run is resumable
 ==== ======================================================================================
 """
@@ -23,11 +24,11 @@ import errno
 from blackbox_dft.adapters import spec_secrets
 
 __all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_MODEL", "EXIT_DEPENDENCY",
-           "EXIT_WRITE", "EXIT_BUSY", "EXIT_INTERRUPTED", "EXIT_CODES", "DISK_ERRNOS",
-           "one_line"]
+           "EXIT_WRITE", "EXIT_BUSY", "EXIT_DELTA_HURTS", "EXIT_INTERRUPTED", "EXIT_CODES",
+           "DISK_ERRNOS", "one_line"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_DEPENDENCY, EXIT_WRITE, EXIT_BUSY = 4, 5, 6
+EXIT_DEPENDENCY, EXIT_WRITE, EXIT_BUSY, EXIT_DELTA_HURTS = 4, 5, 6, 7
 # A write that fails for want of room or permission: the run is fine, the disk is not.
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO}
 EXIT_CODES = {EXIT_OK: "done", EXIT_ERROR: "internal error",
@@ -36,6 +37,7 @@ EXIT_CODES = {EXIT_OK: "done", EXIT_ERROR: "internal error",
               EXIT_DEPENDENCY: "missing optional dependency",
               EXIT_WRITE: "a run file could not be written (resumable once there is space)",
               EXIT_BUSY: "run folder in use by another process",
+              EXIT_DELTA_HURTS: "check: the delta no longer helps (the model changed)",
               EXIT_INTERRUPTED: "interrupted (resumable)"}
 
 
