@@ -14,6 +14,9 @@ latent; the engine owns everything else:
 * validation every ``validation_every`` steps and on the last affordable step, and the best
   latent per *slot* (one slot, or one per leading index of the latent when the problem
   fits several independent perturbations in lockstep, e.g. one per attribute);
+* early stopping (:class:`~blackbox_dft.core.stopping.EarlyStopping`, off unless given):
+  after a validation, stop once ``patience`` queries passed without an improvement in any
+  slot; ``extra["stopped_early"]`` / ``extra["queries_saved"]`` say so and what it saved;
 * lost-query bookkeeping on failure (:func:`~blackbox_dft.core.state.keep_on_failure`),
   checkpoints, the progress bar and the callback.
 """
@@ -33,6 +36,7 @@ from blackbox_dft.core.estimators import Estimator
 from blackbox_dft.core.model import QueryCounter
 from blackbox_dft.core.optimizers import Optimizer
 from blackbox_dft.core.state import FitState, commit_queries, keep_on_failure
+from blackbox_dft.core.stopping import EarlyStopping
 
 __all__ = ["Problem", "Validation", "FitLoop", "check_budget", "minimum_budget"]
 
@@ -108,6 +112,8 @@ class FitLoop:
     checkpoint: ``.npz`` path written every ``checkpoint_every`` steps, at the end and on
     failure (None: no file). meta: the checkpoint's metadata (parameters, data fingerprint).
     callback: ``callback(record, state)`` after every step; a true value stops the fit.
+    early_stopping: stop after its patience in queries without a validation improvement
+    (None: spend the budget); needs a validation split (ValueError, before any query).
     """
 
     problem: Problem
@@ -121,6 +127,13 @@ class FitLoop:
     meta: dict[str, Any] = field(default_factory=dict)
     bar: tqdm | None = None
     callback: Callable[[dict[str, Any], FitState], Any] | None = None
+    early_stopping: EarlyStopping | None = None
+
+    def __post_init__(self) -> None:
+        if self.early_stopping is not None and self.problem.validation_cost == 0:
+            raise ValueError("early_stopping needs validation data (it watches the validation "
+                             "score): pass validation=(images, labels) to fit, or set "
+                             "early_stopping=None")
 
     def new_state(self) -> FitState:
         """The state before the first step: zero latent, fresh optimizer, seeded generator."""
@@ -174,8 +187,11 @@ class FitLoop:
                 v = p.validate(state.z, state)
                 state.baseline = v.baseline
                 _set_best(state, p.slots, state.z, v.keys, None)
+                if self.early_stopping is not None:
+                    self.early_stopping.update(state.extra, v.keys, self.counter.queries)
                 commit_queries(state, self.counter)
-            while not state.done and self.counter.affords(p.step_cost + p.validation_cost):
+            while not state.done and not state.extra.get("stopped_early") \
+                    and self.counter.affords(p.step_cost + p.validation_cost):
                 record = self._step(state, rng, validating)
                 self._show(state, record)
                 if state.step % self.checkpoint_every == 0:
@@ -204,11 +220,24 @@ class FitLoop:
         # Commit the whole step at once.
         if best is not None:
             _set_best(state, p.slots, z, best, t + 1)
+            self._check_stop(state, best, record)
         state.z, state.opt_state, state.step = z, opt_state, t + 1
         commit_queries(state, self.counter)
         state.rng_state = dict(rng.bit_generator.state)
         state.history.append(record)
         return record
+
+    def _check_stop(self, state: FitState, keys: list[Key], record: dict[str, Any]) -> None:
+        """Let the early-stopping rule see a validation; mark the state (and the record)
+        when it stops the fit, with the queries the stop saves."""
+        es = self.early_stopping
+        if es is None or not es.update(state.extra, keys, self.counter.queries):
+            return
+        saved = max(0, int(self.counter.budget or 0) - self.counter.queries)
+        state.extra["stopped_early"], state.extra["queries_saved"] = True, saved
+        record["stopped_early"] = True
+        log.info("early stopping at step %d: no validation improvement in %d queries; "
+                 "%d queries of the budget saved", int(record['step']), es.patience, saved)
 
     def _show(self, state: FitState, record: dict[str, Any] | None) -> None:
         if self.bar is None:

@@ -29,6 +29,7 @@ from blackbox_dft.core.objectives import Objective
 from blackbox_dft.core.optimizers import Optimizer, Schedule, make_optimizer
 from blackbox_dft.core.perturbation import LowResolution, Perturbation
 from blackbox_dft.core.state import FitState, paid_images
+from blackbox_dft.core.stopping import EarlyStopping
 from blackbox_dft.tasks.attributes_problem import AttributeProblem, Sender
 from blackbox_dft.tasks.base import Tuner, check_common_args, fingerprint
 from blackbox_dft.tasks.classification import DataFineTuner
@@ -45,7 +46,8 @@ class MultiAttributeTuner(Tuner):
     attributes: names of the A columns (default ``attr0..``); mode: ``"per_attribute"``
     or ``"shared"``; scores: ``"probabilities"``, ``"logits"`` or ``"labels"``.
     query_budget: images sent during ``fit`` for ALL attributes together (validation
-    included). Other arguments as in :class:`~blackbox_dft.tasks.classification.DataFineTuner`.
+    included); early_stopping: per attribute, stops when no attribute improved for its
+    patience. Other arguments as in :class:`~blackbox_dft.tasks.classification.DataFineTuner`.
     """
 
     def __init__(self, model: Any, attributes: list[str] | None = None, *,
@@ -54,12 +56,14 @@ class MultiAttributeTuner(Tuner):
                  optimizer: str | Optimizer = "adam", learning_rate: float | None = None,
                  batch_size: int = 32, query_budget: int = 10_000,
                  scores: str = "probabilities", validation_every: int = 10,
+                 early_stopping: EarlyStopping | int | None = None,
                  seed: int | None = 0) -> None:
         self.model, self.attributes, self.mode = model, attributes, mode
         self.epsilon, self.perturbation, self.estimator = epsilon, perturbation, estimator
         self.optimizer, self.learning_rate = optimizer, learning_rate
         self.batch_size, self.query_budget, self.scores = batch_size, query_budget, scores
         self.validation_every, self.seed = validation_every, seed
+        self.early_stopping = early_stopping
 
     _result_kind = "multiattr_result"
     _checkpoint_kind = "per_attribute_checkpoint"
@@ -172,7 +176,8 @@ class MultiAttributeTuner(Tuner):
             estimator=self.estimator, optimizer=self.optimizer,
             learning_rate=self.learning_rate, batch_size=self.batch_size,
             query_budget=int(self.query_budget), scores=self.scores,
-            validation_every=self.validation_every, seed=self.seed, progress=False)
+            validation_every=self.validation_every, early_stopping=self.early_stopping,
+            seed=self.seed, progress=False)
         try:
             tuner.fit(x, y, validation=val, checkpoint=checkpoint,
                       checkpoint_every=checkpoint_every, resume=resume)
@@ -192,6 +197,8 @@ class MultiAttributeTuner(Tuner):
         self.queries_saved_ = self.queries_separate_ - self.queries_
         self.history_, self.n_steps_ = tuner.history_, tuner.n_steps_
         self.best_step_ = [tuner.best_step_] * n_attr
+        self.stopped_early_ = tuner.stopped_early_
+        self.queries_saved_by_stopping_ = tuner.queries_saved_by_stopping_
 
     def transform(self, images: np.ndarray, attribute: int | str) -> np.ndarray:
         """Images ``(N, H, W, 3)`` perturbed by one attribute's delta (by index or name)."""

@@ -44,6 +44,7 @@ from blackbox_dft.core.state import (
     resume_queries,
     write_npz_json,
 )
+from blackbox_dft.core.stopping import check_early_stopping, early_stopping_from_config
 
 __all__ = ["Tuner", "NotFittedError", "fingerprint", "check_common_args"]
 
@@ -91,6 +92,7 @@ def check_common_args(tuner: Any) -> None:
     check_instance("estimator", tuner.estimator, Estimator, list(ESTIMATORS))
     check_instance("perturbation", tuner.perturbation, Perturbation,
                    ["LowResolution", "FullResolution"])
+    check_early_stopping(getattr(tuner, "early_stopping", None))
 
 
 def _to_json(value: Any) -> Any:
@@ -118,6 +120,8 @@ def _from_json(name: str, value: Any) -> Any:
         return optimizer_from_config(value)
     if name == "learning_rate":
         return Schedule(**value)
+    if name == "early_stopping":
+        return early_stopping_from_config(value)
     if name == "class_weight":  # JSON turned its class keys into strings
         return {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in value.items()}
     return value
@@ -226,13 +230,17 @@ class Tuner:
                            desc=f"DFT {name}")
         loop = FitLoop(problem, estimator, optimizer, counter, self.seed,  # type: ignore[attr-defined]
                        int(self.validation_every), checkpoint, checkpoint_every,  # type: ignore[attr-defined]
-                       meta, bar, callback)
+                       meta, bar, callback,
+                       check_early_stopping(getattr(self, "early_stopping", None)))
         state = loop.new_state() if state is None else state
         try:
             loop.run(state)
         finally:
             bar.close()
             self._set_fitted(state, counter)
+            # what early stopping did (False / 0 when it was off or did not fire)
+            self.stopped_early_ = bool(state.extra.get("stopped_early", False))
+            self.queries_saved_by_stopping_ = int(state.extra.get("queries_saved", 0))
         return state
 
     def _set_fitted(self, state: FitState, counter: QueryCounter) -> None:
@@ -259,10 +267,14 @@ class Tuner:
         arrays = {key: getattr(self, attr) for key, attr in self._saved_arrays.items()}
         arrays.update({key: getattr(self, attr) for key, attr in self._optional_arrays.items()
                        if hasattr(self, attr)})
-        meta = {"kind": self._result_kind, "params": self.get_config(), "version": __version__,
-                "model": model_name(getattr(self, "model", None))}
+        meta: dict[str, Any] = {"kind": self._result_kind, "params": self.get_config(),
+                                "version": __version__,
+                                "model": model_name(getattr(self, "model", None))}
         for key, attr in self._saved_fields.items():
             meta[key] = _to_json(getattr(self, attr))
+        if hasattr(self, "stopped_early_"):
+            meta["stopped_early"] = self.stopped_early_
+            meta["queries_saved_by_stopping"] = self.queries_saved_by_stopping_
         write_npz_json(path, arrays, meta)
 
     @classmethod
@@ -279,6 +291,8 @@ class Tuner:
             if key in meta:
                 setattr(tuner, attr, meta[key])
         tuner._restore(meta)
+        tuner.stopped_early_ = bool(meta.get("stopped_early", False))
+        tuner.queries_saved_by_stopping_ = int(meta.get("queries_saved_by_stopping", 0))
         return tuner
 
     def _restore(self, meta: dict[str, Any]) -> None:

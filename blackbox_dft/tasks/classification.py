@@ -24,6 +24,7 @@ from blackbox_dft.core.objectives import Objective, check_class_weight
 from blackbox_dft.core.optimizers import Optimizer, Schedule, make_optimizer
 from blackbox_dft.core.perturbation import LowResolution, Perturbation
 from blackbox_dft.core.state import FitState, paid_images
+from blackbox_dft.core.stopping import EarlyStopping
 from blackbox_dft.tasks.base import NotFittedError, Tuner, check_common_args, fingerprint
 from blackbox_dft.tasks.classification_problem import ClassificationProblem
 
@@ -61,6 +62,10 @@ class DataFineTuner(Tuner):
         (``canary_images_``, ``canary_labels_``, ``canary_clean_``, ``canary_perturbed_``;
         saved with it): :func:`~blackbox_dft.tasks.guard.check_delta` re-queries them to tell
         whether the model changed and the delta still helps. Free: validation sends them.
+    early_stopping: ``None`` (default: spend the budget), an int patience in queries or an
+        :class:`~blackbox_dft.core.stopping.EarlyStopping`: stop once that many queries
+        (validation included) brought no validation improvement; needs ``validation``.
+        ``stopped_early_`` and ``queries_saved_by_stopping_`` report what it did.
     """
 
     def __init__(self, model: Any, task: str = "multiclass", *, epsilon: float = 8.0,
@@ -71,7 +76,8 @@ class DataFineTuner(Tuner):
                  scores: str = "probabilities", label_map: list[int | None] | None = None,
                  class_weight: Any = None, selection: str = "accuracy",
                  validation_every: int = 10, energy_penalty: float = 0.0,
-                 canary_size: int = 32, seed: int | None = 0, progress: bool = True) -> None:
+                 canary_size: int = 32, early_stopping: EarlyStopping | int | None = None,
+                 seed: int | None = 0, progress: bool = True) -> None:
         self.model = model
         self.task = task
         self.epsilon = epsilon
@@ -89,6 +95,7 @@ class DataFineTuner(Tuner):
         self.validation_every = validation_every
         self.energy_penalty = energy_penalty
         self.canary_size = canary_size
+        self.early_stopping = early_stopping
         self.seed = seed
         self.progress = progress
 

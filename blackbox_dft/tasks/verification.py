@@ -35,6 +35,7 @@ from blackbox_dft.core.model import QueryCounter, model_name
 from blackbox_dft.core.optimizers import Optimizer, Schedule, make_optimizer
 from blackbox_dft.core.perturbation import LowResolution, Perturbation
 from blackbox_dft.core.state import FitState, paid_images
+from blackbox_dft.core.stopping import EarlyStopping
 from blackbox_dft.tasks.base import Tuner, check_common_args, fingerprint
 from blackbox_dft.tasks.verification_metrics import (
     best_threshold,
@@ -77,13 +78,16 @@ class VerificationTuner(Tuner):
                  batch_size: int = 32, query_budget: int = 10_000,
                  threshold: float | None = None, loss: str = "auto",
                  sharpness: float = 20.0, far: float = 0.1,
-                 validation_every: int = 10, seed: int | None = 0) -> None:
+                 validation_every: int = 10,
+                 early_stopping: EarlyStopping | int | None = None,
+                 seed: int | None = 0) -> None:
         self.model, self.epsilon, self.perturbation = model, epsilon, perturbation
         self.estimator, self.optimizer, self.learning_rate = estimator, optimizer, learning_rate
         self.batch_size, self.query_budget = batch_size, query_budget
         self.threshold, self.sharpness, self.far = threshold, sharpness, far
         self.loss = loss
         self.validation_every, self.seed = validation_every, seed
+        self.early_stopping = early_stopping
 
     _result_kind = "verification_result"
     _checkpoint_kind = "verification_checkpoint"
