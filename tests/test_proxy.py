@@ -137,7 +137,7 @@ def test_bypass_forwards_the_images_as_they_came(tuner: DataFineTuner,
     model = Recorder()
     with StandInServer(model, "json") as up, serve(proxy_app(tuner, up.base_url)) as (base, _):
         assert requests.post(base + "/admin/bypass?state=on", timeout=5).json() == {
-            "bypass": True}
+            "bypass": True, "state": "bypass_forced"}
         HTTPModel(base + "/predict", max_retries=0).predict(images)
         metrics = requests.get(base + "/metrics", timeout=5).text
         assert requests.post(base + "/admin/bypass?state=maybe", timeout=5).status_code == 400

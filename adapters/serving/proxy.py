@@ -11,7 +11,9 @@ a proxy needs the raw body and headers, the size limit enforced while reading, a
 a router adds.
 
 Own routes: ``GET /healthz``, ``GET /metrics`` (Prometheus text format), ``GET|POST
-/admin/bypass?state=on|off`` (pass-through: forward every request unperturbed).
+/admin/bypass?state=on|off|auto`` (on: pass-through, every request forwarded unperturbed;
+off: the delta applied; either forced, whatever the scheduled checks say; auto: the
+checks decide; :class:`~blackbox_dft.adapters.serving.proxy_state.DeltaState`).
 Limits: ``max_body_bytes`` (413), ``concurrency`` requests at once (others wait within the
 deadline, then 503), ``deadline`` seconds per request (504), a keep-alive pool of
 ``connections`` to the upstream. Upstream unreachable or failing mid-answer: 502. Every
@@ -35,6 +37,7 @@ import numpy as np
 
 from blackbox_dft.adapters.remote.redact import safe_url
 from blackbox_dft.adapters.serving.proxy_rewrite import NoImages, Perturb, Rewriter
+from blackbox_dft.adapters.serving.proxy_state import DeltaState
 from blackbox_dft.core.images import apply_delta
 
 __all__ = ["ProxyConfig", "ProxyApp", "perturber", "HOP_BY_HOP"]
@@ -66,7 +69,7 @@ class ProxyConfig:
     """upstream: base URL the request paths are appended to. max_body_bytes: largest
     request body taken. concurrency: requests forwarded at once. deadline: seconds per
     request (queueing, perturbing and the upstream's answer). connections: keep-alive pool
-    to the upstream. bypass: start in pass-through."""
+    to the upstream. bypass: start in forced pass-through (``bypass_forced``)."""
 
     upstream: str
     max_body_bytes: int = 32 << 20
@@ -105,7 +108,8 @@ class _Metrics:
             if seconds <= b:
                 self.buckets[i] += 1
 
-    def render(self, bypass: bool) -> str:
+    def render(self, state: DeltaState) -> str:
+        bypass = state.bypass
         p = "blackbox_dft_proxy_"
         lines = [f"# HELP {p}requests_total Requests forwarded or refused, by status code.",
                  f"# TYPE {p}requests_total counter"]
@@ -119,9 +123,10 @@ class _Metrics:
         lines += [f'{p}request_seconds_bucket{{le="+Inf"}} {self.latency_count}',
                   f"{p}request_seconds_sum {self.latency_sum:.6f}",
                   f"{p}request_seconds_count {self.latency_count}",
-                  f"# HELP {p}bypass 1 when requests pass through unperturbed (operator switch).",
+                  f"# HELP {p}bypass 1 when requests pass through unperturbed.",
                   f"# TYPE {p}bypass gauge", f"{p}bypass {int(bypass)}",
                   f"# TYPE {p}in_flight gauge", f"{p}in_flight {self.in_flight}"]
+        lines += state.render(p)
         return "\n".join(lines) + "\n"
 
 
@@ -135,11 +140,15 @@ class _Refused(Exception):
 
 class ProxyApp:
     """The ASGI application. rewriter: perturbs request bodies (None: always pass-through).
-    ``bypass`` may be set at any time (the guard, an operator)."""
+    state: applied or passed through, and the scheduled checks (default: no checks; started
+    in ``bypass_forced`` when ``config.bypass``)."""
 
-    def __init__(self, rewriter: Rewriter | None, config: ProxyConfig) -> None:
+    def __init__(self, rewriter: Rewriter | None, config: ProxyConfig,
+                 state: DeltaState | None = None) -> None:
         self.rewriter, self.config = rewriter, config
-        self.bypass = bool(config.bypass)
+        self.state = state if state is not None else DeltaState()
+        if config.bypass:
+            self.state.forced = "on"
         self.metrics = _Metrics()
         self._base = config.upstream.rstrip("/")
         self._client: httpx.AsyncClient | None = None
@@ -154,8 +163,19 @@ class ProxyApp:
                                    follow_redirects=False)
         client.headers = httpx.Headers()  # no default Accept/User-Agent: the caller's only
         self._client, self._slots = client, asyncio.Semaphore(cfg.concurrency)
+        self.state.start()
+
+    @property
+    def bypass(self) -> bool:
+        """Requests pass through unperturbed (forced, or the last check said so)."""
+        return self.state.bypass
+
+    @bypass.setter
+    def bypass(self, on: bool) -> None:  # the operator's switch, as a Python call
+        self.state.force("on" if on else "off")
 
     async def shutdown(self) -> None:
+        await self.state.stop()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -181,9 +201,10 @@ class ProxyApp:
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/healthz" and method in ("GET", "HEAD"):
-            await _answer(send, 200, json.dumps({"status": "ok", "bypass": self.bypass}).encode())
+            await _answer(send, 200, json.dumps({"status": "ok", "bypass": self.bypass,
+                                                 "state": self.state.state}).encode())
         elif path == "/metrics" and method == "GET":
-            await _answer(send, 200, self.metrics.render(self.bypass).encode(),
+            await _answer(send, 200, self.metrics.render(self.state).encode(),
                           "text/plain; version=0.0.4; charset=utf-8")
         elif path == "/admin/bypass":
             await self._admin(scope, send)
@@ -195,12 +216,14 @@ class ProxyApp:
                      for p in scope.get("query_string", b"").decode("latin-1").split("&") if p)
         state = query.get("state")
         if scope["method"] == "POST":
-            if state not in ("on", "off"):
-                await _answer(send, 400, _error("POST /admin/bypass?state=on or ?state=off"))
+            if state not in ("on", "off", "auto"):
+                await _answer(send, 400, _error(
+                    f"POST /admin/bypass takes state=on (pass-through), off (apply the delta) "
+                    f"or auto (the scheduled checks decide), got {str(state)[:40]!r}"))
                 return
-            self.bypass = state == "on"
-            log.warning("bypass %s (operator)", state)
-        await _answer(send, 200, json.dumps({"bypass": self.bypass}).encode())
+            self.state.force(state)
+        await _answer(send, 200, json.dumps({"bypass": self.bypass,
+                                             "state": self.state.state}).encode())
 
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
