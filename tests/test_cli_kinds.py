@@ -33,6 +33,8 @@ RUN_FORMAT_1_KEYS = sorted([
     "per_image", "perturbation", "preset", "scores", "seed", "selection", "shift", "size",
     "size_mode", "skip_bad", "task", "test_fraction", "threshold", "val_fraction",
     "validation_every"])
+# Added since: early stopping (issue 16); a format-1 config without them still loads.
+ADDED_KEYS = ["early_stopping", "patience"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def data(tmp_path_factory) -> str:
 
 
 def test_the_option_table_is_the_flags_the_config_keys_and_the_saved_keys(tmp_path, data):
-    assert sorted(o.name for o in FIT_OPTIONS) == RUN_FORMAT_1_KEYS
+    assert sorted(o.name for o in FIT_OPTIONS) == sorted(RUN_FORMAT_1_KEYS + ADDED_KEYS)
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert {a.dest for a in sub.choices["fit"]._actions} >= set(RUN_FORMAT_1_KEYS)
     out = str(tmp_path / "run")
@@ -51,9 +53,11 @@ def test_the_option_table_is_the_flags_the_config_keys_and_the_saved_keys(tmp_pa
                  "--budget", "600", "--limit", "200", "--cost-per-1000", "2", "--no-evaluate",
                  "--no-progress"]) == 0
     saved = json.load(open(os.path.join(out, "config.json")))["options"]
-    assert sorted(saved) == RUN_FORMAT_1_KEYS
+    assert sorted(saved) == sorted(RUN_FORMAT_1_KEYS + ADDED_KEYS)
     opts = saved_fit_options(saved, "config.json")
     assert opts.flat() == saved and opts.data.limit == 200 and opts.model.cost_per_1000 == 2.0
+    old = saved_fit_options({k: v for k, v in saved.items() if k not in ADDED_KEYS}, "c.json")
+    assert old.tuner.patience is None and old.data.limit == 200
     assert opts.run.evaluate is False and opts.tuner.scores == "logits"
 
 

@@ -139,3 +139,39 @@ def test_several_slots_stop_when_none_improved(problem):
                                  validation_every=1, early_stopping=1500, seed=0)
     shared.fit(x, ya, validation=(problem.val[0], yv))
     assert shared.stopped_early_ and shared.queries_saved_by_stopping_ > 0
+
+
+def flat(images):
+    """The CLI's ``python:`` model of a flat curve (scores that ignore the images)."""
+    return Flat().predict(images)
+
+
+def test_the_cli_stops_by_default_and_says_what_it_saved(tmp_path, capsys):
+    import json
+
+    from cli_synthetic import write_npz
+
+    from blackbox_dft.cli.main import main
+
+    data = str(tmp_path / "d.npz")
+    write_npz(data)
+    args = ["fit", "--model", "python:test_early_stopping:flat", "--data", data,
+            "--scores", "logits", "--budget", "5000", "--no-progress", "--no-cache"]
+    assert main([*args, "--out", str(tmp_path / "on")]) == 0
+    out = capsys.readouterr().out
+    report = json.load(open(tmp_path / "on" / "report.json"))
+    es = report["early_stopping"]
+    assert es == {"patience": 1500, "stopped": True,  # 30% of the budget by default
+                  "queries_saved": 5000 - report["fit"]["queries"]}
+    assert 0 < es["queries_saved"] <= 5000 - 1500
+    assert f"early stopping: no validation gain in 1500 queries; {es['queries_saved']} " \
+           "queries of the budget saved" in out
+    assert main([*args, "--out", str(tmp_path / "p"), "--patience", "700"]) == 0
+    short = json.load(open(tmp_path / "p" / "report.json"))
+    assert short["early_stopping"]["patience"] == 700 and short["early_stopping"]["stopped"]
+    assert short["fit"]["queries"] < report["fit"]["queries"]
+    assert main([*args, "--out", str(tmp_path / "off"), "--no-early-stopping"]) == 0
+    off = json.load(open(tmp_path / "off" / "report.json"))
+    assert off["early_stopping"] == {"patience": None, "stopped": False, "queries_saved": 0}
+    assert off["fit"]["queries"] > report["fit"]["queries"]
+    assert "early stopping" not in capsys.readouterr().out

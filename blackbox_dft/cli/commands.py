@@ -10,6 +10,7 @@ from blackbox_dft.cli.cache import open_cache
 from blackbox_dft.cli.jobs import load_data, open_model
 from blackbox_dft.cli.logs import NOTES
 from blackbox_dft.cli.meter import Meter, money
+from blackbox_dft.cli.report import stopping_line
 from blackbox_dft.cli.runs import RunError, RunFolder, write_json
 from blackbox_dft.cli.saved import SavedRun, read_saved, use_model_url
 from blackbox_dft.core.progress import progress_bar
@@ -122,6 +123,9 @@ def info_run(run_path: str) -> dict[str, Any]:
     if report is not None:
         for line in saved.kind.result_lines(report):
             print(line)
+        stopping = stopping_line(report)
+        if stopping is not None:
+            print(stopping)
         if report.get("test"):
             out["test"] = report["test"]
     _info_spend(run, opts.model.cost_per_1000, out, budget, queries, report)

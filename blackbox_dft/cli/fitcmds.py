@@ -26,6 +26,7 @@ from blackbox_dft.cli.kinds import Job, kind_for
 from blackbox_dft.cli.logs import NOTES
 from blackbox_dft.cli.meter import money
 from blackbox_dft.cli.options import DemoOptions, FitOptions
+from blackbox_dft.cli.report import stopping_line
 from blackbox_dft.cli.runs import RunFolder
 from blackbox_dft.cli.saved import read_saved, use_model_url
 from blackbox_dft.core.model import BudgetExhausted, ModelError
@@ -115,6 +116,9 @@ def run_job(job: Job, run: RunFolder, progress: bool) -> int:
     print(f"run folder: {run.path}")
     for line in job.kind.summary(report):
         print(line)
+    stopping = stopping_line(report)
+    if stopping is not None:
+        print(stopping)
     spend = report["spend"]
     if spend.get("cost") is not None:
         print(f"money spent: {money(spend['cost'])}")

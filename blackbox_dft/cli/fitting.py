@@ -21,6 +21,7 @@ from blackbox_dft.cli.report import save_png
 from blackbox_dft.cli.runs import RunFolder, write_json
 from blackbox_dft.core.progress import progress_bar
 from blackbox_dft.core.state import FitState
+from blackbox_dft.core.stopping import check_early_stopping
 
 __all__ = ["execute"]
 
@@ -51,6 +52,12 @@ def _metered(job: Job, run: RunFolder, budget: int,
             cache.close()
 
 
+def _patience(tuner: Any) -> int | None:
+    """The tuner's early-stopping patience in queries (None: off)."""
+    es = check_early_stopping(getattr(tuner, "early_stopping", None))
+    return None if es is None else int(es.patience)
+
+
 def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any]:
     """Fit (or continue from its checkpoint) ``job`` in ``run``; write its result, history,
     report and figure; return the report."""
@@ -71,6 +78,9 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
         try:
             kind.fit(tuner, job, run.checkpoint, on_step)
         except ValueError as exc:
+            if "early_stopping needs validation data" in str(exc):
+                raise ConfigError("early stopping needs a validation split: give "
+                                  "--val-fraction > 0 or --no-early-stopping") from None
             if "query_budget" in str(exc):
                 raise ConfigError(f"--budget too small: {exc}; re-run the fit with a larger "
                                   "--budget and --force") from None
@@ -84,6 +94,10 @@ def execute(job: Job, run: RunFolder, *, progress: bool = True) -> dict[str, Any
         "command": job.command, "kind": kind.name, "title": job.title,
         "model": model_label(job.model), "params": job.params, **results,
         **kind.report_fields(tuner, job), "spend": meter.totals(),
+        "early_stopping": {"patience": _patience(tuner),
+                           "stopped": bool(getattr(tuner, "stopped_early_", False)),
+                           "queries_saved": int(getattr(tuner, "queries_saved_by_stopping_",
+                                                        0))},
         "wall_time_s": round(time.time() - t0, 2)}
     write_json(run.report_json, report)
     figure = kind.figure(tuner, job, report)

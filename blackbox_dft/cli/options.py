@@ -163,6 +163,12 @@ class TunerOptions:
     energy_penalty: float | None = option(None, "weight of an exact |z|^2 penalty: smaller "
                                           "perturbation (higher PSNR) at some cost in accuracy "
                                           "(default 0)", float, check="nonnegative")
+    early_stopping: bool = option(True, "stop the fit once --patience queries brought no "
+                                  "validation gain (--no-early-stopping: spend the whole "
+                                  "budget)", flag="bool")
+    patience: int | None = option(None, "early stopping: queries (validation included) "
+                                  "without a validation gain before the fit stops", int,
+                                  check="count", shown="30% of the budget")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 
 from blackbox_dft.core.state_checks import atomic_write_bytes
 
-__all__ = ["render_report", "save_png", "amplify_delta", "plot_curve"]
+__all__ = ["stopping_line", "render_report", "save_png", "amplify_delta", "plot_curve"]
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)
@@ -204,3 +204,14 @@ def save_png(path: str, image: np.ndarray) -> None:
     if not ok:  # pragma: no cover - cv2 always encodes uint8 RGB
         raise ValueError(f"cannot encode {path} as PNG")
     atomic_write_bytes(path, buf.tobytes())  # FileWriteError naming path on a full disk
+
+
+def stopping_line(report: dict[str, Any]) -> str | None:
+    """The summary / ``info`` line about early stopping (None when it was off)."""
+    es = report.get("early_stopping")
+    if not isinstance(es, dict) or es.get("patience") is None:
+        return None
+    if es.get("stopped"):
+        return (f"early stopping: no validation gain in {es['patience']} queries; "
+                f"{es.get('queries_saved', 0)} queries of the budget saved")
+    return f"early stopping: did not stop (patience {es['patience']} queries); 0 queries saved"

@@ -23,6 +23,8 @@ __all__ = ["classification_kwargs", "attribute_kwargs", "verification_kwargs",
 _COMMON = ("epsilon", "batch_size", "validation_every", "optimizer", "learning_rate")
 _CLASSIFICATION = ("epsilon", "batch_size", "scores", "selection", "validation_every",
                    "optimizer", "learning_rate", "lr_schedule", "energy_penalty")
+#: the CLI's default patience, as a share of the budget (benchmarks/early_stopping.py)
+PATIENCE_SHARE = 0.3
 _ESTIMATORS: dict[str, type[Estimator]] = {"spsa": SPSA, "nes": NES, "rd": RandomDirections}
 
 
@@ -43,6 +45,9 @@ def _common(opts: FitOptions, budget: int | None, names: tuple[str, ...] = _COMM
     est = estimator_of(opts.tuner, per_image_default)
     if est is not None:
         kw["estimator"] = est
+    if opts.tuner.early_stopping:  # on by default: patience in queries, an int
+        kw["early_stopping"] = opts.tuner.patience or max(
+            1, round(PATIENCE_SHARE * (budget if budget is not None else 10_000)))
     return kw
 
 
