@@ -170,6 +170,7 @@ def test_the_cli_stops_by_default_and_says_what_it_saved(tmp_path, capsys):
     short = json.load(open(tmp_path / "p" / "report.json"))
     assert short["early_stopping"]["patience"] == 700 and short["early_stopping"]["stopped"]
     assert short["fit"]["queries"] < report["fit"]["queries"]
+    capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "off"), "--no-early-stopping"]) == 0
     off = json.load(open(tmp_path / "off" / "report.json"))
     assert off["early_stopping"] == {"patience": None, "stopped": False, "queries_saved": 0}
