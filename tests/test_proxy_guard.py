@@ -188,3 +188,33 @@ def test_without_a_check_the_schedule_is_off_and_says_so(tuner) -> None:
         DeltaState(None, budget=1)
     with pytest.raises(ValueError, match="interval must be >= 0"):
         DeltaState(None, every=-1)
+
+
+def test_cli_check_uses_the_runs_model_spec_or_says_why_not(tmp_path, monkeypatch) -> None:
+    import json
+    import os
+
+    from cli_synthetic import write_npz
+
+    from blackbox_dft.cli.main import main
+    from blackbox_dft.cli.proxy import scheduled_check
+
+    data, out = str(tmp_path / "d.npz"), str(tmp_path / "run")
+    write_npz(data)
+    monkeypatch.setenv("BBDFT_GUARD_MODEL", "same")
+    assert main(["fit", "--model", "python:test_guard:predict", "--data", data, "--out", out,
+                 "--scores", "logits", "--budget", "1500", "--no-evaluate", "--no-progress",
+                 "-q"]) == 0
+    check, why = scheduled_check(out)
+    assert check is not None and why == ""
+    monkeypatch.setenv("BBDFT_GUARD_MODEL", "flipped")
+    report = check(8)
+    assert report.queries == 8 and not report.delta_helps
+    # a run whose model URL takes its key from a variable that is not set: checks off
+    path = os.path.join(out, "config.json")
+    cfg = json.load(open(path))
+    cfg["options"]["model"] = "http://127.0.0.1:9/predict?key=${BBDFT_NO_SUCH_KEY}"
+    json.dump(cfg, open(path, "w"))
+    monkeypatch.delenv("BBDFT_NO_SUCH_KEY", raising=False)
+    check, why = scheduled_check(out)
+    assert check is None and why.startswith("no model access") and "BBDFT_NO_SUCH_KEY" in why
