@@ -210,4 +210,5 @@ def add_proxy_parser(sub: Any) -> None:
     p.add_argument("--check-tolerance", dest="check_tolerance", type=float, default=0.05,
                    help="as check --tolerance")
     p.add_argument("--model-url", dest="model_url", default=None, help="the run's model "
-                   "URL for the checks, when its secrets were not saved (as for check)")
+                   "URL for the checks, when its secrets were not saved, as for check "
+                   "(default: the URL saved in the run)")
