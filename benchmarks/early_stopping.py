@@ -41,18 +41,19 @@ def one_fit(task: Any, seed: int, budget: int, patience: int | None) -> dict[str
             "seconds": round(time.time() - t0, 1)}
 
 
-def run(task_name: str, budget: int, seeds: list[int]) -> dict[str, Any]:
+def run(task_name: str, budget: int, seeds: list[int],
+        shares: tuple[float, ...] = SHARES) -> dict[str, Any]:
     """Every seed's full fit and its early-stopped fits, and the means per patience."""
     task = load_task(task_name)
     rows = []
     for seed in seeds:
         row: dict[str, Any] = {"seed": seed, "full": one_fit(task, seed, budget, None)}
-        for share in SHARES:
+        for share in shares:
             row[f"{share:g}"] = one_fit(task, seed, budget, round(share * budget))
         print(f"seed {seed}: {row}", flush=True)
         rows.append(row)
     summary = {}
-    for share in SHARES:
+    for share in shares:
         k = f"{share:g}"
         summary[k] = {
             "patience": round(share * budget),
@@ -62,7 +63,7 @@ def run(task_name: str, budget: int, seeds: list[int]) -> dict[str, Any]:
             "accuracy_lost_mean": float(np.mean([r["full"]["after"] - r[k]["after"]
                                                  for r in rows])),
             "accuracy_lost_max": float(max(r["full"]["after"] - r[k]["after"] for r in rows))}
-    return {"task": task_name, "budget": budget, "seeds": seeds, "shares": list(SHARES),
+    return {"task": task_name, "budget": budget, "seeds": seeds, "shares": list(shares),
             "runs": rows, "summary": summary}
 
 
@@ -88,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=None, help="query budget (default 10000)")
     ap.add_argument("--seeds", default=None, help="comma list (default 0,1,2)")
     ap.add_argument("--task", default=None, help="face, smiling or synthetic (default face)")
+    ap.add_argument("--shares", default=None, help="patience as shares of the budget, a comma "
+                    "list (default 0.1,0.2,0.3)")
     args = ap.parse_args(argv)
+    shares = tuple(float(s) for s in args.shares.split(",")) if args.shares else SHARES
     out = out_dir(ap, args, "early_stopping")
     task = args.task or ("synthetic" if args.quick else "face")
     budget = args.budget or (2000 if args.quick else 10_000)
     seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1,2")).split(",")]
     t0 = time.time()
-    res = run(task, budget, seeds)
+    res = run(task, budget, seeds, shares)
     write_results(out, "early_stopping", res, markdown(res),
                   command=command_line(__file__, argv), quick=args.quick,
                   seconds=time.time() - t0)

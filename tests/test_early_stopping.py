@@ -156,20 +156,24 @@ def test_the_cli_stops_by_default_and_says_what_it_saved(tmp_path, capsys):
     data = str(tmp_path / "d.npz")
     write_npz(data)
     args = ["fit", "--model", "python:test_early_stopping:flat", "--data", data,
-            "--scores", "logits", "--budget", "5000", "--no-progress", "--no-cache"]
+            "--scores", "logits", "--budget", "15000", "--no-progress", "--no-cache"]
     assert main([*args, "--out", str(tmp_path / "on")]) == 0
     out = capsys.readouterr().out
     report = json.load(open(tmp_path / "on" / "report.json"))
     es = report["early_stopping"]
-    assert es == {"patience": 1500, "stopped": True,  # 30% of the budget by default
-                  "queries_saved": 5000 - report["fit"]["queries"]}
-    assert 0 < es["queries_saved"] <= 5000 - 1500
+    assert es == {"patience": 1500, "stopped": True,  # 10% of the budget by default
+                  "queries_saved": 15000 - report["fit"]["queries"]}
+    assert 0 < es["queries_saved"] <= 15000 - 1500
     assert f"early stopping: no validation gain in 1500 queries; {es['queries_saved']} " \
            "queries of the budget saved" in out
     assert main([*args, "--out", str(tmp_path / "p"), "--patience", "700"]) == 0
     short = json.load(open(tmp_path / "p" / "report.json"))
     assert short["early_stopping"]["patience"] == 700 and short["early_stopping"]["stopped"]
     assert short["fit"]["queries"] < report["fit"]["queries"]
+    assert main([*args[:-4], "--budget", "5000", "--no-progress", "--no-cache", "--out",
+                 str(tmp_path / "small")]) == 0  # small budgets: the floor of 1000 queries
+    assert json.load(open(tmp_path / "small" / "report.json"))["early_stopping"]["patience"] \
+        == 1000
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "off"), "--no-early-stopping"]) == 0
     off = json.load(open(tmp_path / "off" / "report.json"))
