@@ -23,12 +23,13 @@ __all__ = ["classification_kwargs", "attribute_kwargs", "verification_kwargs",
 _COMMON = ("epsilon", "batch_size", "validation_every", "optimizer", "learning_rate")
 _CLASSIFICATION = ("epsilon", "batch_size", "scores", "selection", "validation_every",
                    "optimizer", "learning_rate", "lr_schedule", "energy_penalty")
-#: the CLI's default patience: max(PATIENCE_FLOOR, PATIENCE_SHARE x budget) queries. 10%
-#: saved 37% of 10,000 queries at no held-out accuracy cost on the face task (seeds 0-2;
-#: 20% / 30% saved 7% / 3%: benchmarks/early_stopping.py); the floor keeps small budgets,
+#: the CLI's default patience: max(PATIENCE_FLOOR, PATIENCE_SHARE x budget) queries. On the
+#: face task at 10,000 queries (benchmarks/early_stopping.py) 10% saved 27% of the budget but
+#: lost 0.008 held-out accuracy on average over seeds 0-5 (worst 0.05); 20% saved 7% and lost
+#: nothing on seeds 0-2: the issue's goal allows at most 0.005. The floor keeps small budgets,
 #: where the curve still climbs, from stopping on one noisy validation (a validation cycle
 #: there costs ~360 queries).
-PATIENCE_SHARE = 0.1
+PATIENCE_SHARE = 0.2
 PATIENCE_FLOOR = 1000
 _ESTIMATORS: dict[str, type[Estimator]] = {"spsa": SPSA, "nes": NES, "rd": RandomDirections}
 
