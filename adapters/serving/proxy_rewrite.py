@@ -60,7 +60,7 @@ class Rewriter:
     """
 
     def __init__(self, preset: Preset, perturb: Perturb, *,
-                 jpeg_quality: int | None = 95) -> None:
+                 jpeg_quality: int | None = None) -> None:
         self.preset, self.perturb, self.jpeg_quality = preset, perturb, jpeg_quality
 
     # -- image files ---------------------------------------------------------------

@@ -120,7 +120,7 @@ def scheduled_check(run_path: str, *, model_url: str | None = None,
 def proxy_run(run_path: str, upstream: str, listen: str = "127.0.0.1:8080", *,
               preset: str | None = None, max_body_bytes: int = 32 << 20,
               concurrency: int = 64, deadline: float = 30.0, connections: int = 100,
-              jpeg_quality: int | None = 95, bypass: bool = False,
+              jpeg_quality: int | None = None, bypass: bool = False,
               force_active: bool = False, check_every: float = DEFAULT_CHECK_EVERY,
               check_budget: int | None = None, check_tolerance: float = 0.05,
               model_url: str | None = None) -> int:
@@ -191,9 +191,11 @@ def add_proxy_parser(sub: Any) -> None:
                    help="seconds per request, upstream included (504 after)")
     p.add_argument("--connections", type=int, default=100,
                    help="keep-alive connections to the upstream")
-    p.add_argument("--jpeg-quality", dest="jpeg_quality", type=int, default=95,
-                   help="a JPEG image is sent back as JPEG at this quality (0: as lossless "
-                   "PNG, which keeps the whole delta but the upstream must accept PNG)")
+    p.add_argument("--jpeg-quality", dest="jpeg_quality", type=int, default=0,
+                   help="0: every image goes upstream as lossless PNG, which keeps the whole "
+                   "delta (the upstream must accept PNG); Q > 0: a JPEG image goes back as "
+                   "JPEG at quality Q, which costs much of the gain (face task: +0.111 at 95 "
+                   "against +0.267 lossless, benchmarks/results/proxy_jpeg.md)")
     force = p.add_mutually_exclusive_group()
     force.add_argument("--bypass", action="store_true", help="start in forced pass-through "
                        "(no perturbation, whatever the checks say; /admin/bypass?state=auto "
