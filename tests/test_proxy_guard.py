@@ -125,7 +125,10 @@ def test_a_swapped_model_flips_the_proxy_to_pass_through(tuner, capsys, caplog) 
     assert _metric(text, P + "check_queries_total") >= 20 * (before + hurt + 1)
     lines = [r for r in caplog.records if r.name == "blackbox_dft.proxy"]
     checks = [r for r in lines if r.getMessage().startswith("check: model")]
-    assert len(checks) == len(calls) and all(r.levelno == logging.INFO for r in checks)
+    # a check that finished in its worker thread as the proxy stopped has no log line yet:
+    # its result is logged on the event loop, which may already be gone
+    assert len(calls) - 1 <= len(checks) <= len(calls)
+    assert all(r.levelno == logging.INFO for r in checks)
     assert any("NO LONGER HELPS" in r.getMessage() for r in checks)
     assert [r.levelno for r in lines if "delta state bypass_auto" in r.getMessage()] == [
         logging.WARNING]

@@ -122,7 +122,7 @@ def test_blazeface_accuracy_clean_and_blurred(lfw: np.ndarray) -> None:
 @needs_face
 def test_blazeface_runs_one_image_per_forward(lfw: np.ndarray) -> None:
     # Batched cv2.dnn forwards of the BlazeFace TFLite graph give wrong outputs.
-    model = standins.blazeface()
+    model = standins.blazeface(backend="dnn")
     assert model.batch is False
     batched = DNNModel(model.path, input_size=(128, 128), mean=127.5, scale=1 / 127.5,
                        output="classificators", postprocess="sigmoid_max", batch=True,
@@ -177,6 +177,30 @@ def test_package_files_found_without_importing_packages() -> None:
 
 
 # ---------------------------------------------------------------- errors
+
+@needs_face
+@pytest.mark.parametrize("factory", [standins.blazeface, standins.blazeface_back])
+def test_blazeface_backends_give_the_same_scores(lfw: np.ndarray, factory: Any) -> None:
+    # LiteRT (the default) and cv2.dnn run the same graph: issue 16 measured 1.3e-6
+    fast, ref = factory(), factory(backend="dnn")
+    assert isinstance(fast, standins.LiteRTModel) and isinstance(ref, DNNModel)
+    x = lfw[::10]  # 20 crops, faces and non-faces
+    a, b = fast.predict(x), ref.predict(x)
+    assert a.shape == b.shape == (20, 2)
+    assert np.abs(a - b).max() < 1e-5
+    assert (a.argmax(1) == b.argmax(1)).all()
+
+
+@needs_face
+def test_standin_options_are_checked() -> None:
+    from blackbox_dft.adapters.specs import SpecError, build_model
+
+    assert isinstance(build_model("standin:blazeface", options={"backend": "dnn"}), DNNModel)
+    with pytest.raises(SpecError, match=r"unknown backend 'tf'; valid: litert, dnn"):
+        build_model("standin:blazeface", options={"backend": "tf"})
+    with pytest.raises(SpecError, match=r"'gender' takes no option backend; valid: none"):
+        build_model("standin:gender", options={"backend": "dnn"})
+
 
 def test_unknown_standin_lists_valid_names() -> None:
     with pytest.raises(ValueError, match="blazeface.*emotion.*gender.*smiling"):
