@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from types import SimpleNamespace
 from typing import Any
@@ -333,3 +335,20 @@ def test_stratified_split_properties() -> None:
     assert [int(y[p].sum()) for p in parts] == [15, 9, 6]
     with pytest.raises(ValueError, match="sum to 100"):
         tasks.stratified_split(y, (50, 30, 10))
+
+
+@needs_face
+def test_litert_keeps_its_info_line_off_stderr_but_not_other_output(capfd: Any) -> None:
+    from blackbox_dft.adapters.local import dnn
+
+    # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" once per process
+    code = ("from blackbox_dft.adapters.standins.models import blazeface, smiling; "
+            "blazeface(); smiling(); print('built')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and run.stdout == "built\n", run.stderr
+    assert run.stderr == ""
+    with dnn._quiet_litert():
+        os.write(2, (dnn._LITERT_NOISE[0] + "\nERROR: something real\n").encode())
+    err = capfd.readouterr().err
+    assert "something real" in err and "XNNPACK" not in err

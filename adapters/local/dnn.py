@@ -11,10 +11,13 @@ sends RGB.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -269,6 +272,32 @@ def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return y.astype(np.float32)
 
 
+#: what the LiteRT runtime prints on every interpreter it makes (to the process's stderr,
+#: from C++): noise on every CLI run with a LiteRT stand-in
+_LITERT_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextlib.contextmanager
+def _quiet_litert() -> Iterator[None]:
+    """Drop LiteRT's own INFO lines from file descriptor 2 while an interpreter is made;
+    anything else it prints (a warning, an error) still reaches stderr."""
+    fd = 2  # the C++ runtime writes to the descriptor, whatever sys.stderr is
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(fd)
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode(errors="replace").splitlines()
+                    if ln.strip() and ln.strip() not in _LITERT_NOISE]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
 class LiteRTModel(_FileModel):
     """A TFLite file run by LiteRT (``ai_edge_litert``) behind a declared preprocessing.
 
@@ -295,7 +324,9 @@ class LiteRTModel(_FileModel):
             raise ImportError(
                 f"{self.name} needs the LiteRT runtime (package ai-edge-litert): {LITERT_PIP}"
             ) from exc
-        self._interp = Interpreter(model_path=self.path, num_threads=num_threads)
+        with _quiet_litert():
+            self._interp = Interpreter(model_path=self.path, num_threads=num_threads)
+            self._interp.allocate_tensors()
         outs = self._interp.get_output_details()
         if output is None:
             self._out = outs[0]
@@ -306,10 +337,11 @@ class LiteRTModel(_FileModel):
                 if not inner:
                     raise ValueError(f"{self.name}: no output or tensor {output!r}; outputs "
                                      f"are {[d['name'] for d in outs]}")
-                with warnings.catch_warnings():  # "for debugging": it costs memory, not speed
+                with warnings.catch_warnings(), _quiet_litert():  # "for debugging": memory
                     warnings.simplefilter("ignore", UserWarning)
                     self._interp = Interpreter(model_path=self.path, num_threads=num_threads,
                                                experimental_preserve_all_tensors=True)
+                    self._interp.allocate_tensors()
                 match = inner
             self._out = match[0]
         self._interp.allocate_tensors()
