@@ -46,6 +46,7 @@ from blackbox_dft.cli.options import DEMO_OPTIONS, DemoOptions, read_config_file
 from blackbox_dft.cli.parser import Parser, UsageError, build_parser, verbosity
 from blackbox_dft.cli.proxy import proxy_run
 from blackbox_dft.cli.run_lock import RunBusy
+from blackbox_dft.cli.transformer import transformer_run
 from blackbox_dft.core.model import BudgetExhausted, ModelError
 from blackbox_dft.core.state_checks import FileWriteError
 
@@ -54,7 +55,7 @@ __all__ = ["main", "build_parser", "EXIT_CODES", "EXIT_BUSY"]
 _NOT_OPTIONS = ("command", "config", "force", "progress", "quiet", "verbose")
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
     if args.command == "fit":
         flags = {k: v for k, v in vars(args).items() if k not in _NOT_OPTIONS}
         config = read_config_file(args.config) if args.config else {}
@@ -86,6 +87,13 @@ def _dispatch(args: argparse.Namespace) -> int:
                          force_active=args.force_active, check_every=args.check_every,
                          check_budget=args.check_budget, check_tolerance=args.check_tolerance,
                          model_url=args.model_url)
+    elif args.command == "transformer":  # issue 15: the delta as a KServe transformer
+        return transformer_run(args.run, args.predictor_host, args.model_name,
+                               http_port=args.http_port, host=args.host, bypass=args.bypass,
+                               force_active=args.force_active, check_every=args.check_every,
+                               check_budget=args.check_budget,
+                               check_tolerance=args.check_tolerance, model_url=args.model_url,
+                               kserve_args=rest)
     return EXIT_OK
 
 
@@ -115,10 +123,11 @@ def _serve(argv: list[str]) -> int:
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The arguments, and those left for ``serve`` (which parses its own)."""
+    """The arguments, and those left for ``serve`` (which parses its own) or for KServe
+    (``transformer``)."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command != "serve":
+    if rest and args.command not in ("serve", "transformer"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args, rest
 
@@ -142,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if level <= QUIET:
             args.progress = False
         with cli_logging(level):
-            return _serve(rest) if args.command == "serve" else _dispatch(args)
+            return _serve(rest) if args.command == "serve" else _dispatch(args, rest)
     except UsageError as exc:
         print(one_line(exc), file=sys.stderr)
         return EXIT_USAGE

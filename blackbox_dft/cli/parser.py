@@ -13,6 +13,7 @@ from blackbox_dft._version import __version__
 from blackbox_dft.cli.config import csv_list, flag_type
 from blackbox_dft.cli.options import DEMO_OPTIONS, FIT_OPTIONS, DemoOptions
 from blackbox_dft.cli.proxy import add_proxy_parser
+from blackbox_dft.cli.transformer import add_transformer_parser
 
 __all__ = ["UsageError", "Parser", "DefaultsHelpFormatter", "build_parser", "add_fit_options",
            "verbosity"]
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the canary set twice); fewer canary images are used to stay within it")
     _common_flags(p, progress=False)
     add_proxy_parser(sub)  # proxy (issue 15): its arguments live in cli/proxy.py
+    add_transformer_parser(sub)  # KServe transformer (issue 15): cli/transformer.py
     sub.add_parser("serve", help="serve a stand-in model over HTTP (see serve --help)",
                    add_help=False)
     return parser
