@@ -17,7 +17,7 @@ from blackbox_dft.cli.options import FitOptions, TunerOptions
 from blackbox_dft.core.estimators import NES, SPSA, Estimator, PerImage, RandomDirections
 from blackbox_dft.core.perturbation import FullResolution, LowResolution, Perturbation
 
-__all__ = ["classification_kwargs", "attribute_kwargs", "verification_kwargs",
+__all__ = ["default_patience", "classification_kwargs", "attribute_kwargs", "verification_kwargs",
            "estimator_of", "perturbation_of"]
 
 _COMMON = ("epsilon", "batch_size", "validation_every", "optimizer", "learning_rate")
@@ -32,6 +32,11 @@ _CLASSIFICATION = ("epsilon", "batch_size", "scores", "selection", "validation_e
 PATIENCE_SHARE = 0.1
 PATIENCE_FLOOR = 1000
 _ESTIMATORS: dict[str, type[Estimator]] = {"spsa": SPSA, "nes": NES, "rd": RandomDirections}
+
+
+def default_patience(budget: int) -> int:
+    """The CLI's early-stopping patience for a budget of ``budget`` queries."""
+    return max(PATIENCE_FLOOR, round(PATIENCE_SHARE * budget))
 
 
 def _given(t: TunerOptions, names: tuple[str, ...]) -> dict[str, Any]:
@@ -52,8 +57,8 @@ def _common(opts: FitOptions, budget: int | None, names: tuple[str, ...] = _COMM
     if est is not None:
         kw["estimator"] = est
     if opts.tuner.early_stopping:  # on by default: patience in queries, an int
-        kw["early_stopping"] = opts.tuner.patience or max(
-            PATIENCE_FLOOR, round(PATIENCE_SHARE * (budget if budget is not None else 10_000)))
+        kw["early_stopping"] = opts.tuner.patience or default_patience(
+            budget if budget is not None else 10_000)
     return kw
 
 
