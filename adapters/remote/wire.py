@@ -102,7 +102,7 @@ _B64_ESCAPES = ((b"%2B", b"+"), (b"%2b", b"+"), (b"%2F", b"/"), (b"%2f", b"/"),
 
 def quote_b64(text: str) -> str:
     """``urllib.parse.quote_plus(text)`` for base64 text, without its loop over characters
-    (13 ms for a 224x224 PNG's base64, against 0.1 ms here): only ``+``, ``/`` and ``=``
+    (13 ms for a 224x224 PNG's base64, under 1 ms here): only ``+``, ``/`` and ``=``
     need escaping. Any other text goes through ``quote_plus``."""
     if text.isascii() and not text.encode("ascii").translate(None, _B64_ALPHABET):
         return text.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
