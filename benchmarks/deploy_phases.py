@@ -1,0 +1,223 @@
+"""The measuring phases of benchmarks/deploy.py: latency, throughput, the proxy's rewrite
+path timed in this process, and the model swap.
+
+Not a benchmark (no ``__main__`` block): run_all.py does not run it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from deploy_services import App, Service, cpu_seconds, decisions, metrics, wait_for
+
+from blackbox_dft import DataFineTuner
+from blackbox_dft.adapters.remote.vendors import make_preset
+from blackbox_dft.adapters.remote.wire import (
+    b64,
+    decode_image,
+    encode_image,
+    quote_b64,
+    unb64,
+    unquote_form,
+)
+from blackbox_dft.adapters.serving.proxy import perturber
+from blackbox_dft.adapters.serving.proxy_rewrite import Rewriter
+
+WAYS = ("direct", "proxy")
+
+
+def _quantiles(seconds: list[float]) -> dict[str, float]:
+    v = np.asarray(seconds) * 1000.0
+    return {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
+            "mean_ms": float(v.mean())}
+
+
+def latency(app: App, direct: str, via: str, bodies: list[bytes], pairs: int,
+            rng: np.random.Generator) -> dict[str, Any]:
+    """One client, one image per request: each body sent direct and through the proxy back
+    to back, in a random order per pair (a slow spell of the machine hits both alike)."""
+    urls = {"direct": direct, "proxy": via}
+    for b in bodies:  # warm up connections and the proxy's resized delta
+        for url in urls.values():
+            app.ask(url, b)
+    seconds: dict[str, list[float]] = {w: [] for w in WAYS}
+    for i in range(pairs):
+        for way in rng.permutation(WAYS):
+            status, _, s = app.ask(urls[str(way)], bodies[i % len(bodies)])
+            assert status == 200, f"{way} request answered {status}"
+            seconds[str(way)].append(s)
+    q = {w: _quantiles(seconds[w]) for w in WAYS}
+    added = [(p - d) * 1000.0 for d, p in zip(seconds["direct"], seconds["proxy"], strict=True)]
+    return {"pairs": pairs, **q,
+            "added_p50_ms": q["proxy"]["p50_ms"] - q["direct"]["p50_ms"],
+            "added_p99_ms": q["proxy"]["p99_ms"] - q["direct"]["p99_ms"],
+            "added_median_of_pairs_ms": float(statistics.median(added))}
+
+
+def throughput(app: App, direct: str, via: str, bodies: list[bytes], cfg: dict[str, Any],
+               rng: np.random.Generator, pids: dict[str, int]) -> dict[str, Any]:
+    """``clients`` threads send ``per_round`` requests per round, direct and through the
+    proxy in a random order per round; requests per second and CPU seconds per request of
+    each process (``pids``, and this one: the client)."""
+    urls = {"direct": direct, "proxy": via}
+    work = [bodies[i % len(bodies)] for i in range(cfg["per_round"])]
+    pool = ThreadPoolExecutor(cfg["clients"])
+
+    def one(url: str) -> tuple[float, dict[str, float]]:
+        before = {n: cpu_seconds(p) for n, p in pids.items()}
+        c0, t0 = time.process_time(), time.perf_counter()
+        codes = list(pool.map(lambda b: app.ask(url, b)[0], work))
+        wall = time.perf_counter() - t0
+        assert codes == [200] * len(work), f"failed requests: {sorted(set(codes))}"
+        cpu = {n: ((cpu_seconds(p) or 0.0) - (before[n] or 0.0)) / len(work)
+               for n, p in pids.items()}
+        cpu["client"] = (time.process_time() - c0) / len(work)
+        return len(work) / wall, cpu
+
+    for url in urls.values():
+        one(url)  # warm up: every thread's session, the proxy's pool
+    rates: dict[str, list[float]] = {w: [] for w in WAYS}
+    cpus: dict[str, list[dict[str, float]]] = {w: [] for w in WAYS}
+    for _ in range(cfg["rounds"]):
+        for way in rng.permutation(WAYS):
+            rate, cpu = one(urls[str(way)])
+            rates[str(way)].append(rate)
+            cpus[str(way)].append(cpu)
+    pool.shutdown()
+    ratios = [p / d for d, p in zip(rates["direct"], rates["proxy"], strict=True)]
+    return {
+        "clients": cfg["clients"], "requests_per_round": cfg["per_round"],
+        "rounds": cfg["rounds"],
+        "requests_per_second": {w: {"median": statistics.median(rates[w]), "rounds": rates[w]}
+                                for w in WAYS},
+        "ratio_proxy_vs_direct": float(statistics.median(ratios)), "ratios": ratios,
+        "cpu_ms_per_request": {w: {n: 1000.0 * statistics.median(c[n] for c in cpus[w])
+                                   for n in cpus[w][0]} for w in WAYS},
+        "target": 0.9,
+    }
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times)
+
+
+def rewrite_profile(tuner: DataFineTuner, bodies: list[bytes], repeats: int) -> dict[str, Any]:
+    """Median milliseconds of the proxy's rewrite of one 224x224 Face++ body, whole and by
+    step (the same calls, in this process: no HTTP, no event loop)."""
+    rewriter = Rewriter(make_preset("facepp"), perturber(tuner.delta_for))
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    body = bodies[0]
+    field = next(p for p in body.split(b"&") if p.startswith(b"image_base64="))
+    text = unquote_form(field.split(b"=", 1)[1])
+    image = decode_image(unb64(text))
+    perturb = rewriter.perturb
+    out = perturb(image[None])[0]
+    encoded = encode_image(out, "png", fast=True)
+    steps = {  # the calls of Rewriter._form and perturb_files, one by one
+        "form field + base64 decode": lambda: unb64(unquote_form(field.split(b"=", 1)[1])),
+        "PNG decode": lambda: decode_image(unb64(text)),
+        "add delta": lambda: perturb(image[None]),
+        "PNG encode": lambda: encode_image(out, "png", fast=True),
+        "base64 + form field": lambda: quote_b64(b64(encoded)).encode(),
+    }
+    return {"whole_ms": _median_ms(lambda: rewriter.rewrite(body, headers), repeats),
+            "steps_ms": {k: _median_ms(f, repeats) for k, f in steps.items()},
+            "png_bytes_in": len(unb64(text)), "png_bytes_out": len(encoded)}
+
+
+class Traffic:
+    """The app sending held-out images through the proxy at ``rate`` requests per second,
+    one at a time, in a thread; each request logged as (sent, done, status, P(face), i)."""
+
+    def __init__(self, app: App, base: str, bodies: list[bytes], rate: float) -> None:
+        self.log: list[tuple[float, float, int, float | None, int]] = []
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            i, due = 0, time.monotonic()
+            while not self._stop.is_set():
+                sent = time.time()
+                status, p, _ = app.ask(base, bodies[i % len(bodies)], timeout=30)
+                self.log.append((sent, time.time(), status, p, i % len(bodies)))
+                i, due = i + 1, due + 1.0 / rate
+                self._stop.wait(max(0.0, due - time.monotonic()))
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def between(self, start: float, end: float) -> list[tuple[float, float, int, float | None,
+                                                             int]]:
+        return [r for r in self.log if start <= r[0] < end]
+
+
+def _count(rows: list[Any]) -> dict[str, int]:
+    return {"sent": len(rows), "ok": sum(r[2] == 200 for r in rows)}
+
+
+def swap(app: App, proxy: Service, server: Service, start_back: Callable[[], Service],
+         bodies: list[bytes], test: tuple[np.ndarray, np.ndarray], tuner: DataFineTuner,
+         cfg: dict[str, Any]) -> tuple[dict[str, Any], Service]:
+    """The vendor redeploys another model behind the proxy while the app sends traffic;
+    (what it measured, the new server)."""
+    base = proxy.found
+    wait_for(base, lambda m: m.get('checks_total{result="helps"}', 0) >= 1, 120)
+    traffic = Traffic(app, base, bodies, cfg["rate"])
+    try:
+        time.sleep(cfg["settle"])
+        m0, t_swap = metrics(base), time.time()
+        server.stop()
+        server = start_back()
+        t_ready = server.ready_at
+        m1 = wait_for(base, lambda m: m.get('state{state="bypass_auto"}') == 1, 120)
+        t_seen = time.time()
+        time.sleep(cfg["settle"])
+        m2 = metrics(base)
+    finally:
+        traffic.stop()
+    t_detect = m1["last_check_timestamp_seconds"]
+    x, y = test
+    back = tuner.model  # the HTTP model on the server's URL: the back-camera model now
+    clean, perturbed = back.predict(x)[:, 0], back.predict(tuner.transform(x))[:, 0]
+    after = [r for r in traffic.between(t_seen, float("inf")) if r[2] == 200]
+    diffs = [abs(float(r[3]) - float(clean[r[4]])) for r in after]
+    line = next((t for _, t in reversed(proxy.lines) if "NO LONGER HELPS" in t), "")
+
+    def grew(name: str, a: dict[str, float], b: dict[str, float]) -> int:
+        return int(b.get(name, 0) - a.get(name, 0))
+
+    return {
+        "check_every_s": cfg["check_every"], "check_budget": cfg["check_budget"],
+        "redeploy_gap_s": t_ready - t_swap,
+        "detected_after_s": t_detect - t_ready, "detected_after_stop_s": t_detect - t_swap,
+        "checks_until_detection": {r: grew(f'checks_total{{result="{r}"}}', m0, m1)
+                                   for r in ("helps", "hurts", "error")},
+        "check_queries_until_detection": grew("check_queries_total", m0, m1),
+        "detecting_check": line.split("check: ", 1)[-1],
+        "app_requests": {"before_swap": _count(traffic.between(0, t_swap)),
+                         "redeploy_gap": _count(traffic.between(t_swap, t_ready)),
+                         "new_model_before_detection": _count(traffic.between(t_ready,
+                                                                              t_detect)),
+                         "after_detection": _count(traffic.between(t_seen, float("inf")))},
+        "after_detection": {"images_perturbed": grew("images_perturbed_total", m1, m2),
+                            "requests_bypassed": grew("requests_bypassed_total", m1, m2),
+                            "answers_compared": len(diffs),
+                            "max_abs_diff_vs_back_model_unperturbed": max(diffs, default=None)},
+        "back_model_test_accuracy": {
+            "without_delta": float(np.mean(decisions(clean) == y)),
+            "with_delta": float(np.mean(decisions(perturbed) == y))},
+    }, server
