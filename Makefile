@@ -30,8 +30,8 @@ test: lint pytest
 
 # KServe's ModelServer for tests/test_oip_kserve.py and tests/test_kserve_transformer.py, in
 # an environment of its own (its fastapi/starlette pins conflict with mlserver's): this project
-# with its `kserve` extra (`blackbox-dft transformer` runs there), ~110 MB of wheels, ~550 MB
-# installed, ~2 min. CI makes it (.ci/run); without it those tests are skipped.
+# with its `kserve` extra (`blackbox-dft transformer` runs there), ~780 MB installed, 2-7 min.
+# CI makes it (.ci/run); without it those tests are skipped.
 KSERVE_VENV ?= .venv-kserve
 
 kserve: $(KSERVE_VENV)/.installed

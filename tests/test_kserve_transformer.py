@@ -4,7 +4,7 @@ KServe's ModelServer (0.21) runs ``blackbox-dft transformer`` in its own environ
 ``.venv-kserve`` (``make kserve``: kserve + this project; or the Python named by
 BLACKBOX_DFT_KSERVE_PYTHON), in front of stand-in OIP servers run by this process: skipped
 without that environment, except in CI (CI set), where that is a failure. Everything listens
-on 127.0.0.1. Three transformers start at once (module fixture):
+on 127.0.0.1. Three transformers (module fixture; they start while the next run is fitted):
 
 - ``U``: a UINT8 run (fitted over OIP on the synthetic box, no preprocessing options) in
   front of a server that takes UINT8 pixels or BYTES image files;
@@ -90,6 +90,16 @@ def test_without_kserve_the_command_exits_4(monkeypatch: pytest.MonkeyPatch,
     err = capsys.readouterr().err
     assert code == 4 and 'pip install "blackbox_dft[kserve]"' in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags,why", [
+    (["--predictor-host", "http://127.0.0.1:1"], "takes HOST\\[:PORT\\]"),
+    (["--predictor-host", "127.0.0.1:1", "--http-port", "70000"], "must be 1-65535"),
+    (["--predictor-host", "127.0.0.1:1", "--protocol", "v1"], "invalid choice: 'v1'")])
+def test_bad_arguments_are_one_line_usage_errors(flags, why, capsys) -> None:
+    code = main(["transformer", "--run", "nowhere", "--model-name", "m", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(why, err) and len(err.strip().splitlines()) == 1, err
 
 
 # -- the InferenceService example -----------------------------------------------------------

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +56,16 @@ def _predictor_host(text: str) -> str:
     return text.strip()
 
 
+def _free(host: str, port: int) -> None:
+    """A port another process listens on: one line (exit 2), before KServe's start."""
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(f"cannot listen on {host}:{port}: {why}; pick another --http-port") \
+            from None
+
+
 def transformer_run(run_path: str, predictor_host: str, model_name: str, *,
                     http_port: int = 8080, host: str = "0.0.0.0", bypass: bool = False,
                     force_active: bool = False, check_every: float = DEFAULT_CHECK_EVERY,
@@ -63,6 +75,9 @@ def transformer_run(run_path: str, predictor_host: str, model_name: str, *,
     force_active: start in a forced state. check_every: seconds between scheduled checks (0:
     none); check_budget: images per check (None: the canary twice). kserve_args: KServe
     ModelServer's own arguments."""
+    predictor_host = _predictor_host(predictor_host)
+    if not 0 < http_port <= 65535:
+        raise ValueError(f"--http-port must be 1-65535, got {http_port}")
     _check_extra()
     from blackbox_dft.adapters.serving.kserve_transformer import (
         kserve_options,
@@ -72,9 +87,6 @@ def transformer_run(run_path: str, predictor_host: str, model_name: str, *,
     from blackbox_dft.adapters.serving.proxy import perturber
     from blackbox_dft.adapters.serving.proxy_state import DeltaState
 
-    predictor_host = _predictor_host(predictor_host)
-    if not 0 <= http_port <= 65535:
-        raise ValueError(f"--http-port must be 0-65535, got {http_port}")
     kserve = kserve_options(list(kserve_args))
     delta_for, wire = load_proxy(run_path, "oip")
     assert isinstance(wire, OIPPreset), "load_proxy(run, 'oip') makes an OIP preset"
@@ -84,6 +96,7 @@ def transformer_run(run_path: str, predictor_host: str, model_name: str, *,
                        forced="on" if bypass else "off" if force_active else None)
     model = make_transformer(model_name, perturber(delta_for), state, pre=wire.pre,
                              input_name=wire.input_name)
+    _free(host, http_port)
     if NOTES.isEnabledFor(logging.INFO) and not log.isEnabledFor(logging.INFO):
         log.setLevel(logging.INFO)  # one line per check, unless -q
     print(f"transformer: {run_path}'s delta on model {model_name!r} ({wire.pre!r}) at "
@@ -96,6 +109,9 @@ def transformer_run(run_path: str, predictor_host: str, model_name: str, *,
     try:
         serve_transformer(model, kserve, predictor_host=predictor_host, http_port=http_port,
                           host=host, grpc=bool(grpc))
+    except SystemExit as exc:  # uvicorn's exit at a failed start (its log line says why)
+        raise OSError(f"KServe's server did not start (exit {exc.code}); its log above "
+                      "says why") from None
     finally:
         log.setLevel(logging.NOTSET)
     c = model.counts
