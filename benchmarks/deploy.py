@@ -21,10 +21,14 @@ request, as form fields) that only knows a base URL: the server's, or the proxy'
 3. Throughput: 8 client threads, rounds direct and through the proxy alternated in a random
    order; requests per second, proxy / direct as the median of per-round ratios, and the
    CPU seconds per request of the server, the proxy and the client (all on this machine).
-4. Model swap: the proxy restarted with scheduled checks; while the app keeps sending, the
-   server is stopped and another starts on the same port with the back-camera BlazeFace (a
-   vendor's redeploy); the time until the proxy passes requests through unperturbed, the
-   check queries that took, and the app's answers afterwards against the back model's own.
+4. Model swaps (deploy_swap.py): the proxy restarted with scheduled checks; while the app
+   keeps sending, the server's model is replaced by the back-camera BlazeFace without a
+   restart, then back, then the server is redeployed with the back-camera model on the same
+   port (``blackbox-dft serve``); each time, how long and how many check queries until the
+   proxy's state follows, and the app's answers afterwards against the model's own.
+
+The stand-in server is ``StandInServer`` in a child process (it can change its model
+between two requests), then ``blackbox-dft serve`` for the redeploy.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ from typing import Any
 import cv2
 import numpy as np
 from common import TASKS, command_line, load_task, out_dir, parser, write_results
-from deploy_phases import latency, rewrite_profile, swap, throughput
-from deploy_services import FACEPP_PATH, App, Service, cli, decisions, facepp_body
+from deploy_phases import latency, rewrite_profile, throughput
+from deploy_services import FACEPP_PATH, App, HotSwapServer, Service, cli, decisions, facepp_body
+from deploy_swap import swaps
 
 from blackbox_dft import DataFineTuner
 from blackbox_dft.adapters.remote.http import HTTPModel
@@ -54,9 +59,9 @@ PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "
 SERVED = r"serving stand-in .* at (http://127\.0\.0\.1:\d+\S*)"
 PROXYING = r" on (http://127\.0\.0\.1:\d+) -> "
 FULL = {"budget": 6000, "pairs": 400, "rounds": 9, "per_round": 160, "clients": 8,
-        "repeats": 100, "check_every": 1.0, "check_budget": 64, "rate": 20.0, "settle": 3.0}
+        "repeats": 100, "check_every": 1.0, "check_budget": 64, "settle": 3.0}
 QUICK = {"budget": 400, "pairs": 10, "rounds": 2, "per_round": 16, "clients": 8,
-         "repeats": 5, "check_every": 0.5, "check_budget": 16, "rate": 20.0, "settle": 0.5}
+         "repeats": 5, "check_every": 0.5, "check_budget": 64, "settle": 0.5}
 
 
 def _read(path: str) -> Any:
@@ -173,7 +178,7 @@ def run(cfg: dict[str, Any], seed: int, work: str, key: str, secret: str) -> dic
 
     start = time.perf_counter()
     try:
-        server = keep(serve("blazeface", 0, env))
+        server = keep(HotSwapServer("blazeface", key))
         base = server.found.removesuffix(FACEPP_PATH)
         texts.append(fit(server.found, data, run_dir, cfg["budget"], seed, env))
         lap("fit")
@@ -204,10 +209,11 @@ def run(cfg: dict[str, Any], seed: int, work: str, key: str, secret: str) -> dic
         lap("profiles")
         first.stop()
         port = int(base.rsplit(":", 1)[1])
-        out["swap"], _ = swap(app, keep(proxy(run_dir, base, env, cfg["check_every"],
-                                              cfg["check_budget"])), server,
-                              lambda: keep(serve("blazeface-back", port, env)), test_bodies,
-                              task.test, tuner, cfg)
+        checked = keep(proxy(run_dir, base, env, cfg["check_every"], cfg["check_budget"]))
+        out["swap"] = swaps(app, checked, server,
+                            lambda: keep(serve("blazeface-back", port, env)), test_bodies,
+                            task.test, tuner, cfg["settle"])
+        out["swap"].update(check_every_s=cfg["check_every"], check_budget=cfg["check_budget"])
         lap("swap")
         direct.close()
     finally:
@@ -277,30 +283,45 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_CHANGES = {"hot_swap": "short range -> back camera, in the running server",
+            "swap_back": "back camera -> short range, in the running server",
+            "redeploy": "server stopped, `blackbox-dft serve --model blazeface-back` started"}
+
+
 def _swap_markdown(sw: dict[str, Any], short: dict[str, float]) -> list[str]:
-    after, back, reqs = sw["after_detection"], sw["back_model_test_accuracy"], sw["app_requests"]
-    checks = sw["checks_until_detection"]
-    return [
-        f"## Model swap: BlazeFace short range -> back camera behind the server (checks every "
-        f"{sw['check_every_s']:g} s, {sw['check_budget']} images each)", "",
-        f"The server was stopped and the back-camera model started on the same port "
-        f"({sw['redeploy_gap_s']:.1f} s without a server) while the app kept sending. The "
-        f"proxy switched to pass-through (bypass_auto) {sw['detected_after_s']:.2f} s after the "
-        f"new model served ({sw['detected_after_stop_s']:.2f} s after the old one stopped), "
-        f"after {sum(checks.values())} check(s) ({checks['helps']} helps, {checks['hurts']} "
-        f"hurts, {checks['error']} failed) and {sw['check_queries_until_detection']} check "
-        f"queries. The detecting check: {sw['detecting_check']}", "",
-        "| app requests | sent | answered |", "|---|---:|---:|"]  + [
-        f"| {k.replace('_', ' ')} | {v['sent']} | {v['ok']} |" for k, v in reqs.items()] + [
-        "", f"After the switch: {after['images_perturbed']} images perturbed, "
-        f"{after['requests_bypassed']} requests passed through; the app's "
-        f"{after['answers_compared']} answers equal the back model's own answers to the "
-        f"unperturbed images (largest difference "
-        f"{after['max_abs_diff_vs_back_model_unperturbed']}).", "",
-        "| held-out test accuracy | without the delta | with the delta |", "|---|---:|---:|",
+    back = sw["back_model_test_accuracy"]
+    lines = [
+        f"## Model changes behind the server (checks every {sw['check_every_s']:g} s, "
+        f"{sw['check_budget']} images each; the app sending 20 requests/s throughout)", "",
+        "| change | proxy's state after | switch took | detected after | checks until then "
+        "(helps / hurts / failed) | check queries | app requests until detection (answered) "
+        "| after detection: images perturbed / requests passed through | app answers equal "
+        "the model's own |", "|---|---|---:|---:|---|---:|---:|---|---|"]
+    for name, what in _CHANGES.items():
+        c = sw[name]
+        k, a, r = c["checks_until_detection"], c["after_detection"], c["app_requests"]
+        until = {key: r["during_switch"][key] + r["until_detection"][key]
+                 for key in ("sent", "answered")}
+        lines.append(
+            f"| {what} | {c['state']} | {c['switch_s']:.1f} s | "
+            f"{c['detected_after_s']:.2f} s | {k['helps']} / {k['hurts']} / {k['error']} | "
+            f"{c['check_queries_until_detection']} | {until['sent']} ({until['answered']}) | "
+            f"{a['images_perturbed']} / {a['requests_bypassed']} | {a['answers_compared']} "
+            f"(largest difference {a['max_abs_diff_vs_expected']}) |")
+    lines += ["", "Switch took: from the command to the moment the new model answers (in "
+              "the running server the old model answers meanwhile: loading the new one; a "
+              "redeploy has no server meanwhile). Detected after: from then to the end of the "
+              "check that saw it (the proxy's own timestamp); a check takes a while (the "
+              "back-camera model is slower) and one that is running when the server goes away "
+              "retries with the HTTP client's backoff (0.5, 1, 2 s, ...) and finishes against "
+              "the new model. The checks that saw each change:", ""]
+    lines += [f"- {name}: {sw[name]['detecting_check']}" for name in _CHANGES]
+    lines += [
+        "", "| held-out test accuracy | without the delta | with the delta |",
+        "|---|---:|---:|",
         f"| short range (the model fitted on) | {short['without']:.3f} | {short['with']:.3f} |",
-        f"| back camera (after the swap) | {back['without_delta']:.3f} | "
-        f"{back['with_delta']:.3f} |"]
+        f"| back camera | {back['without_delta']:.3f} | {back['with_delta']:.3f} |"]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

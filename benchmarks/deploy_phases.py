@@ -1,5 +1,5 @@
-"""The measuring phases of benchmarks/deploy.py: latency, throughput, the proxy's rewrite
-path timed in this process, and the model swap.
+"""The measuring phases of benchmarks/deploy.py: latency, throughput and the proxy's rewrite
+path timed in this process (the model swaps are in deploy_swap.py).
 
 Not a benchmark (no ``__main__`` block): run_all.py does not run it.
 """
@@ -7,14 +7,13 @@ Not a benchmark (no ``__main__`` block): run_all.py does not run it.
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from deploy_services import App, Service, cpu_seconds, decisions, metrics, wait_for
+from deploy_services import App, cpu_seconds
 
 from blackbox_dft import DataFineTuner
 from blackbox_dft.adapters.remote.vendors import make_preset
@@ -134,90 +133,3 @@ def rewrite_profile(tuner: DataFineTuner, bodies: list[bytes], repeats: int) -> 
     return {"whole_ms": _median_ms(lambda: rewriter.rewrite(body, headers), repeats),
             "steps_ms": {k: _median_ms(f, repeats) for k, f in steps.items()},
             "png_bytes_in": len(unb64(text)), "png_bytes_out": len(encoded)}
-
-
-class Traffic:
-    """The app sending held-out images through the proxy at ``rate`` requests per second,
-    one at a time, in a thread; each request logged as (sent, done, status, P(face), i)."""
-
-    def __init__(self, app: App, base: str, bodies: list[bytes], rate: float) -> None:
-        self.log: list[tuple[float, float, int, float | None, int]] = []
-        self._stop = threading.Event()
-
-        def loop() -> None:
-            i, due = 0, time.monotonic()
-            while not self._stop.is_set():
-                sent = time.time()
-                status, p, _ = app.ask(base, bodies[i % len(bodies)], timeout=30)
-                self.log.append((sent, time.time(), status, p, i % len(bodies)))
-                i, due = i + 1, due + 1.0 / rate
-                self._stop.wait(max(0.0, due - time.monotonic()))
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def between(self, start: float, end: float) -> list[tuple[float, float, int, float | None,
-                                                             int]]:
-        return [r for r in self.log if start <= r[0] < end]
-
-
-def _count(rows: list[Any]) -> dict[str, int]:
-    return {"sent": len(rows), "ok": sum(r[2] == 200 for r in rows)}
-
-
-def swap(app: App, proxy: Service, server: Service, start_back: Callable[[], Service],
-         bodies: list[bytes], test: tuple[np.ndarray, np.ndarray], tuner: DataFineTuner,
-         cfg: dict[str, Any]) -> tuple[dict[str, Any], Service]:
-    """The vendor redeploys another model behind the proxy while the app sends traffic;
-    (what it measured, the new server)."""
-    base = proxy.found
-    wait_for(base, lambda m: m.get('checks_total{result="helps"}', 0) >= 1, 120)
-    traffic = Traffic(app, base, bodies, cfg["rate"])
-    try:
-        time.sleep(cfg["settle"])
-        m0, t_swap = metrics(base), time.time()
-        server.stop()
-        server = start_back()
-        t_ready = server.ready_at
-        m1 = wait_for(base, lambda m: m.get('state{state="bypass_auto"}') == 1, 120)
-        t_seen = time.time()
-        time.sleep(cfg["settle"])
-        m2 = metrics(base)
-    finally:
-        traffic.stop()
-    t_detect = m1["last_check_timestamp_seconds"]
-    x, y = test
-    back = tuner.model  # the HTTP model on the server's URL: the back-camera model now
-    clean, perturbed = back.predict(x)[:, 0], back.predict(tuner.transform(x))[:, 0]
-    after = [r for r in traffic.between(t_seen, float("inf")) if r[2] == 200]
-    diffs = [abs(float(r[3]) - float(clean[r[4]])) for r in after]
-    line = next((t for _, t in reversed(proxy.lines) if "NO LONGER HELPS" in t), "")
-
-    def grew(name: str, a: dict[str, float], b: dict[str, float]) -> int:
-        return int(b.get(name, 0) - a.get(name, 0))
-
-    return {
-        "check_every_s": cfg["check_every"], "check_budget": cfg["check_budget"],
-        "redeploy_gap_s": t_ready - t_swap,
-        "detected_after_s": t_detect - t_ready, "detected_after_stop_s": t_detect - t_swap,
-        "checks_until_detection": {r: grew(f'checks_total{{result="{r}"}}', m0, m1)
-                                   for r in ("helps", "hurts", "error")},
-        "check_queries_until_detection": grew("check_queries_total", m0, m1),
-        "detecting_check": line.split("check: ", 1)[-1],
-        "app_requests": {"before_swap": _count(traffic.between(0, t_swap)),
-                         "redeploy_gap": _count(traffic.between(t_swap, t_ready)),
-                         "new_model_before_detection": _count(traffic.between(t_ready,
-                                                                              t_detect)),
-                         "after_detection": _count(traffic.between(t_seen, float("inf")))},
-        "after_detection": {"images_perturbed": grew("images_perturbed_total", m1, m2),
-                            "requests_bypassed": grew("requests_bypassed_total", m1, m2),
-                            "answers_compared": len(diffs),
-                            "max_abs_diff_vs_back_model_unperturbed": max(diffs, default=None)},
-        "back_model_test_accuracy": {
-            "without_delta": float(np.mean(decisions(clean) == y)),
-            "with_delta": float(np.mean(decisions(perturbed) == y))},
-    }, server

@@ -8,6 +8,7 @@ Not a benchmark (no ``__main__`` block): run_all.py does not run it.
 from __future__ import annotations
 
 import base64
+import multiprocessing as mp
 import os
 import queue
 import re
@@ -86,6 +87,68 @@ class Service:
         return "\n".join(t for _, t in self.lines)
 
 
+def _hot_swappable(conn: Any, model: str, key: str) -> None:
+    """The child process of :class:`HotSwapServer`: serve, swap models on command, stop."""
+    from blackbox_dft.adapters.serving.server import StandInServer
+    from blackbox_dft.adapters.standins.models import load_standin
+
+    server = StandInServer(load_standin(model), "facepp", model_name=model, api_key=key)
+    conn.send(server.start())
+    while True:
+        command, name = conn.recv()
+        if command == "swap":
+            new = load_standin(name)  # loaded and run once first: the swap is one assignment
+            new.predict(np.zeros((1, 25, 25, 3), dtype=np.uint8))
+            server.model = new  # the next request is answered by it (read per request)
+            conn.send(time.time())
+        else:
+            server.stop()
+            conn.send(server.images_served)
+            return
+
+
+class HotSwapServer:
+    """The stand-in server (``StandInServer``, Face++ Detect, API key checked) in a child
+    process whose model can be replaced between two requests without stopping it: a vendor
+    that updates its model behind a load balancer, with no downtime."""
+
+    def __init__(self, model: str, key: str) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_hot_swappable, args=(child, model, key), daemon=True)
+        self.proc.start()
+        if not self._conn.poll(120):
+            self.stop()
+            raise RuntimeError(f"the stand-in server ({model}) did not start within 120 s")
+        self.found: str = self._conn.recv()
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid or 0)
+
+    def swap(self, model: str) -> float:
+        """Serve ``model`` from the next request on; the time (``time.time()``) it does."""
+        self._conn.send(("swap", model))
+        return float(self._conn.recv())
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Stop serving and end the child process; its exit code."""
+        if self.proc.is_alive():
+            try:
+                self._conn.send(("stop", ""))
+                self._conn.poll(timeout)
+            except (BrokenPipeError, OSError):
+                pass
+            self.proc.join(timeout)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(10)
+        return int(self.proc.exitcode or 0)
+
+    def text(self) -> str:
+        return ""
+
+
 def cli(args: list[str], env: dict[str, str], timeout: float = 1800.0) -> str:
     """Run ``blackbox-dft ARGS`` to its end; its output, or RuntimeError with its tail."""
     proc = subprocess.run([sys.executable, "-m", "blackbox_dft", *args], capture_output=True,
@@ -152,8 +215,9 @@ def metrics(base: str) -> dict[str, float]:
     return out
 
 
-def wait_for(base: str, done: Any, timeout: float, every: float = 0.02) -> dict[str, float]:
-    """/metrics polled until ``done(metrics)``; TimeoutError naming the last state."""
+def wait_for(base: str, done: Any, timeout: float, what: str,
+             every: float = 0.02) -> dict[str, float]:
+    """/metrics polled until ``done(metrics)``; TimeoutError naming ``what`` and the state."""
     end = time.monotonic() + timeout
     while True:
         m = metrics(base)
@@ -161,7 +225,8 @@ def wait_for(base: str, done: Any, timeout: float, every: float = 0.02) -> dict[
             return m
         if time.monotonic() > end:
             state = [k for k, v in m.items() if k.startswith("state{") and v == 1]
-            raise TimeoutError(f"proxy metrics not reached within {timeout:g} s; state {state}")
+            raise TimeoutError(f"the proxy did not reach {what} within {timeout:g} s; its "
+                               f"state is {state}")
         time.sleep(every)
 
 

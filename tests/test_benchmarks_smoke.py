@@ -216,14 +216,26 @@ def test_deploy_quick_the_proxy_gives_evaluates_decisions_and_bypasses_a_swapped
     assert len(tp["ratios"]) == tp["rounds"] and lat["pairs"] == 10
     assert 0 < lat["direct"]["p50_ms"] <= lat["direct"]["p99_ms"]
     sw = doc["swap"]
-    assert sw["checks_until_detection"]["hurts"] == 1  # the first check that saw it
-    assert sw["check_queries_until_detection"] >= sw["check_budget"]
-    assert sw["detected_after_s"] > 0
-    after = sw["after_detection"]
-    assert after["images_perturbed"] == 0 and after["requests_bypassed"] > 0
-    assert after["answers_compared"] > 0
-    assert after["max_abs_diff_vs_back_model_unperturbed"] == 0.0  # passed through untouched
-    assert sw["app_requests"]["after_detection"]["sent"] == after["answers_compared"]
+    for name, state in (("hot_swap", "bypass_auto"), ("swap_back", "active"),
+                        ("redeploy", "bypass_auto")):
+        c = sw[name]
+        assert c["state"] == state and c["detected_after_s"] > 0, name
+        # the first check that saw the change switched the state; it sent its budget
+        assert c["checks_until_detection"]["hurts" if state != "active" else "helps"] == 1
+        assert c["check_queries_until_detection"] >= sw["check_budget"], name
+        after = c["after_detection"]
+        assert after["answers_compared"] > 0, name
+        assert after["max_abs_diff_vs_expected"] == 0.0, name  # what the model gives for it
+        assert c["app_requests"]["after_detection"]["sent"] == after["answers_compared"]
+        if state == "bypass_auto":  # passed through untouched
+            assert after["images_perturbed"] == 0 and after["requests_bypassed"] > 0, name
+        else:  # the delta applied again
+            assert after["images_perturbed"] > 0 and after["requests_bypassed"] == 0, name
+    # no downtime in the running server; the redeploy's app requests failed while it was down
+    hot = sw["hot_swap"]["app_requests"]["during_switch"]
+    assert hot["sent"] == hot["answered"]
+    down = sw["redeploy"]["app_requests"]["during_switch"]
+    assert down["sent"] > down["answered"]
     assert doc["secrets_found_in"] == []
     md = (tmp_path / "deploy.md").read_text()
     assert md.startswith("Produced by `python benchmarks/deploy.py --quick --out ")
