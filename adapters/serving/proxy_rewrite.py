@@ -248,7 +248,7 @@ class Rewriter:
 def _encode(image: np.ndarray, original: bytes, jpeg_quality: int | None) -> bytes:
     if _is_jpeg(original) and jpeg_quality is not None:
         return encode_image(image, "jpeg", jpeg_quality)
-    return encode_image(image, "png", fast=True)  # lossless, ~40% less CPU (wire.py)
+    return encode_image(image, "png", fast=True)  # lossless, half the CPU (wire.py)
 
 
 def perturb_files(files: list[bytes], perturb: Perturb,
