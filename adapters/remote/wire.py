@@ -116,8 +116,11 @@ def unquote_form(raw: bytes) -> str:
     of ``+``, ``/`` and ``=`` (what every client sends for an image); the same result."""
     if b"+" not in raw:  # a bare "+" is a space: the general path
         fast = raw
-        for escaped, char in _B64_ESCAPES:
+        for escaped, char in _B64_ESCAPES[::2]:  # upper case, what clients send
             fast = fast.replace(escaped, char)
+        if b"%" in fast:  # lower case is valid too (each replace is a pass over the value)
+            for escaped, char in _B64_ESCAPES[1::2]:
+                fast = fast.replace(escaped, char)
         if b"%" not in fast:  # no other escape was present: nothing else to decode
             return fast.decode("ascii", "replace")
     return unquote_plus(raw.decode("ascii", "replace"))
