@@ -237,3 +237,31 @@ def test_load_proxy_reads_the_runs_delta_and_preset(tmp_path: Any) -> None:
     saved = DataFineTuner.load(f"{out}/delta.npz", None)
     np.testing.assert_array_equal(delta_for(30, 17), saved.delta_for(30, 17))
     assert preset.name == "oip"
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_startup_says_when_sniffio_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture,
+                                              installed: bool) -> None:
+    """Without sniffio, httpcore searches sys.path for it on every request: the proxy says so
+    once, at startup, with the fix."""
+    import asyncio
+    import importlib.util
+    import logging
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
+        real(name, *a) if name != "sniffio" else (object() if installed else None)))
+    caplog.set_level(logging.WARNING, "blackbox_dft.proxy")
+    app = ProxyApp(None, ProxyConfig("http://127.0.0.1:9"))
+
+    async def start_and_stop() -> None:
+        await app.startup()
+        await app.shutdown()
+
+    asyncio.run(start_and_stop())
+    said = [r.getMessage() for r in caplog.records if "sniffio" in r.getMessage()]
+    if installed:
+        assert said == []
+    else:
+        assert len(said) == 1 and "pip install sniffio" in said[0]

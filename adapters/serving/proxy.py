@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import json
 import logging
 import time
@@ -156,6 +157,12 @@ class ProxyApp:
 
     # -- lifespan ------------------------------------------------------------------
     async def startup(self) -> None:
+        if importlib.util.find_spec("sniffio") is None:
+            # httpcore imports it lazily on every lock of every request and Python does not
+            # cache a failed import: a search of sys.path each time (httpcore PR 1103)
+            log.warning("sniffio is not installed: the upstream client then searches for it "
+                        "on every request, several ms of CPU each; pip install sniffio (the "
+                        "proxy extra installs it)")
         cfg = self.config
         limits = httpx.Limits(max_connections=cfg.connections,
                               max_keepalive_connections=cfg.connections)
