@@ -36,7 +36,9 @@ def _fit_args(data: str, out: str) -> list[str]:
     return [sys.executable, "-m", "blackbox_dft.cli.main", "fit", "--model",
             "python:cli_synthetic:predict", "--data", data, "--out", out, "--scores", "logits",
             "--budget", str(BUDGET), "--batch-size", str(BATCH), "--checkpoint-every",
-            str(EVERY), "--validation-every", "5", "--seed", "7", "--no-progress"]
+            str(EVERY), "--validation-every", "5", "--seed", "7", "--no-progress",
+            # the whole budget: an early stop could end the fit as the signal is sent
+            "--no-early-stopping"]
 
 
 def _delta(run: str) -> np.ndarray:

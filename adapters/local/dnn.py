@@ -283,7 +283,7 @@ def _quiet_litert() -> Iterator[None]:
     anything else it prints (a warning, an error) still reaches stderr."""
     fd = 2  # the C++ runtime writes to the descriptor, whatever sys.stderr is
     with tempfile.TemporaryFile() as tmp:
-        sys.stderr.flush()
+        sys.stderr.flush()  # what Python buffered goes out before the descriptor moves
         saved = os.dup(fd)
         os.dup2(tmp.fileno(), fd)
         try:
@@ -294,8 +294,8 @@ def _quiet_litert() -> Iterator[None]:
             tmp.seek(0)
             kept = [ln for ln in tmp.read().decode(errors="replace").splitlines()
                     if ln.strip() and ln.strip() not in _LITERT_NOISE]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
+            if kept:  # the runtime's own output, passed on to the descriptor it wrote to
+                os.write(fd, ("\n".join(kept) + "\n").encode())
 
 
 class LiteRTModel(_FileModel):
