@@ -233,7 +233,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         "# The deployment proxy end to end", "",
         f"Face task (LFW crops 25x25, {res['shift']}), stand-in BlazeFace short range served "
-        "as Face++ Detect by `blackbox-dft serve` (API key checked), fitted over HTTP with "
+        "as Face++ Detect by the stand-in server (`StandInServer` in its own process, API key "
+        "checked; `blackbox-dft serve` for the redeploy below), fitted over HTTP with "
         f"`blackbox-dft fit --preset facepp` (budget {res['budget']}, seed {res['seed']}: "
         f"{res['fit']['queries']} fit queries, {res['fit']['paid']} paid in all with the test "
         f"evaluation, {res['fit']['seconds']:.0f} s); the app is plain "
@@ -319,9 +320,11 @@ def _swap_markdown(sw: dict[str, Any], short: dict[str, float]) -> list[str]:
               "the running server the old model answers meanwhile: loading the new one; a "
               "redeploy has no server meanwhile). Detected after: from then to the end of the "
               "check that saw it (the proxy's own timestamp); a check takes a while (the "
-              "back-camera model is slower) and one that is running when the server goes away "
-              "retries with the HTTP client's backoff (0.5, 1, 2 s, ...) and finishes against "
-              "the new model. The checks that saw each change:", ""]
+              "back-camera model is slower); one running during a change in the server queries "
+              "both models (the canary unperturbed from one, perturbed from the other), and one "
+              "running when the server goes away retries with the HTTP client's backoff (0.5, "
+              "1, 2 s, ...) and finishes against the new model. The checks that saw each "
+              "change:", ""]
     lines += [f"- {name}: {sw[name]['detecting_check']}" for name in _CHANGES]
     lines += [
         "", "| held-out test accuracy | without the delta | with the delta |",
