@@ -265,3 +265,22 @@ def test_startup_says_when_sniffio_is_missing(monkeypatch: pytest.MonkeyPatch,
         assert said == []
     else:
         assert len(said) == 1 and "pip install sniffio" in said[0]
+
+
+def test_the_perturber_is_apply_delta_at_every_size() -> None:
+    """The proxy's cached, pre-split delta gives apply_delta's (transform's) pixels, at the
+    delta's own size and resized, for one image or several, at the clipping edges too."""
+    from blackbox_dft.core.images import apply_delta, resize_delta
+
+    rng = np.random.default_rng(0)
+    delta = rng.uniform(-8, 8, (25, 25, 3)).astype(np.float32)
+    delta[0, 0] = [0.5, -0.5, 1.5]  # ties: numpy's rint, as apply_delta
+    perturb = perturber(lambda h, w: resize_delta(delta, h, w), sizes=2)
+    for h, w, n in ((25, 25, 1), (224, 224, 2), (31, 17, 3), (25, 25, 2), (224, 224, 1)):
+        images = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        images[:, :2] = 0
+        images[:, -2:] = 255
+        np.testing.assert_array_equal(perturb(images),
+                                      apply_delta(images, resize_delta(delta, h, w)))
+        np.testing.assert_array_equal(perturb(images[:, ::-1]),  # not contiguous
+                                      apply_delta(images[:, ::-1], resize_delta(delta, h, w)))
