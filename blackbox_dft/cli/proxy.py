@@ -38,7 +38,8 @@ from blackbox_dft.cli.saved import read_saved, use_model_url
 from blackbox_dft.tasks.classification import DataFineTuner
 from blackbox_dft.tasks.guard import GuardReport, check_delta
 
-__all__ = ["PROXY_EXTRA", "proxy_run", "load_proxy", "parse_listen", "scheduled_check"]
+__all__ = ["PROXY_EXTRA", "add_guard_arguments", "proxy_run", "load_proxy", "parse_listen",
+           "scheduled_check"]
 
 log = logging.getLogger("blackbox_dft.proxy")
 PROXY_EXTRA = 'pip install "blackbox_dft[proxy]"'
@@ -196,6 +197,12 @@ def add_proxy_parser(sub: Any) -> None:
                    "delta (the upstream must accept PNG); Q > 0: a JPEG image goes back as "
                    "JPEG at quality Q, which costs much of the gain (face task: +0.111 at 95 "
                    "against +0.267 lossless, benchmarks/results/proxy_jpeg.md)")
+    add_guard_arguments(p)
+
+
+def add_guard_arguments(p: Any) -> None:
+    """The delta-state flags the proxy and the transformer share: a forced state at start
+    and the scheduled checks (``p``: an argparse parser)."""
     force = p.add_mutually_exclusive_group()
     force.add_argument("--bypass", action="store_true", help="start in forced pass-through "
                        "(no perturbation, whatever the checks say; /admin/bypass?state=auto "

@@ -29,7 +29,7 @@ from blackbox_dft.adapters.remote.oip import OIPPreset
 from blackbox_dft.adapters.serving.proxy_state import DEFAULT_CHECK_EVERY
 from blackbox_dft.adapters.specs import MissingDependency
 from blackbox_dft.cli.logs import NOTES
-from blackbox_dft.cli.proxy import load_proxy, scheduled_check
+from blackbox_dft.cli.proxy import add_guard_arguments, load_proxy, scheduled_check
 
 __all__ = ["TRANSFORMER_EXTRA", "transformer_run", "add_transformer_parser"]
 
@@ -147,21 +147,4 @@ def add_transformer_parser(sub: Any) -> None:
     p.add_argument("--predictor-protocol", "--predictor_protocol", "--protocol",
                    dest="predictor_protocol", choices=["v2"], default="v2",
                    help="the predictor's protocol: Open Inference Protocol v2 over REST")
-    force = p.add_mutually_exclusive_group()
-    force.add_argument("--bypass", action="store_true", help="start in forced pass-through "
-                       "(no perturbation, whatever the checks say; /admin/bypass?state=auto "
-                       "hands control to them)")
-    force.add_argument("--force-active", dest="force_active", action="store_true",
-                       help="start with the delta forced on, whatever the checks say")
-    p.add_argument("--check-every", dest="check_every", type=float,
-                   default=DEFAULT_CHECK_EVERY, help="seconds between checks of the delta on "
-                   "the run's canary set (0: never); pass-through when it no longer helps. "
-                   "Needs the run's model access: its key in the environment variable the "
-                   "run names")
-    p.add_argument("--check-budget", dest="check_budget", type=int, default=None,
-                   help="images one check may send (default: the canary set twice)")
-    p.add_argument("--check-tolerance", dest="check_tolerance", type=float, default=0.05,
-                   help="as check --tolerance")
-    p.add_argument("--model-url", dest="model_url", default=None, help="the run's model "
-                   "URL for the checks, when its secrets were not saved, as for check "
-                   "(default: the URL saved in the run)")
+    add_guard_arguments(p)
