@@ -434,6 +434,14 @@ except KeyboardInterrupt as exc:
 """
 
 
+def _sigint_default() -> None:
+    """In the child, before exec: SIGINT back to its default. A parent started in the
+    background by a non-interactive shell (``cmd &``, nohup) ignores SIGINT, its children
+    inherit that, and Python then installs no KeyboardInterrupt handler: the signal the test
+    sends would be ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, concurrency", [(signal.SIGTERM, 2), (signal.SIGINT, 1)])
 def test_an_interrupt_ends_a_sleeping_retry_at_once_and_keeps_the_answers(sig, concurrency):
     """Images 0 and 1 are answered, 2 and 3 get 429 'Retry-After: 1e9' and sleep (up to
@@ -449,6 +457,7 @@ def test_an_interrupt_ends_a_sleeping_retry_at_once_and_keeps_the_answers(sig, c
     srv = HostileServer(handler=handler)
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, srv.base + "/p", str(concurrency)],
+                            preexec_fn=_sigint_default,
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         t0 = time.monotonic()

@@ -65,9 +65,18 @@ def reference(tmp_path_factory):
     return data, out, count(counter)
 
 
+def _sigint_default() -> None:
+    """In the child, before exec: SIGINT back to its default. A parent started in the
+    background by a non-interactive shell (``cmd &``, nohup) ignores SIGINT, its children
+    inherit that, and Python then installs no KeyboardInterrupt handler: the signal the test
+    sends would be ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(tmp, data: str, sig: int, at_step: int) -> tuple[str, str, subprocess.Popen]:
     out, counter = str(tmp / "run"), str(tmp / "count.txt")
     proc = subprocess.Popen(_fit_args(data, out), env=_env(counter, delay=0.08),
+                            preexec_fn=_sigint_default,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while _step(out) < at_step:
