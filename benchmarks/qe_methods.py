@@ -153,6 +153,8 @@ def tuner_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
         if "lr_schedule" in spec:
             lr = Schedule(lr, kind=spec.pop("lr_schedule"), total=spec.pop("total_steps"))
         kwargs["optimizer"] = build_optimizer(spec.pop("optimizer"), lr)
+    if isinstance(spec.get("learning_rate"), dict):  # a Schedule's config, e.g. its scale
+        kwargs["learning_rate"] = Schedule(**spec.pop("learning_rate"))
     kwargs.update(spec)
     return kwargs
 
@@ -161,8 +163,10 @@ def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
     """DataFineTuner with ``spec`` overrides (empty spec: the library defaults).
 
     spec: DataFineTuner keyword arguments, except ``latent`` (a :func:`make_perturbation`
-    name), ``estimator`` (``[kind, kwargs]``) and ``optimizer`` (a :func:`build_optimizer`
-    name, with ``learning_rate`` and optionally ``lr_schedule`` and ``total_steps``).
+    name), ``estimator`` (``[kind, kwargs]``), ``optimizer`` (a :func:`build_optimizer`
+    name, with ``learning_rate`` and optionally ``lr_schedule`` and ``total_steps``) and a
+    ``learning_rate`` given as a dict (a :class:`Schedule`'s config: ``init``, ``kind``,
+    ``scale``...).
     """
     kwargs = tuner_kwargs(spec)
     snaps: Snapshots = []

@@ -94,10 +94,17 @@ def _figures(methods: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     return fig
 
 
-def _cell(p: dict[str, Any] | None, key: str = "accuracy") -> str:
+def _cell(p: dict[str, Any] | None, key: str = "accuracy", gain: bool = False) -> str:
+    """``mean ± std`` (with ``gain``: and the % of the limit's gain, where there is one)."""
     if p is None:
         return "-"
-    return f"{p[key + '_mean']:.3f} ± {p[key + '_std']:.3f}"
+    frac = p.get("fraction_of_limit_gain") if gain else None
+    return f"{p[key + '_mean']:.3f} ± {p[key + '_std']:.3f}" + (
+        f" ({100 * frac:.0f}%)" if frac is not None else "")
+
+
+def _seed_range(seeds: list[int]) -> str:
+    return f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -106,7 +113,8 @@ def markdown(doc: dict[str, Any]) -> str:
     for task, s in doc["summary"].items():
         ctrl = doc["controls"][task]
         lines += [f"### {task} ({doc['tasks'][task] or 'synthetic'}), epsilon "
-                  f"{doc['epsilon']:g}, mean ± std over seeds", "",
+                  f"{doc['epsilon']:g}, mean ± std over {_seed_range(doc['seeds'])} "
+                  "(% of the limit's gain)", "",
                   "| method | group | seeds | "
                   + " | ".join(f"acc @ {m:,}" for m in doc["milestones"])
                   + " | bal. acc @ 10,000 | % of limit gain @ 10,000 | queries to 90% |",
@@ -119,7 +127,7 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {doc['methods'].get(name, {}).get('group', '')} | "
                 f"{max(p['n'] for p in pts.values())} | "
-                + " | ".join(_cell(pts.get(str(x))) for x in doc["milestones"])
+                + " | ".join(_cell(pts.get(str(x)), gain=True) for x in doc["milestones"])
                 + f" | {_cell(ten, 'balanced_accuracy')} | "
                 + (f"{100 * frac:.0f}%" if frac is not None else "-")
                 + f" | {f'{q:,}' if q else 'not within ' + format(m['largest_budget'], ',')} |")

@@ -10,6 +10,9 @@ gradient run ("limit") and the no-optimization controls frame the gains.
     python benchmarks/query_efficiency.py            # full run: hours (results' `seconds`)
     python benchmarks/query_efficiency.py --quick    # CI smoke run on a synthetic black box
     python benchmarks/query_efficiency.py --tasks face --seeds 3 --name qe_face
+    python benchmarks/query_efficiency.py --tasks face --seeds 25 --seed-offset 100 \
+        --per-budget --methods "default,previous default (issue 14),limit" \
+        --name query_efficiency_report       # issue 16's headline: report seeds 100-124
 
 Every run writes its results whole (``--name``.json/.md/.png): a run restricted with
 ``--tasks``, ``--methods`` or ``--seeds`` holds only what it ran, and says so in its
@@ -49,13 +52,16 @@ GRID = (250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7000, 10000, 14000, 2
 Method = tuple[str, str, dict[str, Any], bool, int]
 
 
-def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> dict[str, Method]:
+def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000,
+            per_budget: bool = False) -> dict[str, Method]:
     """Every method in the comparison; ``quick`` keeps one of each kind.
 
     The library default and its closest variants run to 30,000 queries; our other variants
     to ``variants_top`` (10,000 by default: they are compared at 10,000); the peers to
     ``peer_top`` (``--peer-budget``: a budget some times the default's queries to 90% of the
-    limit's gain, to tell by how much more a peer needs).
+    limit's gain, to tell by how much more a peer needs). ``per_budget``: the default and
+    the previous default fit once per milestone (what a user with that budget gets) instead
+    of being read off one 30,000-query fit.
     """
     top, mid = 30000, variants_top
     # Step sizes put each variant's typical step near the default's Adam step (epsilon / 16):
@@ -63,25 +69,29 @@ def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> di
     # as measured once when they were set (not re-measured here).
     sgd_lr = {"sgd": 75.0, "momentum": 15.0, "nesterov": 15.0, "sign_sgd": 0.5, "adam": 0.5}
 
+    # What the library's defaults were before issue 16, spelled out: a variant below that
+    # relied on them keeps its meaning when the defaults change.
+    before = {"batch_size": 16, "validation_every": 10, "sampling": "uniform"}
+    before_lr = {"learning_rate": 0.5, "lr_schedule": "constant"}
+    per_image = ["SPSA", {"directions": 1, "step": 2.0, "per_image": True}]
+
     def ours(est: str, opt: str, latent: str = "8x8", **kw: Any) -> dict[str, Any]:
-        return {"estimator": [est, {"directions": 1, "step": 2.0}], "optimizer": opt,
+        return {**before, "estimator": [est, {"directions": 1, "step": 2.0}], "optimizer": opt,
                 "learning_rate": sgd_lr[opt], "latent": latent, **kw}
 
     m: dict[str, Method] = {
-        "default": ("ours", "ours", {}, False, top),
+        "default": ("ours", "ours", {}, per_budget, top),
+        "previous default (issue 14)": ("ours", "ours", {
+            **before, **before_lr, "estimator": per_image}, per_budget, top),
         "shared SPSA b32 (old default)": ("ours", "ours", {
-            "estimator": ["SPSA", {"directions": 1, "step": 2.0}], "batch_size": 32,
-            "latent": "16x16-nearest"}, False, top),
+            **before, **before_lr, "estimator": ["SPSA", {"directions": 1, "step": 2.0}],
+            "batch_size": 32, "latent": "16x16-nearest"}, False, top),
         "SPSA+Adam 8x8": ("ours", "ours", ours("SPSA", "adam"), False, top),
         "old default (Adam lr eps/8)": ("ours", "ours", {**ours("SPSA", "adam"),
                                                          "learning_rate": 1.0}, False, mid),
         "SPSA+Adam full": ("ours", "ours", ours("SPSA", "adam", "full"), False, mid),
-        "per-image SPSA b16": ("ours", "ours", {
-            "estimator": ["SPSA", {"directions": 1, "step": 2.0, "per_image": True}],
-            "batch_size": 16}, False, top),
         "per-image SPSA b8": ("ours", "ours", {
-            "estimator": ["SPSA", {"directions": 1, "step": 2.0, "per_image": True}],
-            "batch_size": 8}, False, top),
+            **before, **before_lr, "estimator": per_image, "batch_size": 8}, False, top),
         "NES+Adam 8x8": ("ours", "ours", ours("NES", "adam"), False, mid),
         "RandomDirections+Adam 8x8": ("ours", "ours", ours("RandomDirections", "adam"), False, mid),
         "SPSA+momentum 8x8": ("ours", "ours", ours("SPSA", "momentum"), False, mid),
@@ -98,8 +108,8 @@ def methods(quick: bool, variants_top: int = 10000, peer_top: int = 30000) -> di
         m[name] = ("peer", "peer", {**spec, "latent": "16x16-nearest"}, False, peer_top)
         m[f"{name} 8x8"] = ("peer", "peer", {**spec, "latent": "8x8"}, False, peer_top)
     if quick:
-        keep = ("default", "SPSA+signSGD 8x8", "ng OnePlusOne", "pycma diagonal",
-                "random search", "ng SPSA")
+        keep = ("default", "previous default (issue 14)", "SPSA+signSGD 8x8", "ng OnePlusOne",
+                "pycma diagonal", "random search", "ng SPSA")
         m = {k: (g, r, s, sched, 2000) for k, (g, r, s, sched, _) in m.items() if k in keep}
     return m
 
@@ -125,7 +135,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_jobs(task_names: list[str], seeds: list[int], quick: bool, limit_steps: int,
-              peers_8x8: bool = False, peer_top: int = 30000) -> list[dict[str, Any]]:
+              peers_8x8: bool = False, peer_top: int = 30000,
+              per_budget: bool = False) -> list[dict[str, Any]]:
     """All jobs, longest first (better packing on the worker pool).
 
     Peers on the 8x8 bilinear latent only with ``peers_8x8`` (they double the peers' cost).
@@ -133,7 +144,7 @@ def make_jobs(task_names: list[str], seeds: list[int], quick: bool, limit_steps:
     jobs = []
     for t in task_names:
         for name, (group, runner, spec, scheduled, top) in methods(
-                quick, peer_top=peer_top).items():
+                quick, peer_top=peer_top, per_budget=per_budget).items():
             if group == "peer" and name.endswith(" 8x8") and not peers_8x8:
                 continue
             budgets = [b for b in MILESTONES if b <= top] or [top]
@@ -174,7 +185,13 @@ def controls(task_name: str, draws: int = 5) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, "synthetic model, tiny budgets (CI smoke test)")
     ap.add_argument("--tasks", default=None, help="comma list (default: face,smiling)")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=5, help="seeds per method (default 5)")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="first seed (default 0): seeds are OFFSET..OFFSET+SEEDS-1; issue 16's "
+                    "report seeds are --seeds 25 --seed-offset 100, which no default search used")
+    ap.add_argument("--per-budget", action="store_true",
+                    help="fit the default and the previous default once per milestone "
+                    "(default: read them off one 30,000-query fit)")
     ap.add_argument("--methods", default=None, help="comma list of method names to run")
     ap.add_argument("--limit-steps", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
@@ -189,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [t for t in tasks if t != "synthetic" and t not in TASKS]
     if bad:
         ap.error(f"unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
-    seeds = list(range(2 if args.quick else args.seeds))
+    seeds = list(range(args.seed_offset, args.seed_offset + (2 if args.quick else args.seeds)))
     jobs = make_jobs(tasks, seeds, args.quick, 2 if args.quick else args.limit_steps,
-                     args.peers_8x8, args.peer_budget)
+                     args.peers_8x8, args.peer_budget, args.per_budget)
     if args.methods:
         keep = set(args.methods.split(","))
         known = {j["method"] for j in jobs}
@@ -210,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
            "milestones": [500, 1000, 2000] if args.quick else list(MILESTONES),
            "tasks": {t: TASKS.get(t) for t in tasks},
            "methods": {k: {"group": g, "spec": s, "budget_dependent_schedule": sch}
-                       for k, (g, _, s, sch, _) in methods(args.quick).items()},
+                       for k, (g, _, s, sch, _) in methods(
+                           args.quick, per_budget=args.per_budget).items()},
            "peer_budget": args.peer_budget, "workers": args.workers,
            "job_seconds_total": sum(r["wall_s"] for r in results),
            "controls": {t: controls(t) for t in tasks}, "runs": results}

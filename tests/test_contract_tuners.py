@@ -70,6 +70,8 @@ def _verification(pairwise: bool, threshold: float | None) -> dict[str, Any]:
 
 REGISTRY = {
     "classification-default": lambda: _classification(),
+    "classification-importance-auto-validation": lambda: _classification(
+        sampling="importance", validation_every=None, batch_size=8),
     "classification-shared-spsa": lambda: _classification(
         estimator=SPSA(directions=2), perturbation=LowResolution((8, 8)), optimizer="sgd"),
     "attributes-per-attribute": lambda: _attributes("per_attribute"),

@@ -11,7 +11,8 @@ latent; the engine owns everything else:
 * the state (:class:`~blackbox_dft.core.state.FitState`): a step's changes are committed
   at once after the whole step succeeded, so a checkpoint always holds a consistent state,
   and a resumed fit gives the result of an uninterrupted one;
-* validation every ``validation_every`` steps and on the last affordable step, and the best
+* validation every ``validation_every`` steps (None: :func:`resolve_validation_every`'s
+  cadence, validations about a tenth of the queries) and on the last affordable step, the best
   latent per *slot* (one slot, or one per leading index of the latent when the problem
   fits several independent perturbations in lockstep, e.g. one per attribute);
 * early stopping (:class:`~blackbox_dft.core.stopping.EarlyStopping`, off unless given):
@@ -24,6 +25,7 @@ latent; the engine owns everything else:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +40,8 @@ from blackbox_dft.core.optimizers import Optimizer
 from blackbox_dft.core.state import FitState, commit_queries, keep_on_failure
 from blackbox_dft.core.stopping import EarlyStopping
 
-__all__ = ["Problem", "Validation", "FitLoop", "check_budget", "minimum_budget"]
+__all__ = ["Problem", "Validation", "FitLoop", "check_budget", "minimum_budget",
+           "resolve_validation_every", "VALIDATION_RATIO"]
 
 Key = list[float]
 log = logging.getLogger(__name__)
@@ -91,6 +94,23 @@ def minimum_budget(problem: Problem) -> int:
     """The smallest budget that affords one step: the baseline validation, one step and its
     validation (images; upper bounds)."""
     return problem.step_cost + 2 * problem.validation_cost
+
+
+#: ``validation_every=None`` validates once the steps since the last validation have sent this
+#: many times the validation's own images: validations are then about 1 / (1 + ratio) of the
+#: queries whatever the batch and validation sizes (a fixed 10 steps of a batch of 8 beside 40
+#: validation images spent 20% of the budget on validation; benchmarks/results/default_search.md)
+VALIDATION_RATIO = 10
+
+
+def resolve_validation_every(value: int | None, problem: Problem) -> int:
+    """Steps between validations: ``value``, or with None ``ceil(VALIDATION_RATIO x
+    validation_cost / step_cost)`` (1 without a validation split: never used then)."""
+    if value is not None:
+        return int(value)
+    if problem.validation_cost <= 0:
+        return 1
+    return max(1, math.ceil(VALIDATION_RATIO * problem.validation_cost / problem.step_cost))
 
 
 def check_budget(problem: Problem, budget: int, what: str) -> None:
@@ -206,16 +226,25 @@ class FitLoop:
     def _step(self, state: FitState, rng: np.random.Generator,
               validating: bool) -> dict[str, Any]:
         p, t = self.problem, state.step
-        g, fields = p.gradient(state.z, self.estimator, rng, t, state)
-        step, opt_state = self.optimizer.update(g, state.opt_state)
-        z = p.project(state.z - step)
-        record: dict[str, Any] = {"step": t + 1, **fields}
-        last = self.counter.remaining < 2 * p.step_cost + p.validation_cost
-        best = None
-        if validating and ((t + 1) % self.validation_every == 0 or last):
-            v = p.validate(z, state)
-            record.update(v.record)
-            best = v.keys
+        # A problem may note what a step's answers taught it in ``state.extra`` (e.g. the
+        # minibatch sampler's per-image errors) by replacing entries, never by mutating them:
+        # a step that fails is undone from this copy, so its replay draws what it drew.
+        extra = dict(state.extra)
+        try:
+            g, fields = p.gradient(state.z, self.estimator, rng, t, state)
+            step, opt_state = self.optimizer.update(g, state.opt_state)
+            z = p.project(state.z - step)
+            record: dict[str, Any] = {"step": t + 1, **fields}
+            last = self.counter.remaining < 2 * p.step_cost + p.validation_cost
+            best = None
+            if validating and ((t + 1) % self.validation_every == 0 or last):
+                v = p.validate(z, state)
+                record.update(v.record)
+                best = v.keys
+        except BaseException:
+            state.extra.clear()
+            state.extra.update(extra)
+            raise
         record["queries"] = self.counter.queries
         # Commit the whole step at once.
         if best is not None:

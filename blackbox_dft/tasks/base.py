@@ -26,7 +26,7 @@ import numpy as np
 
 from blackbox_dft._version import __version__
 from blackbox_dft.core.checks import check_instance, check_int, check_number, check_seed, show
-from blackbox_dft.core.engine import FitLoop, Problem
+from blackbox_dft.core.engine import FitLoop, Problem, resolve_validation_every
 from blackbox_dft.core.estimators import ESTIMATORS, Estimator, estimator_from_config
 from blackbox_dft.core.model import QueryCounter, model_name
 from blackbox_dft.core.optimizers import (
@@ -67,8 +67,8 @@ def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
 
 def check_common_args(tuner: Any) -> None:
     """The argument checks every tuner's ``fit`` makes (``__init__`` only stores): epsilon,
-    batch_size, query_budget, validation_every, seed, learning_rate, optimizer, estimator
-    and perturbation; one line per bad value.
+    batch_size, query_budget, validation_every (None: the engine's cadence), seed,
+    learning_rate, optimizer, estimator and perturbation; one line per bad value.
 
     epsilon first: the default learning rate is derived from it, so a bad epsilon must not
     surface as a learning-rate error.
@@ -82,7 +82,8 @@ def check_common_args(tuner: Any) -> None:
                          f"levels), got {show(tuner.epsilon)}") from None
     check_int("batch_size", tuner.batch_size, 1)
     check_int("query_budget", tuner.query_budget, 1)
-    check_int("validation_every", tuner.validation_every, 1)
+    if tuner.validation_every is not None:  # None: the engine's cadence
+        check_int("validation_every", tuner.validation_every, 1)
     check_seed(tuner.seed)
     lr = tuner.learning_rate
     if lr is not None and not isinstance(lr, Schedule):
@@ -228,8 +229,9 @@ class Tuner:
                  self.query_budget, getattr(self, "epsilon", None))  # type: ignore[attr-defined]
         bar = progress_bar(progress, total=int(self.query_budget), unit="query",  # type: ignore[attr-defined]
                            desc=f"DFT {name}")
+        every = resolve_validation_every(self.validation_every, problem)  # type: ignore[attr-defined]
         loop = FitLoop(problem, estimator, optimizer, counter, self.seed,  # type: ignore[attr-defined]
-                       int(self.validation_every), checkpoint, checkpoint_every,  # type: ignore[attr-defined]
+                       every, checkpoint, checkpoint_every,
                        meta, bar, callback,
                        check_early_stopping(getattr(self, "early_stopping", None)))
         state = loop.new_state() if state is None else state

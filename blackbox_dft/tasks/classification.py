@@ -23,6 +23,7 @@ from blackbox_dft.core.model import QueryCounter
 from blackbox_dft.core.objectives import Objective, check_class_weight
 from blackbox_dft.core.optimizers import Optimizer, Schedule, make_optimizer
 from blackbox_dft.core.perturbation import LowResolution, Perturbation
+from blackbox_dft.core.sampling import SAMPLINGS
 from blackbox_dft.core.state import FitState, paid_images
 from blackbox_dft.core.stopping import EarlyStopping
 from blackbox_dft.tasks.base import NotFittedError, Tuner, check_common_args, fingerprint
@@ -62,6 +63,9 @@ class DataFineTuner(Tuner):
         (``canary_images_``, ``canary_labels_``, ``canary_clean_``, ``canary_perturbed_``;
         saved with it): :func:`~blackbox_dft.tasks.guard.check_delta` re-queries them to tell
         whether the model changed and the delta still helps. Free: validation sends them.
+    sampling: how a step draws its minibatch: ``"uniform"`` or ``"importance"`` (images drawn
+        in proportion to their error at their last step, from answers already paid for,
+        losses weighted back to an unbiased mean; see :mod:`blackbox_dft.core.sampling`).
     early_stopping: ``None`` (default: spend the budget), an int patience in queries or an
         :class:`~blackbox_dft.core.stopping.EarlyStopping`: stop once that many queries
         (validation included) brought no validation improvement; needs ``validation``.
@@ -77,7 +81,8 @@ class DataFineTuner(Tuner):
                  class_weight: Any = None, selection: str = "accuracy",
                  validation_every: int = 10, energy_penalty: float = 0.0,
                  canary_size: int = 32, early_stopping: EarlyStopping | int | None = None,
-                 seed: int | None = 0, progress: bool = True) -> None:
+                 sampling: str = "uniform", seed: int | None = 0,
+                 progress: bool = True) -> None:
         self.model = model
         self.task = task
         self.epsilon = epsilon
@@ -96,6 +101,7 @@ class DataFineTuner(Tuner):
         self.energy_penalty = energy_penalty
         self.canary_size = canary_size
         self.early_stopping = early_stopping
+        self.sampling = sampling
         self.seed = seed
         self.progress = progress
 
@@ -120,6 +126,7 @@ class DataFineTuner(Tuner):
         check_int("canary_size", self.canary_size, 0)
         check_choice("selection", self.selection, SELECTIONS)
         check_choice("lr_schedule", self.lr_schedule, Schedule.KINDS)
+        check_choice("sampling", self.sampling, SAMPLINGS)
         objective = Objective(self.task, self.scores, self.label_map)
         check_class_weight(self.class_weight, objective.task)
         # One direction per image, batch 16: the same queries per step average 16 directions
@@ -187,7 +194,7 @@ class DataFineTuner(Tuner):
             counter, objective, pert, est, optimizer, x, y, val, epsilon=float(self.epsilon),
             batch_size=b, task=self.task, class_weight=self.class_weight,
             selection=self.selection, energy_penalty=float(self.energy_penalty),
-            canary=int(self.canary_size))
+            canary=int(self.canary_size), sampling=self.sampling)
         check_budget(problem, int(self.query_budget),
                      f"{est.candidates_per_step} candidates x {b} images")
         self.fingerprint_ = fingerprint(x, y)

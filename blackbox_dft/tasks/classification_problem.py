@@ -26,6 +26,7 @@ from blackbox_dft.core.model import QueryCounter
 from blackbox_dft.core.objectives import Objective
 from blackbox_dft.core.optimizers import Optimizer
 from blackbox_dft.core.perturbation import Perturbation
+from blackbox_dft.core.sampling import draw_minibatch, observe_losses
 from blackbox_dft.core.state import FitState
 
 __all__ = ["ClassificationProblem"]
@@ -43,7 +44,8 @@ class ClassificationProblem:
     """Images ``x (N, H, W, 3)`` uint8 with labels ``y``; ``val`` an optional
     ``(images, labels)``. ``energy_penalty``: weight of ``lam / 2 |z|^2`` added to the loss
     (exact gradient ``lam z``, no queries). ``selection``: the validation metric that picks
-    the best latent. ``optimizer``: read for the learning rate shown in the history."""
+    the best latent. ``optimizer``: read for the learning rate shown in the history.
+    ``sampling``: how minibatches are drawn (:mod:`blackbox_dft.core.sampling`)."""
 
     slots = 1
 
@@ -51,11 +53,12 @@ class ClassificationProblem:
                  estimator: Estimator, optimizer: Optimizer, x: np.ndarray, y: np.ndarray,
                  val: tuple[np.ndarray, np.ndarray] | None, *, epsilon: float,
                  batch_size: int, task: str, class_weight: Any, selection: str,
-                 energy_penalty: float, canary: int = 0) -> None:
+                 energy_penalty: float, canary: int = 0, sampling: str = "uniform") -> None:
         self.counter, self.objective, self.pert = counter, objective, pert
         self.optimizer, self.x, self.y, self.val = optimizer, x, y, val
         self.eps, self.task, self.selection = float(epsilon), task, selection
         self.energy_penalty = float(energy_penalty)
+        self.sampling = sampling
         self.image_shape = (int(x.shape[1]), int(x.shape[2]))
         self.batch = min(int(batch_size), x.shape[0])
         n_classes = 2 if task == "binary" else (None if task == "multilabel"
@@ -96,10 +99,16 @@ class ClassificationProblem:
     def gradient(self, z: np.ndarray, estimator: Estimator, rng: np.random.Generator,
                  t: int, state: FitState) -> tuple[np.ndarray, dict[str, Any]]:
         n = self.x.shape[0]
-        idx = rng.choice(n, size=self.batch, replace=False) if self.batch < n else np.arange(n)
+        idx, weights = draw_minibatch(self.sampling, n, self.batch, rng, state.extra)
         xb, yb = self.x[idx], self.y[idx]
         proposal = estimator.ask(z, rng, t, batch=self.batch)
-        g, loss = estimator.tell(proposal, self.losses(proposal.candidates, xb, yb))
+        losses = self.losses(proposal.candidates, xb, yb)
+        observe_losses(self.sampling, idx, losses, state.extra, n)
+        # the gradient estimate is linear in the losses: weighting an image's losses weights
+        # its finite differences (importance sampling); the loss shown stays unweighted
+        g, loss = estimator.tell(proposal, losses if weights is None else losses * weights)
+        if weights is not None:
+            loss = float(losses.mean())
         if self.energy_penalty:
             g = g + self.energy_penalty * z
         return g, {"loss": loss, "learning_rate": self.optimizer.learning_rate(t),

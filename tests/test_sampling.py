@@ -1,0 +1,155 @@
+"""Minibatch sampling (blackbox_dft.core.sampling) and the engine's validation cadence: uniform
+draws as the fits always drew, importance draws unbiased and drawn towards the errors the
+answers showed, its state resumed exactly (a failed step undone), and validation_every=None
+validating on the documented cadence."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from blackbox_dft import DataFineTuner, ModelError
+from blackbox_dft.core.engine import VALIDATION_RATIO, resolve_validation_every
+from blackbox_dft.core.sampling import IMPORTANCE_FLOOR, draw_minibatch, observe_losses
+from blackbox_dft.testing import make_problem
+
+
+def test_uniform_draws_what_the_fits_always_drew():
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    for _ in range(5):
+        idx, w = draw_minibatch("uniform", 50, 8, a, {})
+        assert w is None and np.array_equal(idx, b.choice(50, size=8, replace=False))
+    idx, w = draw_minibatch("uniform", 6, 8, a, {})
+    assert np.array_equal(idx, np.arange(6)) and w is None
+
+
+def test_importance_weighted_minibatch_mean_is_unbiased():
+    rng = np.random.default_rng(0)
+    n, b = 40, 8
+    extra: dict[str, Any] = {"sampling_error": rng.uniform(0.0, 1.0, n).tolist()}
+    values = rng.normal(size=n) + 3.0  # e.g. each image's loss difference along its direction
+    draws = 20_000
+    means = np.empty(draws)
+    for i in range(draws):
+        idx, w = draw_minibatch("importance", n, b, rng, extra)
+        means[i] = np.mean(w * values[idx])
+    se = means.std() / math.sqrt(draws)
+    assert abs(means.mean() - values.mean()) < 4 * se
+
+
+def test_importance_draws_in_proportion_to_the_error_with_a_floor():
+    n = 5
+    err = np.array([0.0, 0.1, 0.2, 0.4, 0.8])
+    extra = {"sampling_error": err.tolist()}
+    rng = np.random.default_rng(1)
+    counts = np.zeros(n)
+    for _ in range(4000):
+        idx, w = draw_minibatch("importance", n, 4, rng, extra)
+        np.add.at(counts, idx, 1)
+        assert np.all(w > 0) and np.all(np.isfinite(w))
+    want = err + IMPORTANCE_FLOOR * err.mean()
+    got = counts / counts.sum()
+    assert np.allclose(got, want / want.sum(), atol=0.01)
+    assert got[0] > 0  # an image the model gets right stays in play (the floor)
+
+
+def test_observe_losses_records_each_images_error_from_the_answers():
+    extra: dict[str, Any] = {}
+    losses = np.array([[0.0, 1.0, 3.0], [0.2, 1.0, 1.0]])  # (M candidates, batch)
+    observe_losses("importance", np.array([4, 0, 2]), losses, extra, 6)
+    err = np.array(extra["sampling_error"])
+    assert err.shape == (6,) and json.loads(json.dumps(extra)) == extra
+    assert np.allclose(err[[4, 0, 2]], 1.0 - np.exp(-np.array([0.1, 1.0, 2.0])))
+    assert np.all(err[[1, 3, 5]] == 1.0)  # not sent yet
+    observe_losses("uniform", np.array([1]), np.ones((2, 1)), extra, 6)
+    assert extra["sampling_error"] == err.tolist()  # uniform keeps no state
+
+
+def test_bad_sampling_is_one_line_naming_the_choices():
+    p = make_problem(0, n_train=40, n_val=10)
+    t = DataFineTuner(p.model, scores="logits", sampling="importanse", query_budget=200,
+                      progress=False)
+    with pytest.raises(ValueError, match=r"sampling must be one of 'uniform' or "
+                                         r"'importance', got 'importanse'; did you mean "
+                                         r"'importance'\?$"):
+        t.fit(*p.train)
+
+
+def _fit(model: Any, p: Any, **kw: Any) -> DataFineTuner:
+    args = dict(scores="logits", sampling="importance", batch_size=8, query_budget=900,
+                validation_every=3, seed=4, progress=False)
+    return DataFineTuner(model, **{**args, **kw})
+
+
+class FailsOnce:
+    """The synthetic model, failing (ModelError) on its ``at``-th call only."""
+
+    def __init__(self, inner: Any, at: int) -> None:
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.at:
+            raise ModelError("simulated outage")
+        return self.inner.predict(images)
+
+
+@pytest.mark.parametrize("at", [5, 7, 9])  # validations after a step (5, 9), a step (7)
+def test_importance_fit_resumes_as_it_would_have_run_after_a_failed_call(tmp_path, at):
+    p = make_problem(0, n_train=60, n_val=20)
+    whole = _fit(p.model, p).fit(*p.train, validation=p.val)
+    ckpt = tmp_path / "fit.npz"
+    failing = FailsOnce(p.model, at)
+    with pytest.raises(ModelError):
+        _fit(failing, p).fit(*p.train, validation=p.val, checkpoint=ckpt, checkpoint_every=1)
+    again = _fit(failing, p).fit(*p.train, validation=p.val, checkpoint=ckpt, resume=True)
+    # the same steps (minibatches drawn from the same errors), up to the last one, which the
+    # images lost to the failed call (paid, counted) may leave unaffordable
+    n = len(again.history_)
+    assert n >= len(whole.history_) - 1 and again.history_ == whole.history_[:n]
+
+
+def test_importance_fit_sends_the_images_it_gets_wrong_more_often():
+    """Dark images are answered right (class 0, P = 0.99), bright ones wrong: importance
+    sampling sends mostly bright ones once it has seen each image; uniform sends both alike."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.integers(0, 60, (20, 8, 8, 3)),
+                        rng.integers(196, 256, (20, 8, 8, 3))]).astype(np.uint8)
+    y = np.zeros(40, dtype=np.int64)
+
+    def bright_share(sampling: str) -> float:
+        sent: list[np.ndarray] = []
+
+        class Model:
+            def predict(self, images: np.ndarray) -> np.ndarray:
+                sent.append(images.mean(axis=(1, 2, 3)) > 128)
+                p1 = np.where(sent[-1], 0.99, 0.01)
+                return np.stack([1 - p1, p1], axis=1)
+
+        DataFineTuner(Model(), "binary", epsilon=1.0, sampling=sampling, batch_size=4,
+                      query_budget=800, seed=0, progress=False).fit(x, y)
+        return float(np.concatenate(sent[len(sent) // 2:]).mean())  # the second half
+
+    assert bright_share("importance") > 0.8
+    assert 0.3 < bright_share("uniform") < 0.7
+
+
+def test_validation_every_none_validates_on_the_engines_cadence():
+    p = make_problem(0, n_train=60, n_val=20)
+    t = DataFineTuner(p.model, scores="logits", batch_size=4, validation_every=None,
+                      query_budget=2000, progress=False).fit(*p.train, validation=p.val)
+    every = math.ceil(VALIDATION_RATIO * 20 / (2 * 4))  # 2 candidates x 4 images a step
+    steps = [h["step"] for h in t.history_ if "val_accuracy" in h]
+    assert steps[:-1] == list(range(every, steps[-1], every)) and len(steps) >= 3
+    assert steps[-1] == t.history_[-1]["step"]  # and the last step
+    assert DataFineTuner.from_config(p.model, t.get_config()).validation_every is None
+
+    class NoValidation:
+        validation_cost, step_cost = 0, 8
+
+    assert resolve_validation_every(None, NoValidation()) == 1  # type: ignore[arg-type]
+    assert resolve_validation_every(7, NoValidation()) == 7  # type: ignore[arg-type]
