@@ -41,9 +41,10 @@ class DataFineTuner(Tuner):
     task: ``"multiclass"``, ``"binary"`` or ``"multilabel"`` (see :class:`Objective`).
     epsilon: L-inf budget in grey levels (0-255 scale).
     perturbation: :class:`LowResolution` (default 16x16x3 latent, nearest-neighbour
-        upsampling) or :class:`FullResolution`.
+        upsampling; 8x8x3 with ``scores="labels"``) or :class:`FullResolution`.
     estimator: zeroth-order gradient estimator (default ``PerImage(SPSA(directions=1,
-        step=2.0))``: every image of the minibatch gets its own random direction).
+        step=2.0))``: every image of the minibatch gets its own random direction; with
+        ``scores="labels"`` ``PerImage(SPSA(directions=4, step=4.0))``).
     optimizer: ``"adam"`` (default), ``"sgd"``, ``"momentum"``, ``"nesterov"``,
         ``"sign_sgd"`` or an :class:`Optimizer`; learning_rate in grey levels per step
         (default ``epsilon / 16``), a float or a :class:`Schedule`; lr_schedule: the
@@ -52,7 +53,8 @@ class DataFineTuner(Tuner):
     query_budget: hard cap on images sent during ``fit`` (validation included).
     class_weight: ``None``, ``"balanced"`` or ``{class: weight}`` for the loss.
     selection: validation metric that picks the best delta (``"accuracy"``,
-        ``"balanced_accuracy"`` or ``"loss"``); validation_every: steps between checks.
+        ``"balanced_accuracy"`` or ``"loss"``; with ``scores="labels"`` a tie goes to the
+        later step); validation_every: steps between checks.
     energy_penalty: weight ``lam`` of ``lam / 2 * |z|^2`` (latent in grey levels) added to
         the loss; its gradient ``lam * z`` is exact and costs no queries. It pulls latent
         coordinates whose estimated gradient is mostly noise back towards 0: a smaller
@@ -118,6 +120,11 @@ class DataFineTuner(Tuner):
         # step, which survives the uint8 rounding (bilinear upsampling blends the +-step of
         # neighbouring cells towards 0, and the rounding erases it); chosen against 8x8 /
         # 16x16 / 32x32 bilinear and full resolution (benchmarks/results/query_efficiency.md).
+        if self.scores == "labels":
+            # 0-1 decisions: 192 latent values, not 768. Face task, 30,000 label queries,
+            # selection seeds: held-out gain +0.27 at 8x8, +0.19 at 16x16, +0.20 at 4x4
+            # (the label-only search in benchmarks/results/label_only.md).
+            return LowResolution((8, 8), interpolation="nearest")
         return LowResolution((16, 16), interpolation="nearest")
 
     def _components(self) -> tuple[Objective, Perturbation, Estimator]:
@@ -129,10 +136,18 @@ class DataFineTuner(Tuner):
         check_choice("sampling", self.sampling, SAMPLINGS)
         objective = Objective(self.task, self.scores, self.label_map)
         check_class_weight(self.class_weight, objective.task)
+        return (objective, self.perturbation or self._default_perturbation(),
+                self.estimator or self._default_estimator())
+
+    def _default_estimator(self) -> Estimator:
+        if self.scores == "labels":
+            # A decision flips only near its boundary: step 4 flips more of them than 2, and
+            # 4 directions per image pay 128 queries a step at batch 16, as 1 direction at
+            # batch 64 does, with the same gain (benchmarks/results/label_only.md).
+            return PerImage(SPSA(directions=4, step=4.0))
         # One direction per image, batch 16: the same queries per step average 16 directions
         # instead of one (benchmarks/results/default_search.md).
-        return (objective, self.perturbation or self._default_perturbation(),
-                self.estimator or PerImage(SPSA(directions=1, step=2.0)))
+        return PerImage(SPSA(directions=1, step=2.0))
 
     def _make_optimizer(self, total_steps: int) -> Optimizer:
         # epsilon / 16: the best of epsilon / {4, 8, 16, 32} on the face task
