@@ -84,7 +84,9 @@ def limit_accuracy(task: str, path: str = os.path.join(RESULTS, "query_efficienc
 
 
 def _psnr(rs: list[dict[str, Any]]) -> str:
-    v = [r["psnr_db"] for r in rs]
+    v = [r["psnr_db"] for r in rs if r.get("psnr_db") is not None]
+    if not v:
+        return "-"  # not recorded (a run read from log lines)
     finite = [p for p in v if np.isfinite(p)]
     if not finite:
         return "inf (delta 0)"
@@ -152,8 +154,14 @@ def carried_over(path: str, ran: set[str], known: set[str]) -> tuple[list[dict[s
             old = json.load(fh)
     except (OSError, ValueError):
         return [], ""
-    keep = [r for r in old.get("runs", []) if str(r["campaign"]) in known - ran]
-    return keep, str(old.get("command", ""))
+    keep = []
+    for r in old.get("runs", []):
+        # files written before issue 16 name the campaign "batch" and the PSNR by budget
+        r = {**r, "campaign": r.get("campaign", r.get("batch")),
+             "psnr_db": r.get("psnr_db", r.get("psnr_db_10000"))}
+        if str(r["campaign"]) in known - ran:
+            keep.append(r)
+    return keep, str(old.get("command") or "an earlier python benchmarks/default_search.py")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             ap.error(f"unknown campaign {bad[0]!r}; the table has {', '.join(known)}")
         campaigns = [c for c in campaigns if str(c["id"]) in ids]
-    task, milestones = section["task"], [int(m) for m in section["milestones"]]
+    task = section["task"]
+    milestones = sorted({int(m) for c in all_campaigns
+                         for m in c.get("milestones", section["milestones"])})
+    kept, cmd = carried_over(os.path.join(out, "default_search.json"),
+                             {str(c["id"]) for c in campaigns},
+                             {str(c["id"]) for c in all_campaigns}) if args.merge else ([], "")
     t0 = time.perf_counter()
     runs = []
     for r in parallel_map(job, make_jobs(section, campaigns), args.workers, ordered=True):
@@ -185,9 +198,6 @@ def main(argv: list[str] | None = None) -> int:
         print(r["campaign"], r["variant"], r["seed"], r["accuracy"], flush=True)
     note = ""
     if args.merge:
-        kept, cmd = carried_over(os.path.join(out, "default_search.json"),
-                                 {str(c["id"]) for c in campaigns},
-                                 {str(c["id"]) for c in all_campaigns})
         order = [str(c["id"]) for c in all_campaigns]
         runs = sorted(kept + runs, key=lambda r: order.index(str(r["campaign"])))
         if kept:

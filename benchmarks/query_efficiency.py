@@ -11,7 +11,8 @@ gradient run ("limit") and the no-optimization controls frame the gains.
     python benchmarks/query_efficiency.py --quick    # CI smoke run on a synthetic black box
     python benchmarks/query_efficiency.py --tasks face --seeds 3 --name qe_face
     python benchmarks/query_efficiency.py --tasks face --seeds 25 --seed-offset 100 \
-        --per-budget --methods "default,previous default (issue 14),limit" \
+        --per-budget --methods "default,previous default (issue 14)" \
+        --limit-from benchmarks/results/query_efficiency.json \
         --name query_efficiency_report       # issue 16's headline: report seeds 100-124
 
 Every run writes its results whole (``--name``.json/.md/.png): a run restricted with
@@ -28,6 +29,7 @@ Needs the ``bench`` extra (nevergrad, cma, matplotlib) and the ``standins`` extr
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -182,6 +184,20 @@ def controls(task_name: str, draws: int = 5) -> dict[str, Any]:
     return out
 
 
+def limit_runs(ap: Any, path: str, tasks: list[str]) -> list[dict[str, Any]]:
+    """The limit's runs of ``tasks`` from an earlier results file (argparse error if absent)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            runs = json.load(fh)["runs"]
+    except (OSError, ValueError, KeyError) as exc:
+        ap.error(f"--limit-from {path}: cannot read its runs ({type(exc).__name__})")
+    found = [r for r in runs if r["method"] == "limit" and r["task"] in tasks]
+    missing = sorted(set(tasks) - {r["task"] for r in found})
+    if missing:
+        ap.error(f"--limit-from {path} has no limit run for {', '.join(missing)}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, "synthetic model, tiny budgets (CI smoke test)")
     ap.add_argument("--tasks", default=None, help="comma list (default: face,smiling)")
@@ -199,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the peers on the 8x8 bilinear latent")
     ap.add_argument("--peer-budget", type=int, default=45000,
                     help="largest budget of the peers (default 45000)")
+    ap.add_argument("--limit-from", default=None, metavar="JSON",
+                    help="take the limit's run from this results file instead of running it "
+                    "(it does not depend on the seed; default: run it)")
     ap.add_argument("--name", default="query_efficiency", help="output file stem")
     args = ap.parse_args(argv)
     out = out_dir(ap, args, args.name)
@@ -216,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown method {sorted(keep - known)[0]!r}; choose from "
                      f"{', '.join(sorted(known))}")
         jobs = [j for j in jobs if j["method"] in keep]
-    t0 = time.perf_counter()
     results = []
+    if args.limit_from:
+        jobs = [j for j in jobs if j["method"] != "limit"]
+        results = limit_runs(ap, args.limit_from, tasks)
+    t0 = time.perf_counter()
     for r in parallel_map(run_job, jobs, args.workers, ordered=False):
         results.append(r)
         print(f"[{time.perf_counter() - t0:6.0f}s] {r['task']:8s} {r['method']:26s} "
@@ -230,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                        for k, (g, _, s, sch, _) in methods(
                            args.quick, per_budget=args.per_budget).items()},
            "peer_budget": args.peer_budget, "workers": args.workers,
+           "limit_from": args.limit_from,
            "job_seconds_total": sum(r["wall_s"] for r in results),
            "controls": {t: controls(t) for t in tasks}, "runs": results}
     doc["summary"] = summarize(doc)

@@ -14,7 +14,12 @@ import pytest
 
 from blackbox_dft import DataFineTuner, ModelError
 from blackbox_dft.core.engine import VALIDATION_RATIO, resolve_validation_every
-from blackbox_dft.core.sampling import IMPORTANCE_FLOOR, draw_minibatch, observe_losses
+from blackbox_dft.core.sampling import (
+    IMPORTANCE_FLOOR,
+    draw_minibatch,
+    inclusion_probabilities,
+    observe_losses,
+)
 from blackbox_dft.testing import make_problem
 
 
@@ -30,43 +35,64 @@ def test_uniform_draws_what_the_fits_always_drew():
 def test_importance_weighted_minibatch_mean_is_unbiased():
     rng = np.random.default_rng(0)
     n, b = 40, 8
-    extra: dict[str, Any] = {"sampling_error": rng.uniform(0.0, 1.0, n).tolist()}
-    values = rng.normal(size=n) + 3.0  # e.g. each image's loss difference along its direction
+    err = rng.uniform(0.0, 1.0, n)
+    err[:3] = 30.0  # sizes whose share of the batch exceeds 1: capped
+    extra: dict[str, Any] = {"sampling_error": err.tolist()}
+    # e.g. each image's loss difference along its direction, larger where the error is
+    values = rng.normal(size=n) + 2.0 * np.minimum(err, 2.0)
     draws = 20_000
     means = np.empty(draws)
     for i in range(draws):
         idx, w = draw_minibatch("importance", n, b, rng, extra)
+        assert len(set(idx.tolist())) == b  # distinct images
         means[i] = np.mean(w * values[idx])
     se = means.std() / math.sqrt(draws)
     assert abs(means.mean() - values.mean()) < 4 * se
 
 
-def test_importance_draws_in_proportion_to_the_error_with_a_floor():
-    n = 5
-    err = np.array([0.0, 0.1, 0.2, 0.4, 0.8])
+def test_inclusion_probabilities_are_capped_proportional_and_sum_to_the_batch():
+    pi = inclusion_probabilities(np.array([100.0, 1.0, 2.0, 3.0, 4.0, 50.0]), 3)
+    assert pi.sum() == pytest.approx(3.0) and pi.max() <= 1.0
+    assert pi[0] == 1.0 and pi[5] == 1.0  # capped
+    assert pi[1:5] == pytest.approx(np.array([1.0, 2.0, 3.0, 4.0]) / 10.0)
+
+
+def test_importance_includes_each_image_with_its_probability_with_a_floor():
+    n, b = 12, 3
+    err = np.linspace(0.0, 0.9, n)
     extra = {"sampling_error": err.tolist()}
     rng = np.random.default_rng(1)
+    draws = 6000
     counts = np.zeros(n)
-    for _ in range(4000):
-        idx, w = draw_minibatch("importance", n, 4, rng, extra)
+    for _ in range(draws):
+        idx, w = draw_minibatch("importance", n, b, rng, extra)
         np.add.at(counts, idx, 1)
         assert np.all(w > 0) and np.all(np.isfinite(w))
-    want = err + IMPORTANCE_FLOOR * err.mean()
-    got = counts / counts.sum()
-    assert np.allclose(got, want / want.sum(), atol=0.01)
-    assert got[0] > 0  # an image the model gets right stays in play (the floor)
+    want = inclusion_probabilities(err + IMPORTANCE_FLOOR * err.mean(), b)
+    assert np.allclose(counts / draws, want, atol=0.025)
+    assert counts[0] > 0  # an image the model gets right stays in play (the floor)
+    assert counts[-1] > 5 * counts[0]
 
 
 def test_observe_losses_records_each_images_error_from_the_answers():
     extra: dict[str, Any] = {}
     losses = np.array([[0.0, 1.0, 3.0], [0.2, 1.0, 1.0]])  # (M candidates, batch)
     observe_losses("importance", np.array([4, 0, 2]), losses, extra, 6)
-    err = np.array(extra["sampling_error"])
-    assert err.shape == (6,) and json.loads(json.dumps(extra)) == extra
-    assert np.allclose(err[[4, 0, 2]], 1.0 - np.exp(-np.array([0.1, 1.0, 2.0])))
-    assert np.all(err[[1, 3, 5]] == 1.0)  # not sent yet
+    kept = extra["sampling_error"]
+    assert len(kept) == 6 and json.loads(json.dumps(extra)) == extra
+    seen = 1.0 - np.exp(-np.array([1.0, 2.0, 0.1]))  # images 0, 2, 4
+    assert np.allclose([kept[0], kept[2], kept[4]], seen)
+    assert kept[1] is None and kept[3] is None and kept[5] is None  # not sent yet
+    # an image not sent yet counts as the mean error of those sent
+    rng = np.random.default_rng(0)
+    counts = np.zeros(6)
+    for _ in range(3000):
+        np.add.at(counts, draw_minibatch("importance", 6, 2, rng, extra)[0], 1)
+    size = np.array([seen[0], seen.mean(), seen[1], seen.mean(), seen[2], seen.mean()])
+    want = inclusion_probabilities(size + IMPORTANCE_FLOOR * size.mean(), 2)
+    assert np.allclose(counts / 3000, want, atol=0.03)
     observe_losses("uniform", np.array([1]), np.ones((2, 1)), extra, 6)
-    assert extra["sampling_error"] == err.tolist()  # uniform keeps no state
+    assert extra["sampling_error"] == kept  # uniform keeps no state
 
 
 def test_bad_sampling_is_one_line_naming_the_choices():
