@@ -29,7 +29,7 @@ resumed fit draws the same minibatches as an uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -96,7 +96,7 @@ def observe_losses(sampling: str, idx: np.ndarray, losses: np.ndarray,
     extra[_KEY] = [None if np.isnan(e) else float(e) for e in err]  # None: not sent yet
 
 
-def _valid(kept: Any, n: int) -> bool:
+def _valid(kept: Any, n: int) -> TypeGuard[list[float | None]]:
     return isinstance(kept, list) and len(kept) == n
 
 
