@@ -6,13 +6,17 @@ long its run took, ``seconds``, and each part, ``part_seconds``). Usage::
     python benchmarks/beyond_scores.py            # the three parts, 5 seeds
     python benchmarks/beyond_scores.py --quick    # 1 seed, budgets of hundreds (smoke test)
     python benchmarks/beyond_scores.py --only verification --name beyond_verification
+    python benchmarks/beyond_scores.py --only label_only --name label_only --workers 2
 
-``--only`` (a comma list) runs some parts; its results file holds only those.
+``--only`` (a comma list) runs some parts; its results file holds only those. ``--seeds``
+(a comma list) replaces every part's seeds: 0-4, and 100-104 for the label-only part, whose
+defaults were chosen on seeds 0-9.
 
 1. Label-only: face task (LFW-subset crops, blur sigma=1), BlazeFace reduced to its
-   decision at 0.5 (``LabelOnly``), ``scores="labels"`` with SPSA(4 directions, step 4),
-   batch 64, 30,000 queries; against the score-based DataFineTuner defaults at 10,000
-   queries; plus five Google-Vision-like likelihood levels (``Ordinal``) on the score path.
+   decision at 0.5 (``LabelOnly``), ``scores="labels"`` with DataFineTuner's defaults for
+   it, 30,000 queries; against the score-based DataFineTuner defaults at 10,000 queries
+   (goal: the label-only gain is at least 0.9 of the score-based one); plus five
+   Google-Vision-like likelihood levels (``Ordinal``) on the score path.
 2. Verification: ``blackbox_dft.adapters.standins.verification_task`` (synthetic identities =
 jittered views of
    one crop) with the ``emotion-embedding`` stand-in (a CNN's last feature map) under blur
@@ -30,9 +34,17 @@ import time
 from typing import Any
 
 import numpy as np
-from common import TASKS, command_line, load_task, out_dir, parser, write_results
+from common import (
+    TASKS,
+    command_line,
+    load_task,
+    out_dir,
+    parallel_map,
+    parser,
+    write_results,
+)
 
-from blackbox_dft import SPSA, DataFineTuner, FullResolution
+from blackbox_dft import DataFineTuner, FullResolution
 from blackbox_dft.adapters.local.wrappers import LabelOnly, MultiModel, Ordinal
 from blackbox_dft.adapters.standins.models import blazeface, emotion_embedding, gender, smiling
 from blackbox_dft.adapters.standins.tasks import lfw_subset, smiling_labels, stratified_split
@@ -54,39 +66,83 @@ def _ms(values: list[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0}
 
 
-def label_only(seeds: list[int], label_budget: int, score_budget: int,
-               label_batch: int = 64) -> dict[str, Any]:
-    """Held-out accuracy gains: label-only at label_budget vs scores at score_budget."""
+LABEL_CONFIGS = ("scores", "labels", "ordinal5")
+#: the label-only recipe (DataFineTuner's defaults for scores="labels") was chosen on seeds
+#: 0-9 (selection); the label-only part reports on other seeds
+REPORT_SEEDS = [100, 101, 102, 103, 104]
+LABEL_TARGET = 0.9
+#: How the label-only defaults were chosen (issue 16): face task, 30,000 label queries, held-out
+#: gain with the validation tie kept at the first step (the rule before) and at the last (the
+#: rule now), mean over the selection seeds. Measured once with a scratch harness, not re-run
+#: by this script; the score-based defaults gained +0.270 at 10,000 queries on seeds 0-4.
+LABEL_SEARCH: list[tuple[str, str, str, str]] = [
+    ("shared SPSA(4 dirs, step 4), batch 64, 16x16 latent (the recipe before)", "0-4",
+     "+0.197", "-"),
+    ("PerImage(SPSA(1, step 4)), batch 64, 16x16", "0-4", "+0.200", "+0.187"),
+    ("  learning rate 0.25", "0-1", "+0.200", "-"),
+    ("  batch 100 (the whole training set)", "0-1", "+0.192", "-"),
+    ("  step decay 0.2", "0-1", "+0.217", "-"),
+    ("  step 2", "0-1", "+0.192", "-"),
+    ("  step 8 (the fit diverged)", "0", "+0.117", "-"),
+    ("  cosine learning rate", "0-4", "+0.203", "+0.187"),
+    ("  cosine learning rate, step 2", "0-4", "+0.193", "+0.233"),
+    ("minibatch drawn by each image's label-flip rate (floor 0.05), 16x16, cosine", "0-4",
+     "+0.160", "+0.170"),
+    ("  the same, importance-weighted back to the mean (floor 0.1)", "0-4", "+0.157", "+0.180"),
+    ("pairs at a noisy centre z + 4n +- 4u (smoothing by random perturbations), 16x16, cosine",
+     "0-4", "+0.170", "+0.147"),
+    ("  the same, +- 2u", "0-4", "+0.193", "+0.190"),
+    ("PerImage(SPSA(1, step 4)), batch 64, 4x4 latent", "0-4", "+0.180", "+0.200"),
+    ("PerImage(SPSA(1, step 4)), batch 64, 8x8 latent", "0-9", "+0.243", "+0.267"),
+    ("PerImage(SPSA(1, step 2)), batch 64, 8x8", "0-4", "+0.203", "+0.247"),
+    ("PerImage(SPSA(1, step 4)), batch 16, 8x8", "0-4", "+0.230", "+0.240"),
+    ("PerImage(SPSA(4, step 4)), batch 16, 8x8 (the default now)", "0-9", "+0.238", "+0.265"),
+    ("PerImage(SPSA(1, step 4)), batch 64, 12x12 latent", "0-4", "+0.220", "+0.260"),
+]
+
+
+def _label_fit(job: tuple[str, int, int]) -> dict[str, Any]:
+    """One fit of the label-only comparison, ``(config, seed, budget)``: DataFineTuner with
+    its defaults on the face task, the model reduced to its decision (``labels``, with
+    ``scores="labels"``), to five likelihood levels (``ordinal5``) or left whole."""
+    name, seed, budget = job
     task = load_task("face")
-    runs = []
-    for seed in seeds:
-        row: dict[str, Any] = {"seed": seed}
-        configs: dict[str, tuple[Any, dict[str, Any]]] = {
-            "scores": (task.model, {"query_budget": score_budget}),
-            "labels": (LabelOnly(task.model), {
-                "query_budget": label_budget, "scores": "labels", "batch_size": label_batch,
-                "estimator": SPSA(directions=4, step=4.0)}),
-            "ordinal5": (Ordinal(task.model, levels=5), {"query_budget": score_budget}),
-        }
-        for name, (model, kw) in configs.items():
-            t0 = time.time()
-            tuner = DataFineTuner(model, "binary", seed=seed, progress=False, **kw)
-            ev = tuner.fit(*task.train, validation=task.val).evaluate(*task.test)
-            row[name] = {"before": ev["accuracy_before"], "after": ev["accuracy_after"],
-                         "gain": ev["accuracy_after"] - ev["accuracy_before"],
-                         "queries": tuner.queries_, "psnr": ev["psnr"],
-                         "seconds": round(time.time() - t0, 1)}
-            print(f"label-only seed {seed} {name}: {row[name]}", flush=True)
-        runs.append(row)
-    summary = {k: _ms([r[k]["gain"] for r in runs]) for k in ("scores", "labels", "ordinal5")}
+    model = {"scores": task.model, "labels": LabelOnly(task.model),
+             "ordinal5": Ordinal(task.model, levels=5)}[name]
+    kw = {"scores": "labels"} if name == "labels" else {}
+    t0 = time.time()
+    tuner = DataFineTuner(model, "binary", seed=seed, progress=False, query_budget=budget, **kw)
+    ev = tuner.fit(*task.train, validation=task.val).evaluate(*task.test)
+    row = {"config": name, "seed": seed, "before": ev["accuracy_before"],
+           "after": ev["accuracy_after"], "gain": ev["accuracy_after"] - ev["accuracy_before"],
+           "queries": tuner.queries_, "psnr": ev["psnr"], "best_step": tuner.best_step_,
+           "steps": tuner.n_steps_, "recipe": {"estimator": repr(tuner.estimator_),
+                                               "perturbation": repr(tuner.perturbation_),
+                                               "batch_size": tuner.batch_size},
+           "seconds": round(time.time() - t0, 1)}
+    print(f"label-only seed {seed} {name}: gain {row['gain']:+.3f}, {row['queries']} queries, "
+          f"best step {row['best_step']} of {row['steps']}", flush=True)
+    return row
+
+
+def label_only(seeds: list[int], label_budget: int, score_budget: int,
+               workers: int = 1) -> dict[str, Any]:
+    """Held-out accuracy gains: label-only at label_budget vs scores at score_budget, both
+    with DataFineTuner's defaults (those of ``scores="labels"`` for the label-only fit)."""
+    jobs = [(name, seed, label_budget if name == "labels" else score_budget)
+            for seed in seeds for name in LABEL_CONFIGS]
+    rows = list(parallel_map(_label_fit, jobs, workers))
+    runs = [{"seed": seed, **{r["config"]: r for r in rows if r["seed"] == seed}}
+            for seed in seeds]
+    summary = {k: _ms([r[k]["gain"] for r in runs]) for k in LABEL_CONFIGS}
     # the ratio means something only when the score-based fit gained
     ratio = (summary["labels"]["mean"] / summary["scores"]["mean"]
              if summary["scores"]["mean"] > 0 else None)
     return {"task": f"face, {TASKS['face']}, BlazeFace at threshold 0.5", "runs": runs,
-            "gain": summary, "label_budget": label_budget, "score_budget": score_budget,
-            "label_batch": label_batch,
-            "ratio_label_to_score_gain": ratio,
-            "criterion_met": ratio is not None and bool(ratio >= 0.5)}
+            "seeds": seeds, "gain": summary, "label_budget": label_budget,
+            "score_budget": score_budget, "label_recipe": runs[0]["labels"]["recipe"],
+            "ratio_label_to_score_gain": ratio, "target": LABEL_TARGET,
+            "criterion_met": ratio is not None and bool(ratio >= LABEL_TARGET)}
 
 
 def verification(seeds: list[int], budget: int) -> dict[str, Any]:
@@ -190,18 +246,29 @@ def many_attributes(seeds: list[int], budget: int) -> dict[str, Any]:
 
 def _label_only_md(lo: dict[str, Any]) -> list[str]:
     f = "{mean:+.3f} ± {std:.3f}".format
+    r = lo["label_recipe"]
+    ratio = lo["ratio_label_to_score_gain"]
+    seeds = lo.get("seeds") or []
     return [
-        f"## Label-only ({lo['task']})", "",
+        f"## Label-only ({lo['task']}; seeds {', '.join(map(str, seeds))})", "",
         "| run | queries | held-out accuracy gain (mean ± sd) |", "|---|---|---|",
         f"| scores (DataFineTuner defaults) | {lo['score_budget']} | {f(**lo['gain']['scores'])} |",
-        f"| labels only (SPSA 4 dirs, step 4, batch {lo['label_batch']}) | {lo['label_budget']} | "
+        f"| labels only (DataFineTuner defaults for scores='labels': {r['estimator']}, "
+        f"{r['perturbation']}, batch {r['batch_size']}) | {lo['label_budget']} | "
         f"{f(**lo['gain']['labels'])} |",
         f"| 5 likelihood levels, score path | {lo['score_budget']} | "
         f"{f(**lo['gain']['ordinal5'])} |", "",
         "Label-only gain / score gain = " + (
-            "- (the score-based fit gained nothing)" if lo["ratio_label_to_score_gain"] is None
-            else f"{lo['ratio_label_to_score_gain']:.2f}")
-        + f" (target >= 0.5: {'met' if lo['criterion_met'] else 'NOT met'}).", ""]
+            "- (the score-based fit gained nothing)" if ratio is None else f"{ratio:.2f}")
+        + f" (target >= {lo.get('target', 0.5)}: {'met' if lo['criterion_met'] else 'NOT met'})."
+        " The label-only defaults were chosen on seeds 0-9; seeds 100 and up were used for "
+        "nothing but this report.", "",
+        "How the defaults were chosen (selection seeds; figures from the search, not re-run "
+        "by this command; Adam, learning rate epsilon/16, constant unless said):", "",
+        "| label-only variant | seeds | gain, tie to the first step | to the last step |",
+        "|---|---|---|---|",
+        *[f"| {v} | {seeds} | {first} | {last} |" for v, seeds, first, last in LABEL_SEARCH],
+        ""]
 
 
 def _verification_md(ve: dict[str, Any]) -> list[str]:
@@ -260,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma list of parts to run (default: all: {', '.join(SECTIONS)})")
     ap.add_argument("--name", default="beyond_scores", help="output file stem")
+    ap.add_argument("--seeds", default=None,
+                    help="comma list of seeds (default: 0-4, and 100-104 for label_only, "
+                         "whose defaults were chosen on seeds 0-9)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes for the label_only part (default 1)")
     args = ap.parse_args(argv)
     out = out_dir(ap, args, args.name)
     only = [k.strip() for k in args.only.split(",") if k.strip()]
@@ -267,15 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown part {bad[0]!r}; choose from {', '.join(SECTIONS)}")
     q = args.quick
-    seeds = [0] if q else [0, 1, 2, 3, 4]
+    given = None if args.seeds is None else [int(v) for v in args.seeds.split(",") if v.strip()]
+    seeds = given or ([0] if q else [0, 1, 2, 3, 4])
+    label_seeds = given or ([0] if q else REPORT_SEEDS)
     parts = {
-        "label_only": lambda: (label_only(seeds, 300, 300, label_batch=16) if q
-                               else label_only(seeds, 30_000, 10_000)),
+        "label_only": lambda: (label_only(label_seeds, 300, 300, args.workers) if q
+                               else label_only(label_seeds, 30_000, 10_000, args.workers)),
         "verification": lambda: verification(seeds, 600 if q else 20_000),
         "many_attributes": lambda: many_attributes(seeds, 450 if q else 15_000),
     }
     t0 = time.perf_counter()
-    res: dict[str, Any] = {"seeds": seeds, "part_seconds": {}}
+    res: dict[str, Any] = {"seeds": label_seeds if only == ["label_only"] else seeds,
+                           "part_seconds": {}}
     for key in (k for k in SECTIONS if k in only):
         t1 = time.perf_counter()
         res[key] = parts[key]()
