@@ -36,7 +36,8 @@ def patiences(budget: int, shares: tuple[float, ...]) -> dict[str, int]:
     """Label -> patience in queries: the CLI default, then each share of the budget."""
     out = {"cli": default_patience(budget)}
     for share in shares:
-        out.setdefault(f"{share:g}", round(share * budget))
+        if round(share * budget) not in out.values():  # the same patience is the same fit
+            out[f"{share:g}"] = round(share * budget)
     return out
 
 

@@ -14,6 +14,13 @@ gradient run ("limit") and the no-optimization controls frame the gains.
         --per-budget --methods "default,previous default (issue 14)" \
         --limit-from benchmarks/results/query_efficiency.json \
         --name query_efficiency_report       # issue 16's headline: report seeds 100-124
+    python benchmarks/query_efficiency.py --headline   # the README's table: face, 5 seeds, < 30 min
+
+``--headline`` is the README's table in one command: the face task, seeds 0-4, the default,
+the previous default, the two best peers (pycma diagonal and nevergrad OnePlusOne, by their
+accuracy at 30,000 queries in the full run), random search, the controls and the limit, every
+method up to 30,000 queries (the full protocol runs the peers to 45,000 to measure how much
+more than the default they need).
 
 Every run writes its results whole (``--name``.json/.md/.png): a run restricted with
 ``--tasks``, ``--methods`` or ``--seeds`` holds only what it ran, and says so in its
@@ -49,6 +56,10 @@ from qe_report import summarize, write_outputs
 MILESTONES = (1000, 3000, 10000, 30000)
 GRID = (250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7000, 10000, 14000, 20000, 30000,
         36000, 42000, 45000, 60000)
+
+#: --headline: the README's table (the controls come with every run)
+HEADLINE_METHODS = ("default", "previous default (issue 14)", "pycma diagonal", "ng OnePlusOne",
+                    "random search", "limit")
 
 # name -> (group, runner, spec, budget-dependent schedule?, largest budget)
 Method = tuple[str, str, dict[str, Any], bool, int]
@@ -218,8 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-from", default=None, metavar="JSON",
                     help="take the limit's run from this results file instead of running it "
                     "(it does not depend on the seed; default: run it)")
-    ap.add_argument("--name", default="query_efficiency", help="output file stem")
+    ap.add_argument("--name", default=None,
+                    help="output file stem (default: query_efficiency, or "
+                    "query_efficiency_headline with --headline)")
+    ap.add_argument("--headline", action="store_true",
+                    help="the README's headline table: " + ", ".join(HEADLINE_METHODS)
+                    + "; face task, 5 seeds, peers to 30,000 queries (sets --tasks, --methods "
+                    "and --peer-budget)")
     args = ap.parse_args(argv)
+    if args.headline:
+        if args.quick or args.tasks or args.methods:
+            ap.error("--headline sets the tasks and methods itself: drop --quick, --tasks "
+                     "and --methods")
+        args.tasks, args.methods = "face", ",".join(HEADLINE_METHODS)
+        args.peer_budget = min(args.peer_budget, 30000)
+    args.name = args.name or ("query_efficiency_headline" if args.headline
+                              else "query_efficiency")
     out = out_dir(ap, args, args.name)
     tasks = ["synthetic"] if args.quick else (args.tasks or ",".join(TASKS)).split(",")
     bad = [t for t in tasks if t != "synthetic" and t not in TASKS]
