@@ -41,14 +41,22 @@ def summary(tuner: Any, delta: np.ndarray) -> dict[str, Any]:
             "history_sha256": _history_digest(tuner.history_)}
 
 
-def _classification_synthetic() -> dict[str, Any]:
-    from blackbox_dft import DataFineTuner
-    from blackbox_dft.testing import make_problem
+#: DataFineTuner's defaults of issue 14 (before issue 16), spelled out: the cases pinned with
+#: them before the defaults changed keep their digests
+ISSUE14 = {"batch_size": 16, "learning_rate": 0.5, "lr_schedule": "constant",
+           "validation_every": 10, "sampling": "uniform"}
 
-    p = make_problem(seed=0)
-    t = DataFineTuner(p.model, task="multiclass", scores="logits", query_budget=3_000, seed=0,
-                      progress=False).fit(*p.train, validation=p.val)
-    return summary(t, t.delta_)
+
+def _classification_synthetic(**kw: Any) -> Callable[[], dict[str, Any]]:
+    def run() -> dict[str, Any]:
+        from blackbox_dft import DataFineTuner
+        from blackbox_dft.testing import make_problem
+
+        p = make_problem(seed=0)
+        t = DataFineTuner(p.model, task="multiclass", scores="logits", query_budget=3_000,
+                          seed=0, progress=False, **kw).fit(*p.train, validation=p.val)
+        return summary(t, t.delta_)
+    return run
 
 
 def _classification_shared_sgd() -> dict[str, Any]:
@@ -60,18 +68,21 @@ def _classification_shared_sgd() -> dict[str, Any]:
                       perturbation=LowResolution((8, 8)),
                       estimator=SPSA(directions=2, step=2.0), optimizer="sgd",
                       learning_rate=2.0, batch_size=24, query_budget=2_500, seed=4,
+                      lr_schedule="constant", validation_every=10, sampling="uniform",
                       progress=False).fit(*p.train, validation=p.val)
     return summary(t, t.delta_)
 
 
-def _classification_face() -> dict[str, Any]:
-    from blackbox_dft import DataFineTuner
-    from blackbox_dft.adapters import load_task
+def _classification_face(**kw: Any) -> Callable[[], dict[str, Any]]:
+    def run() -> dict[str, Any]:
+        from blackbox_dft import DataFineTuner
+        from blackbox_dft.adapters import load_task
 
-    task = load_task("face", shift="blur:sigma=1")
-    t = DataFineTuner(task.model, task="binary", query_budget=2_000, seed=0,
-                      progress=False).fit(*task.train, validation=task.val)
-    return summary(t, t.delta_)
+        task = load_task("face", shift="blur:sigma=1")
+        t = DataFineTuner(task.model, task="binary", query_budget=2_000, seed=0,
+                          progress=False, **kw).fit(*task.train, validation=task.val)
+        return summary(t, t.delta_)
+    return run
 
 
 def _verification() -> dict[str, Any]:
@@ -98,9 +109,11 @@ def _attributes(mode: str) -> Callable[[], dict[str, Any]]:
 
 
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
-    "classification_synthetic_default": _classification_synthetic,
+    "classification_synthetic_default": _classification_synthetic(),
+    "classification_synthetic_issue14": _classification_synthetic(**ISSUE14),
     "classification_synthetic_shared_sgd": _classification_shared_sgd,
-    "classification_face_blazeface": _classification_face,
+    "classification_face_blazeface": _classification_face(),
+    "classification_face_blazeface_issue14": _classification_face(**ISSUE14),
     "verification_linear_embedding": _verification,
     "attributes_per_attribute": _attributes("per_attribute"),
     "attributes_shared": _attributes("shared"),

@@ -183,7 +183,7 @@ def test_model_error_mid_fit_keeps_best_delta_and_query_count(problem, tmp_path)
     with pytest.raises(ConnectionError):
         t.fit(*problem.train, validation=problem.val, checkpoint=ckpt)
     # the failed call (one step: 2 candidates x batch images) was counted: it may have been paid
-    assert t.queries_ == model.seen + 2 * t.batch_size
+    assert t.queries_ == model.seen + 2 * t.settings_["batch_size"]
     assert t.n_steps_ > 10 and np.abs(t.delta_).max() > 0
     assert ckpt.exists()
 

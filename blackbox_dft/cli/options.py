@@ -148,18 +148,27 @@ class TunerOptions:
                                                                "nesterov", "sign_sgd"),
                                    shown="adam")
     learning_rate: float | None = option(None, "learning rate in grey levels per step", float,
-                                         check="positive", shown="epsilon/16 for "
-                                         "classification, epsilon/8 for the other fits")
+                                         check="positive", shown="epsilon/8 for "
+                                         "classification (epsilon/16 with --scores labels) "
+                                         "and the other fits")
     lr_schedule: str | None = option(None, "learning-rate schedule", choices=(
-        "constant", "cosine", "inverse_sqrt", "exponential"), shown="constant")
+        "constant", "cosine", "inverse_sqrt", "exponential"), shown="inverse_sqrt (lr / "
+        "sqrt(1 + step / 30)) for classification, constant with --scores labels and for the "
+        "other fits")
     batch_size: int | None = option(None, "images per minibatch", int, check="count",
-                                    shown="16 for classification, 32 for face verification "
-                                    "and per-attribute fits")
+                                    shown="8 for classification (16 with --scores labels), "
+                                    "32 for face verification and per-attribute fits")
     selection: str | None = option(None, "validation metric that picks the kept delta",
                                    choices=("accuracy", "balanced_accuracy", "loss"),
                                    shown="accuracy")
     validation_every: int | None = option(None, "steps between validation checks", int,
-                                          check="count", shown="10")
+                                          check="count", shown="classification: once the "
+                                          "steps sent 10x the validation images (10 with "
+                                          "--scores labels); 10 for the other fits")
+    sampling: str | None = option(None, "how a classification step draws its minibatch: "
+                                  "importance (by each image's last error, reweighted) or "
+                                  "uniform", choices=("importance", "uniform"),
+                                  shown="importance (uniform with --scores labels)")
     energy_penalty: float | None = option(None, "weight of an exact |z|^2 penalty: smaller "
                                           "perturbation (higher PSNR) at some cost in accuracy "
                                           "(default 0)", float, check="nonnegative")

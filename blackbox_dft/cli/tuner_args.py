@@ -22,7 +22,7 @@ __all__ = ["default_patience", "classification_kwargs", "attribute_kwargs", "ver
 
 _COMMON = ("epsilon", "batch_size", "validation_every", "optimizer", "learning_rate")
 _CLASSIFICATION = ("epsilon", "batch_size", "scores", "selection", "validation_every",
-                   "optimizer", "learning_rate", "lr_schedule", "energy_penalty")
+                   "optimizer", "learning_rate", "lr_schedule", "energy_penalty", "sampling")
 #: the CLI's default patience: max(PATIENCE_FLOOR, PATIENCE_SHARE x budget) queries. On the
 #: face task at 10,000 queries, seeds 0-5 (benchmarks/early_stopping.py): 10% saved 27% of
 #: the budget, 20% 9%, both losing 0.008 held-out accuracy on average (one seed, 3 of 60 test

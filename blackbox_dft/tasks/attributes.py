@@ -174,7 +174,11 @@ class MultiAttributeTuner(Tuner):
         tuner = DataFineTuner(
             self.model, "multilabel", epsilon=self.epsilon, perturbation=self.perturbation,
             estimator=self.estimator, optimizer=self.optimizer,
-            learning_rate=self.learning_rate, batch_size=self.batch_size,
+            # DataFineTuner's defaults before issue 16, spelled out: the shared fit was not
+            # part of that default search
+            learning_rate=(self.learning_rate if self.learning_rate is not None
+                           else float(self.epsilon) / 16.0),
+            lr_schedule="constant", sampling="uniform", batch_size=self.batch_size,
             query_budget=int(self.query_budget), scores=self.scores,
             validation_every=self.validation_every, early_stopping=self.early_stopping,
             seed=self.seed, progress=False)

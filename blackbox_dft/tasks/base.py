@@ -67,7 +67,8 @@ def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
 
 def check_common_args(tuner: Any) -> None:
     """The argument checks every tuner's ``fit`` makes (``__init__`` only stores): epsilon,
-    batch_size, query_budget, validation_every (None: the engine's cadence), seed,
+    batch_size, query_budget, validation_every (None: the tuner's default; "auto": the
+    engine's cadence), seed,
     learning_rate, optimizer, estimator and perturbation; one line per bad value.
 
     epsilon first: the default learning rate is derived from it, so a bad epsilon must not
@@ -80,10 +81,16 @@ def check_common_args(tuner: Any) -> None:
     except ValueError:
         raise ValueError(f"epsilon must be a number > 0 and <= 255 (the L-inf budget in grey "
                          f"levels), got {show(tuner.epsilon)}") from None
-    check_int("batch_size", tuner.batch_size, 1)
+    if tuner.batch_size is not None:  # None: the tuner's default
+        check_int("batch_size", tuner.batch_size, 1)
     check_int("query_budget", tuner.query_budget, 1)
-    if tuner.validation_every is not None:  # None: the engine's cadence
-        check_int("validation_every", tuner.validation_every, 1)
+    # None: the tuner's default; "auto": the engine's cadence (validations about a tenth of
+    # the queries)
+    every = tuner.validation_every
+    if isinstance(every, str) and every != "auto":
+        raise ValueError(f"validation_every must be an int >= 1 or 'auto', got {show(every)}")
+    if every is not None and every != "auto":
+        check_int("validation_every", every, 1)
     check_seed(tuner.seed)
     lr = tuner.learning_rate
     if lr is not None and not isinstance(lr, Schedule):
@@ -209,6 +216,11 @@ class Tuner:
         params.update(overrides)
         return cls(model=model, **params)  # type: ignore[call-arg]
 
+    def _validation_every(self) -> int | None:
+        """Steps between validations for the engine (None: its cadence in queries)."""
+        every = self.validation_every  # type: ignore[attr-defined]
+        return None if every is None or every == "auto" else int(every)
+
     # -- fitting ----------------------------------------------------------------------------
     def _fit_loop(self, problem: Problem, estimator: Estimator, optimizer: Optimizer,
                   counter: QueryCounter, meta: dict[str, Any],
@@ -229,7 +241,7 @@ class Tuner:
                  self.query_budget, getattr(self, "epsilon", None))  # type: ignore[attr-defined]
         bar = progress_bar(progress, total=int(self.query_budget), unit="query",  # type: ignore[attr-defined]
                            desc=f"DFT {name}")
-        every = resolve_validation_every(self.validation_every, problem)  # type: ignore[attr-defined]
+        every = resolve_validation_every(self._validation_every(), problem)
         loop = FitLoop(problem, estimator, optimizer, counter, self.seed,  # type: ignore[attr-defined]
                        every, checkpoint, checkpoint_every,
                        meta, bar, callback,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,9 +30,36 @@ from blackbox_dft.core.stopping import EarlyStopping
 from blackbox_dft.tasks.base import NotFittedError, Tuner, check_common_args, fingerprint
 from blackbox_dft.tasks.classification_problem import ClassificationProblem
 
-__all__ = ["DataFineTuner", "NotFittedError"]
+__all__ = ["DataFineTuner", "NotFittedError", "Recipe", "SCORE_RECIPE", "LABEL_RECIPE"]
 
 SELECTIONS = ("accuracy", "balanced_accuracy", "loss")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The defaults of the settings left at None: images per minibatch, the learning rate as
+    a fraction of epsilon, its schedule (``lr_scale``: the inverse-sqrt schedule's scale in
+    steps), steps between validations (None: the engine's cadence, validations about a
+    tenth of the queries) and how minibatches are drawn."""
+
+    batch_size: int
+    lr_fraction: float
+    lr_schedule: str
+    lr_scale: float
+    validation_every: int | None
+    sampling: str
+
+
+#: The score path's defaults (issue 16): batch 8, Adam from epsilon / 8 decaying as
+#: 1 / sqrt(1 + t / 30), validations about a tenth of the queries, minibatches drawn by each
+#: image's last error. Chosen on the face task's selection seeds (0-24) at 1,000 and 3,000
+#: queries, checked at 10,000 and 30,000 (benchmarks/results/default_search.md).
+SCORE_RECIPE = Recipe(batch_size=8, lr_fraction=1 / 8, lr_schedule="inverse_sqrt",
+                      lr_scale=30.0, validation_every=None, sampling="importance")
+#: The label-only path's defaults (issue 16, point 3: chosen with these on seeds 0-9;
+#: benchmarks/results/label_only.md): the score path's defaults before issue 16.
+LABEL_RECIPE = Recipe(batch_size=16, lr_fraction=1 / 16, lr_schedule="constant",
+                      lr_scale=10.0, validation_every=10, sampling="uniform")
 
 
 class DataFineTuner(Tuner):
@@ -47,14 +75,21 @@ class DataFineTuner(Tuner):
         ``scores="labels"`` ``PerImage(SPSA(directions=4, step=4.0))``).
     optimizer: ``"adam"`` (default), ``"sgd"``, ``"momentum"``, ``"nesterov"``,
         ``"sign_sgd"`` or an :class:`Optimizer`; learning_rate in grey levels per step
-        (default ``epsilon / 16``), a float or a :class:`Schedule`; lr_schedule: the
-        kind of schedule built from a float learning rate (``"constant"``, ``"cosine"``...).
-    batch_size: images per minibatch; each step sends ``candidates x batch_size`` images.
+        (default ``epsilon / 8``; ``epsilon / 16`` with ``scores="labels"``), a float or a
+        :class:`Schedule`; lr_schedule: the kind of schedule built from a float learning
+        rate (``"constant"``, ``"cosine"``, ``"inverse_sqrt"``...; default
+        ``"inverse_sqrt"``, ``lr / sqrt(1 + step / 30)``; ``"constant"`` with labels).
+    batch_size: images per minibatch; each step sends ``candidates x batch_size`` images
+        (default 8; 16 with ``scores="labels"``). Every setting left at None takes its value
+        from :data:`SCORE_RECIPE` or :data:`LABEL_RECIPE`; ``settings_`` holds what a fit
+        used.
     query_budget: hard cap on images sent during ``fit`` (validation included).
     class_weight: ``None``, ``"balanced"`` or ``{class: weight}`` for the loss.
     selection: validation metric that picks the best delta (``"accuracy"``,
         ``"balanced_accuracy"`` or ``"loss"``; with ``scores="labels"`` a tie goes to the
-        later step); validation_every: steps between checks.
+        later step); validation_every: steps between checks, or ``"auto"``: once the steps
+        since the last check sent 10x the validation's images (validations about a tenth of
+        the queries); default ``"auto"`` (10 with ``scores="labels"``).
     energy_penalty: weight ``lam`` of ``lam / 2 * |z|^2`` (latent in grey levels) added to
         the loss; its gradient ``lam * z`` is exact and costs no queries. It pulls latent
         coordinates whose estimated gradient is mostly noise back towards 0: a smaller
@@ -67,7 +102,8 @@ class DataFineTuner(Tuner):
         whether the model changed and the delta still helps. Free: validation sends them.
     sampling: how a step draws its minibatch: ``"uniform"`` or ``"importance"`` (images drawn
         in proportion to their error at their last step, from answers already paid for,
-        losses weighted back to an unbiased mean; see :mod:`blackbox_dft.core.sampling`).
+        losses weighted back to an unbiased mean; see :mod:`blackbox_dft.core.sampling`);
+        default ``"importance"`` (``"uniform"`` with ``scores="labels"``).
     early_stopping: ``None`` (default: spend the budget), an int patience in queries or an
         :class:`~blackbox_dft.core.stopping.EarlyStopping`: stop once that many queries
         (validation included) brought no validation improvement; needs ``validation``.
@@ -77,13 +113,13 @@ class DataFineTuner(Tuner):
     def __init__(self, model: Any, task: str = "multiclass", *, epsilon: float = 8.0,
                  perturbation: Perturbation | None = None, estimator: Estimator | None = None,
                  optimizer: str | Optimizer = "adam",
-                 learning_rate: float | Schedule | None = None, lr_schedule: str = "constant",
-                 batch_size: int = 16, query_budget: int = 10_000,
+                 learning_rate: float | Schedule | None = None, lr_schedule: str | None = None,
+                 batch_size: int | None = None, query_budget: int = 10_000,
                  scores: str = "probabilities", label_map: list[int | None] | None = None,
                  class_weight: Any = None, selection: str = "accuracy",
-                 validation_every: int = 10, energy_penalty: float = 0.0,
+                 validation_every: int | str | None = None, energy_penalty: float = 0.0,
                  canary_size: int = 32, early_stopping: EarlyStopping | int | None = None,
-                 sampling: str = "uniform", seed: int | None = 0,
+                 sampling: str | None = None, seed: int | None = 0,
                  progress: bool = True) -> None:
         self.model = model
         self.task = task
@@ -132,8 +168,10 @@ class DataFineTuner(Tuner):
         check_number("energy_penalty", self.energy_penalty, 0.0)
         check_int("canary_size", self.canary_size, 0)
         check_choice("selection", self.selection, SELECTIONS)
-        check_choice("lr_schedule", self.lr_schedule, Schedule.KINDS)
-        check_choice("sampling", self.sampling, SAMPLINGS)
+        if self.lr_schedule is not None:
+            check_choice("lr_schedule", self.lr_schedule, Schedule.KINDS)
+        if self.sampling is not None:
+            check_choice("sampling", self.sampling, SAMPLINGS)
         objective = Objective(self.task, self.scores, self.label_map)
         check_class_weight(self.class_weight, objective.task)
         return (objective, self.perturbation or self._default_perturbation(),
@@ -149,12 +187,33 @@ class DataFineTuner(Tuner):
         # instead of one (benchmarks/results/default_search.md).
         return PerImage(SPSA(directions=1, step=2.0))
 
+    def recipe(self) -> Recipe:
+        """The defaults for this tuner's score kind: :data:`LABEL_RECIPE` with
+        ``scores="labels"``, else :data:`SCORE_RECIPE`."""
+        return LABEL_RECIPE if self.scores == "labels" else SCORE_RECIPE
+
+    def _settings(self) -> dict[str, Any]:
+        """The settings a fit uses: each one given, or the recipe's."""
+        r = self.recipe()
+        every = r.validation_every if self.validation_every is None else self.validation_every
+        return {"batch_size": r.batch_size if self.batch_size is None else self.batch_size,
+                "lr_schedule": r.lr_schedule if self.lr_schedule is None else self.lr_schedule,
+                "validation_every": None if every == "auto" else every,
+                "sampling": r.sampling if self.sampling is None else self.sampling}
+
+    def _validation_every(self) -> int | None:
+        return self._settings()["validation_every"]
+
     def _make_optimizer(self, total_steps: int) -> Optimizer:
-        # epsilon / 16: the best of epsilon / {4, 8, 16, 32} on the face task
-        # (benchmarks/results/query_efficiency.md); smaller Adam steps average out SPSA noise.
-        lr = self.learning_rate if self.learning_rate is not None else float(self.epsilon) / 16.0
+        # The score path: epsilon / 8 decaying as 1 / sqrt(1 + t / 30) (issue 16: at 1,000 and
+        # 3,000 queries the constant epsilon / 16 of before moved too slowly;
+        # benchmarks/results/default_search.md). Labels: epsilon / 16, constant.
+        r = self.recipe()
+        lr = self.learning_rate if self.learning_rate is not None \
+            else float(self.epsilon) * r.lr_fraction
         if not isinstance(lr, Schedule):
-            lr = Schedule(float(lr), kind=self.lr_schedule, total=total_steps)
+            lr = Schedule(float(lr), kind=self._settings()["lr_schedule"], total=total_steps,
+                          scale=r.lr_scale)
         return make_optimizer(self.optimizer, lr)
 
     # -- fitting ------------------------------------------------------------------------------
@@ -199,17 +258,22 @@ class DataFineTuner(Tuner):
             if val is not None:
                 objective.check_against(known, val[1])
         self._check_checkpoint_every(checkpoint_every)
-        b = min(int(self.batch_size), x.shape[0])
+        settings = self._settings()
+        b = min(int(settings["batch_size"]), x.shape[0])
         step_cost = est.candidates_per_step * b
         val_cost = 0 if val is None else val[0].shape[0]
         total_steps = max(1, (int(self.query_budget) - val_cost) // step_cost)
         optimizer = self._make_optimizer(total_steps)
+        every = settings["validation_every"]
+        self.settings_ = {**settings, "batch_size": b, "validation_every": every or "auto",
+                          "learning_rate": float(optimizer.learning_rate(0)),
+                          "estimator": repr(est), "perturbation": repr(pert)}
         counter = QueryCounter(self.model, int(self.query_budget))
         problem = ClassificationProblem(
             counter, objective, pert, est, optimizer, x, y, val, epsilon=float(self.epsilon),
             batch_size=b, task=self.task, class_weight=self.class_weight,
             selection=self.selection, energy_penalty=float(self.energy_penalty),
-            canary=int(self.canary_size), sampling=self.sampling)
+            canary=int(self.canary_size), sampling=settings["sampling"])
         check_budget(problem, int(self.query_budget),
                      f"{est.candidates_per_step} candidates x {b} images")
         self.fingerprint_ = fingerprint(x, y)

@@ -52,8 +52,8 @@ class PerAttribute(RunKind[MultiAttributeTuner]):
     has_figure = False
     how = "fitted with --attribute-mode per_attribute"
     flag = "--attribute-mode per_attribute"
-    unused = ("task", "label_map", "class_weight", "selection", "lr_schedule", "far",
-              "threshold")
+    unused = ("task", "label_map", "class_weight", "selection", "lr_schedule", "sampling",
+              "far", "threshold")
 
     def build_job(self, opts: FitOptions) -> Job:
         self.check_options(opts)

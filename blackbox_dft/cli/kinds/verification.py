@@ -51,7 +51,7 @@ class Verification(RunKind[VerificationTuner]):
     how = "fitted with --pairs (face verification)"
     flag = "--pairs"
     unused = ("task", "scores", "label_map", "class_weight", "selection", "lr_schedule",
-              "classes", "attributes", "limit", "skip_bad")
+              "sampling", "classes", "attributes", "limit", "skip_bad")
 
     def check_options(self, opts: FitOptions) -> None:
         super().check_options(opts)
