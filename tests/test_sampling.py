@@ -179,3 +179,42 @@ def test_validation_every_none_validates_on_the_engines_cadence():
 
     assert resolve_validation_every(None, NoValidation()) == 1  # type: ignore[arg-type]
     assert resolve_validation_every(7, NoValidation()) == 7  # type: ignore[arg-type]
+
+
+def test_validation_every_auto_is_the_cadence_and_none_is_the_recipes():
+    p = make_problem(0, n_train=60, n_val=20)
+
+    def validated(**kw):
+        t = DataFineTuner(p.model, scores="logits", batch_size=4, query_budget=2000,
+                          progress=False, **kw).fit(*p.train, validation=p.val)
+        return [h["step"] for h in t.history_ if "val_accuracy" in h]
+
+    assert validated(validation_every="auto") == validated(validation_every=None)
+    assert validated(validation_every="auto") != validated(validation_every=10)
+    with pytest.raises(ValueError, match=r"validation_every must be an int >= 1 or 'auto', "
+                                         r"got 'sometimes'"):
+        DataFineTuner(p.model, validation_every="sometimes").fit(*p.train)
+
+
+def test_settings_left_at_none_take_the_recipe_of_the_score_kind():
+    from blackbox_dft.tasks.classification import LABEL_RECIPE, SCORE_RECIPE
+
+    p = make_problem(0, n_train=60, n_val=20)
+    t = DataFineTuner(p.model, scores="logits", query_budget=600, progress=False,
+                      epsilon=8).fit(*p.train, validation=p.val)
+    s = t.settings_
+    assert (s["batch_size"], s["lr_schedule"], s["sampling"], s["validation_every"]) == (
+        SCORE_RECIPE.batch_size, "inverse_sqrt", "importance", "auto")
+    assert s["learning_rate"] == pytest.approx(8 * SCORE_RECIPE.lr_fraction)
+    # the history's learning rate decays as lr / sqrt(1 + t / 30)
+    lrs = [h["learning_rate"] for h in t.history_]
+    assert lrs[30] == pytest.approx(lrs[0] / math.sqrt(2))
+    # given settings win over the recipe
+    t = DataFineTuner(p.model, scores="logits", query_budget=600, progress=False, batch_size=5,
+                      lr_schedule="constant", sampling="uniform",
+                      validation_every=3).fit(*p.train, validation=p.val)
+    assert (t.settings_["batch_size"], t.settings_["lr_schedule"], t.settings_["sampling"],
+            t.settings_["validation_every"]) == (5, "constant", "uniform", 3)
+    assert len({h["learning_rate"] for h in t.history_}) == 1
+    assert t.batch_size == 5 and DataFineTuner(p.model).batch_size is None  # params as given
+    assert LABEL_RECIPE.batch_size == 16 and LABEL_RECIPE.validation_every == 10
