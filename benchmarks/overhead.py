@@ -48,7 +48,8 @@ def measure(pert: Any, size: int, steps: int, batch: int | None, est: Any = None
     images per minibatch (None: the default). The budget buys ``steps`` steps.
     """
     kw: dict[str, Any] = {} if batch is None else {"batch_size": batch}
-    batch = int(DataFineTuner(Free(), **kw).batch_size)
+    probe = DataFineTuner(Free(), **kw)
+    batch = int(probe.batch_size or probe.recipe().batch_size)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(batch * 2, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, 2, size=batch * 2)

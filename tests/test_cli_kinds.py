@@ -34,7 +34,7 @@ RUN_FORMAT_1_KEYS = sorted([
     "size_mode", "skip_bad", "task", "test_fraction", "threshold", "val_fraction",
     "validation_every"])
 # Added since: early stopping (issue 16); a format-1 config without them still loads.
-ADDED_KEYS = ["early_stopping", "patience"]
+ADDED_KEYS = ["early_stopping", "patience", "sampling"]
 
 
 @pytest.fixture(scope="module")

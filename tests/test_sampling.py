@@ -218,3 +218,13 @@ def test_settings_left_at_none_take_the_recipe_of_the_score_kind():
     assert len({h["learning_rate"] for h in t.history_}) == 1
     assert t.batch_size == 5 and DataFineTuner(p.model).batch_size is None  # params as given
     assert LABEL_RECIPE.batch_size == 16 and LABEL_RECIPE.validation_every == 10
+
+
+def test_importance_with_no_error_seen_anywhere_draws_uniformly():
+    # every answer so far perfect (loss 0): the errors give no preference, and the weights
+    # stay finite (found by tests/test_fuzz_api.py: batch 1, epsilon 1, 40 queries)
+    extra: dict[str, Any] = {}
+    observe_losses("importance", np.arange(5), np.zeros((2, 5)), extra, 5)
+    idx, w = draw_minibatch("importance", 5, 2, np.random.default_rng(0), extra)
+    assert len(set(idx.tolist())) == 2 and np.all(np.isfinite(w))
+    np.testing.assert_allclose(w, 1.0)

@@ -58,7 +58,10 @@ def draw_minibatch(sampling: str, n: int, batch: int, rng: np.random.Generator,
     if sampling == "uniform":
         return rng.choice(n, size=batch, replace=False), None
     err = _errors(extra, n)
-    pi = inclusion_probabilities(err + IMPORTANCE_FLOOR * err.mean(), batch)
+    size = err + IMPORTANCE_FLOOR * err.mean()
+    if not size.sum() > 0:  # no error seen on any image (all answers perfect): all alike
+        size = np.ones(n)
+    pi = inclusion_probabilities(size, batch)
     # systematic sampling in a random order: points u, u + 1, ... on the cumulated pi
     order = rng.permutation(n)
     edges = np.cumsum(pi[order])
