@@ -118,7 +118,7 @@ def _label_fit(job: tuple[str, int, int]) -> dict[str, Any]:
            "queries": tuner.queries_, "psnr": ev["psnr"], "best_step": tuner.best_step_,
            "steps": tuner.n_steps_, "recipe": {"estimator": repr(tuner.estimator_),
                                                "perturbation": repr(tuner.perturbation_),
-                                               "batch_size": tuner.batch_size},
+                                               "batch_size": tuner.settings_["batch_size"]},
            "seconds": round(time.time() - t0, 1)}
     print(f"label-only seed {seed} {name}: gain {row['gain']:+.3f}, {row['queries']} queries, "
           f"best step {row['best_step']} of {row['steps']}", flush=True)
