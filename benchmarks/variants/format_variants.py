@@ -1,7 +1,9 @@
 """Rewrite benchmarks/variants/default_search.json in its hand-kept layout (one line per
 variant), checking that the content is unchanged. Usage::
 
-    python benchmarks/format_variants.py [PATH]
+    python benchmarks/variants/format_variants.py [PATH]
+
+It lives here, not in benchmarks/, because benchmarks/run_all.py runs every script there.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import os
 import sys
 from typing import Any
 
-DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "variants",
-                       "default_search.json")
+DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_search.json")
 
 
 def _j(x: Any) -> str:
