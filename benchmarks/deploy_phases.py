@@ -26,7 +26,7 @@ from blackbox_dft.adapters.remote.wire import (
     unquote_form,
 )
 from blackbox_dft.adapters.serving.proxy import perturber
-from blackbox_dft.adapters.serving.proxy_rewrite import Rewriter
+from blackbox_dft.adapters.serving.proxy_rewrite import Rewriter, png_mode
 
 WAYS = ("direct", "proxy")
 
@@ -128,14 +128,15 @@ def rewrite_profile(tuner: DataFineTuner, bodies: list[bytes], repeats: int) -> 
     files = [unb64(t) for t in texts]
     images = [decode_image(f) for f in files]
     outs = [rewriter.perturb(im[None])[0] for im in images]
-    encoded = [encode_image(o, "png", fast=True) for o in outs]
+    encoded = [encode_image(o, "png", png=png_mode("auto", o)) for o in outs]
     n = len(bodies)
     steps = {  # the calls of Rewriter._form and perturb_files, one by one
         "form field": lambda i: unquote_form(fields[i % n]),
         "base64 decode": lambda i: unb64(texts[i % n]),
         "PNG decode": lambda i: decode_image(files[i % n]),
         "add delta": lambda i: rewriter.perturb(images[i % n][None]),
-        "PNG encode": lambda i: encode_image(outs[i % n], "png", fast=True),
+        "PNG encode": lambda i: encode_image(outs[i % n], "png",
+                                             png=png_mode("auto", outs[i % n])),
         "base64 encode + form field": lambda i: quote_b64(b64(encoded[i % n])).encode(),
     }
     return {"whole_ms": _median_ms(lambda i: rewriter.rewrite(bodies[i % n], headers), repeats),

@@ -213,6 +213,31 @@ def test_form_fields_and_jpeg_keep_their_form(tuner: DataFineTuner, images: np.n
                                   tuner.transform(decode_image(jpeg)[None])[0])
 
 
+def test_png_auto_writes_small_images_stored_and_large_ones_compressed(
+        tuner: DataFineTuner) -> None:
+    """auto: uncompressed up to STORED_MAX_BYTES of pixels (cheap to write and read), run-
+    length compressed above (a vendor's upload limit); either way the pixels arrive exact."""
+    from blackbox_dft.adapters.serving.proxy_rewrite import STORED_MAX_BYTES, png_mode
+
+    rng = np.random.default_rng(3)  # smooth: a compressed copy is much smaller than stored
+    small = np.clip(np.cumsum(rng.integers(-2, 3, (64, 48, 3)), axis=1) + 128, 0, 255)
+    small = small.astype(np.uint8)
+    side = int(np.sqrt(STORED_MAX_BYTES / 3)) + 1  # just over the limit
+    large = np.full((side, side, 3), 90, np.uint8)
+    assert (png_mode("auto", small), png_mode("auto", large)) == ("stored", "fast")
+    assert png_mode("fast", small) == "fast" and png_mode("stored", large) == "stored"
+    for png, image in (("auto", small), ("auto", large), ("fast", small), ("stored", large)):
+        rw = Rewriter(make_preset("facepp"), perturber(tuner.delta_for), png=png)
+        body = b"api_key=K&image_base64=" + requests.utils.quote(
+            b64(encode_image(image)), safe="").encode()
+        sent = unb64(parse_qs(rw.rewrite(body, {}).body.decode())["image_base64"][0])
+        np.testing.assert_array_equal(decode_image(sent), tuner.transform(image[None])[0])
+        stored = len(sent) > image.size  # stored blocks hold every pixel byte as it is
+        assert stored == (png_mode(png, image) == "stored"), (png, image.shape, len(sent))
+    with pytest.raises(ValueError, match="png must be one of auto, stored, fast, got 'zip'"):
+        Rewriter(make_preset("facepp"), perturber(tuner.delta_for), png="zip")
+
+
 def test_cli_without_the_extra_exits_4(monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(__import__("sys").modules, "uvicorn", None)
@@ -265,6 +290,16 @@ def test_startup_says_when_sniffio_is_missing(monkeypatch: pytest.MonkeyPatch,
         assert said == []
     else:
         assert len(said) == 1 and "pip install sniffio" in said[0]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("rewrite_threads", 0, "rewrite_threads must be >= 1, got 0"),
+    ("concurrency", -1, "concurrency must be >= 1, got -1"),
+    ("deadline", 0.0, "deadline must be > 0 seconds, got 0"),
+])
+def test_proxy_config_names_the_bad_value(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ProxyConfig("http://127.0.0.1:9", **{field: value})
 
 
 def test_the_perturber_is_apply_delta_at_every_size() -> None:

@@ -8,6 +8,7 @@ from urllib.parse import quote_plus, unquote_plus
 
 import cv2
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,11 +45,16 @@ def test_the_fast_png_is_lossless_and_the_default_bytes_are_unchanged() -> None:
     noisy = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
     smooth = np.clip(np.cumsum(rng.integers(-2, 3, (64, 64, 3)), axis=1) + 128, 0, 255)
     for image in (flat, noisy, smooth.astype(np.uint8), noisy[:1, :1]):
-        fast = encode_image(image, "png", fast=True)
-        assert fast[:8] == b"\x89PNG\r\n\x1a\n"
-        assert np.array_equal(decode_image(fast), image)
+        for mode in ("fast", "stored"):
+            data = encode_image(image, "png", png=mode)
+            assert data[:8] == b"\x89PNG\r\n\x1a\n"
+            assert np.array_equal(decode_image(data), image)
         # the HTTP client's bytes (the default) stay what they were: zlib level 1, adaptive
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         assert encode_image(image) == cv2.imencode(".png", bgr,
                                                    [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
-    assert len(encode_image(flat, "png", fast=True)) < 400  # runs still compress
+    assert len(encode_image(flat, "png", png="fast")) < 400  # runs still compress
+    # stored: the pixels as they are, plus one filter byte per row and the PNG/zlib framing
+    assert flat.size < len(encode_image(flat, "png", png="stored")) < flat.size + 40 + 200
+    with pytest.raises(ValueError, match="png must be one of client, fast, stored, got 'zip'"):
+        encode_image(flat, "png", png="zip")

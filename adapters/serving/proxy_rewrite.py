@@ -4,8 +4,9 @@ For each preset a rewriter finds the images where the preset's client puts them 
 files in JSON, form fields, a raw file body, OIP tensors as JSON or Triton binary), hands
 them to ``perturb`` (uint8 ``(N, H, W, 3)`` RGB -> the same shape) and writes them back in
 the same form, leaving every other field as it came. An image file comes back as PNG
-(lossless: the delta survives), or as JPEG when it came as JPEG and ``jpeg_quality`` is set
-(the caller's format; the compression then eats part of the delta). A request whose images
+(lossless: the delta survives; uncompressed up to :data:`STORED_MAX_BYTES`, see
+:data:`PNG_CHOICES`), or as JPEG when it came as JPEG and ``jpeg_quality`` is set (the
+caller's format; the compression then eats part of the delta). A request whose images
 are not where the preset puts them raises :class:`NoImages`: the proxy forwards it as it is.
 
 Shared with the KServe transformer (:mod:`.kserve_transformer`): :func:`perturb_oip_input`
@@ -41,10 +42,27 @@ from blackbox_dft.adapters.remote.wire import (
 from blackbox_dft.core.images import side_by_side, split_pair
 
 __all__ = ["Perturb", "NoImages", "Rewritten", "Rewriter", "perturb_files",
-           "perturb_oip_input", "image_input"]
+           "perturb_oip_input", "image_input", "PNG_CHOICES", "STORED_MAX_BYTES", "png_mode"]
 
 #: uint8 RGB images (N, H, W, 3) -> their perturbed copies, same shape
 Perturb = Callable[[np.ndarray], np.ndarray]
+
+#: how a perturbed image file goes upstream as PNG. "stored": uncompressed (a tenth of the
+#: CPU of "fast" to write and to read, 1.7x its bytes on photos); "fast": zlib run-length
+#: compressed (``wire._FAST_PNG``); "auto": stored up to :data:`STORED_MAX_BYTES` of pixels,
+#: fast above, where a vendor's upload limit may bite (Face++ takes files up to 2 MB)
+PNG_CHOICES = ("auto", "stored", "fast")
+#: "auto"'s largest uncompressed image: 1 MiB of pixels (up to ~590x590 RGB; 1.4 MB as base64)
+STORED_MAX_BYTES = 1 << 20
+
+
+def png_mode(choice: str, image: np.ndarray) -> str:
+    """The ``wire.encode_image`` PNG mode for ``image`` under ``choice`` (:data:`PNG_CHOICES`)."""
+    if choice == "auto":
+        return "stored" if image.size <= STORED_MAX_BYTES else "fast"
+    if choice not in PNG_CHOICES:
+        raise ValueError(f"png must be one of {', '.join(PNG_CHOICES)}, got {choice!r}")
+    return choice
 
 
 class NoImages(ValueError):
@@ -68,12 +86,15 @@ class Rewriter:
     """Perturb the images of request bodies in the wire format of ``preset``.
 
     perturb: see :data:`Perturb`. jpeg_quality: re-encode a JPEG input as JPEG at this
-    quality (None: as PNG, lossless, which the upstream must accept).
+    quality (None: as PNG, lossless, which the upstream must accept). png: how PNG files
+    are written (:data:`PNG_CHOICES`).
     """
 
     def __init__(self, preset: Preset, perturb: Perturb, *,
-                 jpeg_quality: int | None = None) -> None:
+                 jpeg_quality: int | None = None, png: str = "auto") -> None:
+        png_mode(png, np.zeros(0, np.uint8))  # a bad choice fails here, not per request
         self.preset, self.perturb, self.jpeg_quality = preset, perturb, jpeg_quality
+        self.png = png
 
     # -- image files ---------------------------------------------------------------
     def _file(self, data: bytes) -> bytes:
@@ -81,10 +102,10 @@ class Rewriter:
 
     def _files(self, files: list[bytes]) -> list[bytes]:
         """Perturbed copies of image files, each in its own format (see the class)."""
-        return perturb_files(files, self.perturb, self.jpeg_quality)
+        return perturb_files(files, self.perturb, self.jpeg_quality, self.png)
 
     def _encode(self, image: np.ndarray, original: bytes) -> bytes:
-        return _encode(image, original, self.jpeg_quality)
+        return _encode(image, original, self.jpeg_quality, self.png)
 
     def _b64s(self, items: list[Any]) -> list[str]:
         try:
@@ -233,7 +254,8 @@ class Rewriter:
         data = pieces[i] if i in pieces else inp.get("data")
         if i in pieces:
             data = tensor_from_bytes(data, str(inp.get("datatype")), inp.get("shape") or [])
-        new, n = perturb_oip_input(inp, data, p.pre, self.perturb, self.jpeg_quality)
+        new, n = perturb_oip_input(inp, data, p.pre, self.perturb, self.jpeg_quality,
+                                   self.png)
         if parts is None:
             inp["data"] = ([b64(x) for x in new] if inp["datatype"] == "BYTES"
                            else np.asarray(new).ravel().tolist())
@@ -245,27 +267,29 @@ class Rewriter:
         return Rewritten(head + tail, {HEADER: str(len(head))}, images=n)
 
 
-def _encode(image: np.ndarray, original: bytes, jpeg_quality: int | None) -> bytes:
+def _encode(image: np.ndarray, original: bytes, jpeg_quality: int | None,
+            png: str = "auto") -> bytes:
     if _is_jpeg(original) and jpeg_quality is not None:
         return encode_image(image, "jpeg", jpeg_quality)
-    return encode_image(image, "png", fast=True)  # lossless, half the CPU (wire.py)
+    return encode_image(image, "png", png=png_mode(png, image))  # lossless
 
 
-def perturb_files(files: list[bytes], perturb: Perturb,
-                  jpeg_quality: int | None = None) -> list[bytes]:
+def perturb_files(files: list[bytes], perturb: Perturb, jpeg_quality: int | None = None,
+                  png: str = "auto") -> list[bytes]:
     """Perturbed copies of image files (PNG / JPEG bytes, any sizes): each decoded, perturbed
-    at its own size and encoded again as PNG (lossless), or as JPEG at ``jpeg_quality`` when
-    it came as JPEG and that is set. NoImages for bytes that are not an image."""
+    at its own size and encoded again as PNG (lossless; ``png``: :data:`PNG_CHOICES`), or as
+    JPEG at ``jpeg_quality`` when it came as JPEG and that is set. NoImages for bytes that
+    are not an image."""
     try:
         images = [decode_image(f) for f in files]
     except ValueError as exc:
         raise NoImages(str(exc)) from None
     out = [perturb(im[None])[0] for im in images]  # sizes may differ per file
-    return [_encode(im, f, jpeg_quality) for im, f in zip(out, files, strict=True)]
+    return [_encode(im, f, jpeg_quality, png) for im, f in zip(out, files, strict=True)]
 
 
 def perturb_oip_input(inp: Mapping[str, Any], data: Any, pre: Preprocessing, perturb: Perturb,
-                      jpeg_quality: int | None = None) -> tuple[Any, int]:
+                      jpeg_quality: int | None = None, png: str = "auto") -> tuple[Any, int]:
     """One OIP input of images, perturbed: (the new tensor, the number of images).
 
     inp: the input's ``datatype`` and ``shape`` as the request gives them; data: its values
@@ -284,7 +308,7 @@ def perturb_oip_input(inp: Mapping[str, Any], data: Any, pre: Preprocessing, per
         if not items:
             raise NoImages("a BYTES input without a list of image files")
         files = [x if isinstance(x, bytes) else _unb64(x) for x in items]
-        return perturb_files(files, perturb, jpeg_quality), len(files)
+        return perturb_files(files, perturb, jpeg_quality, png), len(files)
     if datatype not in ("UINT8", "FP32", "FP16"):
         raise NoImages(f"input datatype {datatype!r} is not images (UINT8, FP32, FP16 pixels "
                        "or BYTES image files)")

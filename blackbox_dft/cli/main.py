@@ -83,8 +83,10 @@ def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
         return proxy_run(args.run, args.upstream, args.listen, preset=args.preset,
                          max_body_bytes=args.max_body_bytes, concurrency=args.concurrency,
                          deadline=args.deadline, connections=args.connections,
-                         jpeg_quality=args.jpeg_quality or None, bypass=args.bypass,
-                         force_active=args.force_active, check_every=args.check_every,
+                         rewrite_threads=args.rewrite_threads,
+                         jpeg_quality=args.jpeg_quality or None, png=args.png,
+                         bypass=args.bypass, force_active=args.force_active,
+                         check_every=args.check_every,
                          check_budget=args.check_budget, check_tolerance=args.check_tolerance,
                          model_url=args.model_url)
     elif args.command == "transformer":  # issue 15: the delta as a KServe transformer

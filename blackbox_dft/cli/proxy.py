@@ -121,13 +121,15 @@ def scheduled_check(run_path: str, *, model_url: str | None = None,
 def proxy_run(run_path: str, upstream: str, listen: str = "127.0.0.1:8080", *,
               preset: str | None = None, max_body_bytes: int = 32 << 20,
               concurrency: int = 64, deadline: float = 30.0, connections: int = 100,
-              jpeg_quality: int | None = None, bypass: bool = False,
+              rewrite_threads: int = 1, jpeg_quality: int | None = None, png: str = "auto",
+              bypass: bool = False,
               force_active: bool = False, check_every: float = DEFAULT_CHECK_EVERY,
               check_budget: int | None = None, check_tolerance: float = 0.05,
               model_url: str | None = None) -> int:
     """Serve the proxy until interrupted; returns the exit code (0). bypass / force_active:
     start in a forced state. check_every: seconds between scheduled checks (0: none);
-    check_budget: images per check (None: the canary twice)."""
+    check_budget: images per check (None: the canary twice). png: how perturbed images go
+    upstream as PNG (``proxy_rewrite.PNG_CHOICES``)."""
     _check_extra()
     import uvicorn  # the proxy extra: imported only here
 
@@ -138,13 +140,14 @@ def proxy_run(run_path: str, upstream: str, listen: str = "127.0.0.1:8080", *,
     host, port = parse_listen(listen)
     delta_for, wire = load_proxy(run_path, preset)
     config = ProxyConfig(upstream, max_body_bytes=max_body_bytes, concurrency=concurrency,
-                         deadline=deadline, connections=connections, bypass=bypass)
+                         deadline=deadline, connections=connections, bypass=bypass,
+                         rewrite_threads=rewrite_threads)
     check, why = (None, "--check-every 0") if check_every == 0 else \
         scheduled_check(run_path, model_url=model_url, tolerance=check_tolerance)
     state = DeltaState(check, every=check_every, budget=check_budget, off_reason=why,
                        forced="off" if force_active else None)
-    app = ProxyApp(Rewriter(wire, perturber(delta_for), jpeg_quality=jpeg_quality), config,
-                   state)
+    app = ProxyApp(Rewriter(wire, perturber(delta_for), jpeg_quality=jpeg_quality, png=png),
+                   config, state)
     if NOTES.isEnabledFor(logging.INFO) and not log.isEnabledFor(logging.INFO):
         log.setLevel(logging.INFO)  # one line per check, unless -q
     sock = socket.create_server((host, port))  # bound here: a busy port is one line, exit 2
@@ -192,11 +195,20 @@ def add_proxy_parser(sub: Any) -> None:
                    help="seconds per request, upstream included (504 after)")
     p.add_argument("--connections", type=int, default=100,
                    help="keep-alive connections to the upstream")
+    p.add_argument("--rewrite-threads", dest="rewrite_threads", type=int, default=1,
+                   help="threads that perturb request bodies; 1 (default) costs the least "
+                   "CPU per request, more let image decoding overlap on more cores")
     p.add_argument("--jpeg-quality", dest="jpeg_quality", type=int, default=0,
                    help="0: every image goes upstream as lossless PNG, which keeps the whole "
                    "delta (the upstream must accept PNG); Q > 0: a JPEG image goes back as "
                    "JPEG at quality Q, which costs much of the gain (face task: +0.111 at 95 "
                    "against +0.267 lossless, benchmarks/results/proxy_jpeg.md)")
+    p.add_argument("--png", choices=("auto", "stored", "fast"), default="auto",
+                   help="how perturbed images go upstream as PNG (lossless either way): "
+                   "stored = uncompressed, a tenth of the CPU of fast to write and to read "
+                   "but 1.7x the bytes on photos; fast = zlib run-length compressed; auto "
+                   "(default) = stored up to 1 MiB of pixels (~590x590), fast above, where "
+                   "vendors' upload limits may bite")
     add_guard_arguments(p)
 
 
