@@ -6,6 +6,7 @@ Not a benchmark (no ``__main__`` block): run_all.py does not run it.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from deploy_services import App, cpu_seconds
+from deploy_services import App, cpu_seconds, pin
 
 from blackbox_dft import DataFineTuner
 from blackbox_dft.adapters.remote.vendors import make_preset
@@ -63,14 +64,36 @@ def latency(app: App, direct: str, via: str, bodies: list[bytes], pairs: int,
             "proxy_cpu_ms_per_request": 1000.0 * cpu}
 
 
+#: the placements of the throughput phase: process -> CPUs (None: all, the OS decides).
+#: "vendor elsewhere": the server alone on CPU 0, as a vendor's API runs on machines of its
+#: own; the app and the proxy beside it (a sidecar) on CPU 1
+PLACEMENTS: dict[str, dict[str, set[int]] | None] = {
+    "shared": None, "vendor_elsewhere": {"server": {0}, "proxy": {1}, "client": {1}}}
+
+
 def throughput(app: App, direct: str, via: str, bodies: list[bytes], cfg: dict[str, Any],
-               rng: np.random.Generator, pids: dict[str, int]) -> dict[str, Any]:
+               rng: np.random.Generator, pids: dict[str, int],
+               placement: dict[str, set[int]] | None = None) -> dict[str, Any]:
     """``clients`` threads send ``per_round`` requests per round, direct and through the
     proxy in a random order per round; requests per second and CPU seconds per request of
-    each process (``pids``, and this one: the client)."""
+    each process (``pids``, and this one: the client). placement: the CPUs of each process
+    during the phase (``pids``' names and "client"; every thread; all CPUs again after)."""
+    everything = os.sched_getaffinity(0)
+    pids_all = {**pids, "client": os.getpid()}
+    for name, cpus in (placement or {}).items():
+        pin(pids_all[name], cpus)
+    try:
+        return _throughput(app, direct, via, bodies, cfg, rng, pids)
+    finally:
+        for name in placement or {}:
+            pin(pids_all[name], everything)
+
+
+def _throughput(app: App, direct: str, via: str, bodies: list[bytes], cfg: dict[str, Any],
+                rng: np.random.Generator, pids: dict[str, int]) -> dict[str, Any]:
     urls = {"direct": direct, "proxy": via}
     work = [bodies[i % len(bodies)] for i in range(cfg["per_round"])]
-    pool = ThreadPoolExecutor(cfg["clients"])
+    pool = ThreadPoolExecutor(cfg["clients"])  # started after pinning: the client's CPUs
 
     def one(url: str) -> tuple[float, dict[str, float]]:
         before = {n: cpu_seconds(p) for n, p in pids.items()}

@@ -214,6 +214,10 @@ def test_deploy_quick_the_proxy_gives_evaluates_decisions_and_bypasses_a_swapped
     assert g["app"]["accuracy_proxy"] == g["evaluate"]["accuracy_after"]
     lat, tp = doc["latency"], doc["throughput"]
     assert len(tp["ratios"]) == tp["rounds"] and lat["pairs"] == 10
+    if len(os.sched_getaffinity(0)) >= 2:  # the server alone on CPU 0, app and proxy on 1
+        elsewhere = doc["throughput_vendor_elsewhere"]
+        assert len(elsewhere["ratios"]) == tp["rounds"] and elsewhere["ratio_proxy_vs_direct"] > 0
+        assert "| vendor elsewhere | proxy |" in (tmp_path / "deploy.md").read_text()
     assert 0 < lat["direct"]["p50_ms"] <= lat["direct"]["p99_ms"]
     sw = doc["swap"]
     for name, state in (("hot_swap", "bypass_auto"), ("swap_back", "active"),
@@ -239,6 +243,36 @@ def test_deploy_quick_the_proxy_gives_evaluates_decisions_and_bypasses_a_swapped
     assert doc["secrets_found_in"] == []
     md = (tmp_path / "deploy.md").read_text()
     assert md.startswith("Produced by `python benchmarks/deploy.py --quick --out ")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux CPU affinity and 2 CPUs")
+def test_pin_moves_every_thread_of_a_process_and_the_threads_it_starts_later(bench):
+    """deploy.py's placements: sched_setaffinity moves one thread; pin() moves them all."""
+    from deploy_services import pin
+
+    code = ("import threading, time, sys\n"
+            "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+            "print('up', flush=True); sys.stdin.readline()\n"
+            "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+            "print('more', flush=True); sys.stdin.readline()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "up"
+        everything = os.sched_getaffinity(0)
+        pin(child.pid, {0})
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "more"  # a thread started after pinning
+        tids = os.listdir(f"/proc/{child.pid}/task")
+        assert len(tids) == 3
+        assert all(os.sched_getaffinity(int(t)) == {0} for t in tids)
+        pin(child.pid, everything)
+        assert all(os.sched_getaffinity(int(t)) == everything for t in tids)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
 
 
 def test_deploy_finds_a_key_left_in_a_file_or_an_output(tmp_path, bench):
