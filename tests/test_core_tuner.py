@@ -199,6 +199,41 @@ def test_a_checkpoint_from_other_data_is_refused(problem, tmp_path):
             checkpoint=ckpt, resume=True)
 
 
+def test_a_checkpoint_of_older_defaults_names_its_values_and_resumes_with_them(problem,
+                                                                              tmp_path):
+    """An older version recorded its defaults as values (batch 16, constant schedule...);
+    a tuner left at None takes today's. Resuming says which values the checkpoint has, and
+    resumes once they are passed: nothing already paid for is lost."""
+    old = dict(batch_size=16, learning_rate=0.5, lr_schedule="constant", validation_every=10,
+               sampling="uniform")
+    ckpt = tmp_path / "ckpt.npz"
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(rec, state):
+        if rec["step"] == 12:
+            raise Stop
+
+    with pytest.raises(Stop):
+        tuner(problem.model, query_budget=2_000, **old).fit(
+            *problem.train, validation=problem.val, checkpoint=ckpt, checkpoint_every=4,
+            callback=interrupt)
+    with pytest.raises(ValueError) as info:
+        tuner(problem.model, query_budget=2_000).fit(
+            *problem.train, validation=problem.val, checkpoint=ckpt, resume=True)
+    msg = str(info.value)
+    assert "batch_size: 16 in the checkpoint, None now" in msg
+    assert "sampling: 'uniform' in the checkpoint, None now" in msg
+    assert "pass the checkpoint's values to resume it" in msg
+    resumed = tuner(problem.model, query_budget=2_000, **old).fit(
+        *problem.train, validation=problem.val, checkpoint=ckpt, resume=True)
+    whole = tuner(problem.model, query_budget=2_000, **old).fit(
+        *problem.train, validation=problem.val)
+    assert resumed.queries_ == whole.queries_ and resumed.n_steps_ == whole.n_steps_
+    np.testing.assert_array_equal(resumed.delta_, whole.delta_)
+
+
 def test_callback_sees_every_step_and_can_stop_early(problem):
     seen = []
 

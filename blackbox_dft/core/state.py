@@ -192,11 +192,24 @@ def check_resumable(old: dict[str, Any], meta: dict[str, Any], path: str | os.Pa
             f"use the same {data}, or start a new run"
         )
     if old.get("params") != meta["params"]:
-        diff = sorted(k for k in meta["params"]
-                      if old.get("params", {}).get(k) != meta["params"][k])
+        before = old.get("params") if isinstance(old.get("params"), dict) else {}
+        diff = sorted(k for k in meta["params"] if before.get(k) != meta["params"][k])
+        shown = "; ".join(f"{k}: {_short(before.get(k))} in the checkpoint, "
+                          f"{_short(meta['params'][k])} now" for k in diff)
+        hint = ""
+        if any(meta["params"][k] is None and before.get(k) is not None for k in diff):
+            # a checkpoint of an older version names the values its defaults had; a setting
+            # left at None here takes this version's default, which may differ
+            hint = ("; None is this version's default: pass the checkpoint's values to "
+                    "resume it")
         raise ValueError(
-            f"checkpoint {os.fspath(path)} was made with other settings ({', '.join(diff)})"
+            f"checkpoint {os.fspath(path)} was made with other settings ({shown}){hint}"
         )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def load_resumable(checkpoint: str | os.PathLike[str] | None, resume: bool,
