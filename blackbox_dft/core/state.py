@@ -192,7 +192,8 @@ def check_resumable(old: dict[str, Any], meta: dict[str, Any], path: str | os.Pa
             f"use the same {data}, or start a new run"
         )
     if old.get("params") != meta["params"]:
-        before = old.get("params") if isinstance(old.get("params"), dict) else {}
+        recorded = old.get("params")
+        before: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
         diff = sorted(k for k in meta["params"] if before.get(k) != meta["params"][k])
         shown = "; ".join(f"{k}: {_short(before.get(k))} in the checkpoint, "
                           f"{_short(meta['params'][k])} now" for k in diff)
