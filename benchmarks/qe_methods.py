@@ -24,7 +24,7 @@ import numpy as np
 from common import task_kind
 
 from blackbox_dft import DataFineTuner, FullResolution, LowResolution
-from blackbox_dft.core.estimators import estimator_from_config
+from blackbox_dft.core.estimators import SPSA, PerImage, estimator_from_config
 from blackbox_dft.core.images import apply_delta, apply_deltas
 from blackbox_dft.core.metrics import classification_metrics
 from blackbox_dft.core.model import QueryCounter
@@ -60,9 +60,85 @@ def test_metrics(task: Any, pert: Perturbation, z: np.ndarray) -> tuple[float, f
 
 def build_estimator(spec: list[Any]) -> Any:
     """``[kind, {directions, step, per_image...}]`` (the tables' form) -> an estimator, through
-    the library's public config reader."""
+    the library's public config reader; ``["CoarseToFine", {"stages": [[until_step, side],
+    ...], "per_image": true}]`` builds :class:`CoarseToFine` (a variant tried here, not a
+    library estimator)."""
     kind, kwargs = spec
+    if kind == "ClippedSPSA":
+        kw = dict(kwargs)
+        per_image = kw.pop("per_image", True)
+        clipped = ClippedSPSA(**kw)
+        return PerImage(clipped) if per_image else clipped
+    if kind == "CoarseToFine":
+        kw = dict(kwargs)
+        per_image = kw.pop("per_image", True)
+        est = CoarseToFine([tuple(s) for s in kw.pop("stages")], **kw)
+        return _StepToBase(est) if per_image else est
     return estimator_from_config({"type": kind, **kwargs})
+
+
+class CoarseToFine(SPSA):
+    """SPSA whose Rademacher directions are constant on coarse blocks of the latent early on
+    (a spatial prior, as Bandits-TD's tiling and coarse-to-fine latents): ``stages`` lists
+    ``(until_step, side)``: before step ``until_step`` the directions are drawn on a
+    ``side x side`` grid and repeated over the latent's blocks (side must divide the latent
+    side); from the last stage's step on, on the whole latent. The estimate is then the
+    gradient of the coarse parametrisation, spread over each block."""
+
+    def __init__(self, stages: list[tuple[int, int]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stages, self._t = [(int(u), int(s)) for u, s in stages], 0
+
+    def _ask(self, z: np.ndarray, rng: np.random.Generator, t: int,
+             lead: tuple[int, ...]) -> Any:
+        self._t = t
+        return super()._ask(z, rng, t, lead)
+
+    def _directions(self, lead: tuple[int, ...], shape: tuple[int, ...],
+                    rng: np.random.Generator) -> np.ndarray:
+        side = next((s for until, s in self.stages if self._t < until), None)
+        if side is None or side >= shape[0]:
+            return super()._directions(lead, shape, rng)
+        h, w, c = shape
+        if h % side or w % side:
+            raise ValueError(f"side {side} does not divide the latent {h}x{w}")
+        coarse = rng.integers(0, 2, size=(self.directions, *lead, side, side, c),
+                              dtype=np.int8) * 2.0 - 1.0
+        axis = len(lead) + 1
+        return np.repeat(np.repeat(coarse, h // side, axis=axis), w // side, axis=axis + 1)
+
+
+class ClippedSPSA(SPSA):
+    """SPSA whose finite differences are clipped before they weight their directions (as
+    ZIP's clipping of the zeroth-order estimate): each ``|f(z + c u) - f(z - c u)| / 2c``
+    above ``clip`` times the step's median is cut to it (``clip`` 0: only its sign is kept,
+    each direction weighted alike). A few images near the decision boundary then no longer
+    set the step's whole direction."""
+
+    def __init__(self, clip: float = 3.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.clip = float(clip)
+
+    def _combine(self, losses: np.ndarray, u: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+        q = u.shape[0]
+        diff = (losses[:q] - losses[q:]) / (2.0 * c)
+        scale = float(np.median(np.abs(diff)))
+        if self.clip == 0.0:
+            diff = np.sign(diff) * scale
+        elif scale > 0:
+            diff = np.clip(diff, -self.clip * scale, self.clip * scale)
+        g = np.tensordot(diff, u, axes=diff.ndim) / diff.size
+        return g, float(losses.mean())
+
+
+class _StepToBase(PerImage):
+    """PerImage around :class:`CoarseToFine`, which needs the step when drawing."""
+
+    def _ask(self, z: np.ndarray, rng: np.random.Generator, t: int,
+             lead: tuple[int, ...]) -> Any:
+        assert isinstance(self.base, CoarseToFine)
+        self.base._t = t
+        return super()._ask(z, rng, t, lead)
 
 
 @dataclass
