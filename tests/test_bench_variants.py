@@ -1,0 +1,56 @@
+"""The variant estimators the default search tried (benchmarks/qe_methods.py, not library
+estimators): coarse-to-fine directions are block-constant before their stage ends and full
+after it; clipped finite differences are cut at k times the step's median, or to signs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+@pytest.fixture
+def qe(monkeypatch):
+    monkeypatch.syspath_prepend(BENCH)
+    import qe_methods
+
+    return qe_methods
+
+
+def _block_constant(u: np.ndarray, block: int) -> bool:
+    """Every (block x block) tile of the last three axes (h, w, c) holds one value."""
+    h, w = u.shape[-3:-1]
+    tiles = u.reshape(*u.shape[:-3], h // block, block, w // block, block, u.shape[-1])
+    return bool(np.all(tiles == tiles[..., :1, :, :1, :]))
+
+
+def test_coarse_to_fine_directions_follow_their_stages(qe):
+    est = qe.build_estimator(["CoarseToFine", {"stages": [[3, 4], [6, 8]], "step": 2.0}])
+    z, rng = np.zeros((16, 16, 3)), np.random.default_rng(0)
+    for t, block in ((0, 4), (2, 4), (3, 2), (5, 2)):
+        u = est.ask(z, rng, t, batch=5).directions  # (q, batch, 16, 16, 3)
+        assert u.shape == (1, 5, 16, 16, 3) and set(np.unique(u)) == {-1.0, 1.0}
+        assert _block_constant(u, block), (t, block)
+        assert not _block_constant(u, block * 2), (t, block)  # and no coarser
+    full = est.ask(z, rng, 6, batch=5).directions
+    assert not _block_constant(full, 2)
+    # a block side must divide the latent's
+    bad = qe.build_estimator(["CoarseToFine", {"stages": [[3, 5]], "step": 2.0}])
+    with pytest.raises(ValueError, match="side 5 does not divide the latent 16x16"):
+        bad.ask(z, rng, 0, batch=2)
+
+
+@pytest.mark.parametrize("clip", [3.0, 1.5, 0.0])
+def test_clipped_differences_are_cut_at_k_medians_or_to_signs(qe, clip):
+    est = qe.ClippedSPSA(clip=clip, step=1.0)
+    u = np.array([[1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [1.0, 1.0]])  # 4 directions, d = 2
+    diffs = np.array([1.0, -2.0, 10.0, 0.5])  # median of |diffs|: 1.5
+    losses = np.concatenate([2 * diffs, np.zeros(4)])  # (f(z + u) - f(z - u)) / 2c = diff
+    g, _ = est._combine(losses, u, 1.0)
+    cut = np.sign(diffs) * 1.5 if clip == 0 else np.clip(diffs, -clip * 1.5, clip * 1.5)
+    np.testing.assert_allclose(g, cut @ u / 4)
+    if clip == 3.0:  # only the outlier (10) was cut, to 4.5
+        assert np.array_equal(cut, [1.0, -2.0, 4.5, 0.5])
