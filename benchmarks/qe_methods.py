@@ -39,12 +39,54 @@ EPSILON = 8.0
 
 
 def make_perturbation(latent: str) -> Perturbation:
-    """``"full"``, ``"HxW"`` (bilinear, e.g. ``"8x8"``) or ``"HxW-nearest"`` -> a family."""
+    """``"full"``, ``"HxW"`` (bilinear, e.g. ``"8x8"``), ``"HxW-nearest"`` or
+    ``"subspace-K"`` (:class:`RandomSubspace` of dimension K in a 16x16 nearest latent) -> a
+    family."""
     if latent == "full":
         return FullResolution()
+    if latent.startswith("subspace-"):
+        return RandomSubspace(int(latent.removeprefix("subspace-")))
     size, _, interpolation = latent.partition("-")
     h, w = (int(s) for s in size.split("x"))
     return LowResolution((h, w), interpolation or "linear")
+
+
+class RandomSubspace(Perturbation):
+    """A ``k``-dimensional latent mapped by a fixed random matrix into the default 16x16x3
+    nearest latent (``grid = P z``), then as that latent: the intrinsic-dimension
+    reparametrisation of ZIP and of Li et al. (2018), a variant tried here, not a library
+    family. ``P`` is Gaussian with entries of variance 1 / k (seed 0, the same in every fit
+    and at test time), so a Rademacher ``z`` gives grid values of RMS 1, as the default's
+    probes; the latent is stored as ``(k // 3, 1, 3)``."""
+
+    def __init__(self, k: int, side: int = 16) -> None:
+        if k % 3:
+            raise ValueError(f"k must be a multiple of 3, got {k}")
+        self.k, self.grid = int(k), LowResolution((side, side), "nearest")
+        rng = np.random.default_rng(0)
+        self.matrix = (rng.standard_normal((side * side * 3, self.k)) / np.sqrt(self.k)
+                       ).astype(np.float32)
+        self.side = side
+
+    def latent_shape(self, image_shape: tuple[int, int]) -> tuple[int, int, int]:
+        return (self.k // 3, 1, 3)
+
+    def _grids(self, zs: np.ndarray) -> np.ndarray:
+        flat = np.asarray(zs, np.float32).reshape(-1, self.k)
+        return (flat @ self.matrix.T).reshape(-1, self.side, self.side, 3)
+
+    def to_delta(self, z: np.ndarray, image_shape: tuple[int, int], epsilon: float) -> np.ndarray:
+        return self.grid.to_delta(self._grids(z)[0], image_shape, epsilon)
+
+    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float,
+                       out: np.ndarray | None = None) -> np.ndarray:
+        return self.grid.perturb_paired(images, self._grids(zs), epsilon, out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"type": "RandomSubspace", "k": self.k, "side": self.side}
+
+    def __repr__(self) -> str:
+        return f"RandomSubspace({self.k}, side={self.side})"
 
 
 def test_metrics(task: Any, pert: Perturbation, z: np.ndarray) -> tuple[float, float]:

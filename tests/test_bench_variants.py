@@ -54,3 +54,27 @@ def test_clipped_differences_are_cut_at_k_medians_or_to_signs(qe, clip):
     np.testing.assert_allclose(g, cut @ u / 4)
     if clip == 3.0:  # only the outlier (10) was cut, to 4.5
         assert np.array_equal(cut, [1.0, -2.0, 4.5, 0.5])
+
+
+def test_random_subspace_is_a_fixed_linear_map_into_the_nearest_grid(qe):
+    from blackbox_dft.core.images import apply_delta
+
+    pert = qe.make_perturbation("subspace-96")
+    assert pert.latent_shape((25, 25)) == (32, 1, 3)
+    again = qe.make_perturbation("subspace-96")
+    np.testing.assert_array_equal(pert.matrix, again.matrix)  # the same P in every fit
+    rng = np.random.default_rng(1)
+    z = rng.choice([-1.0, 1.0], size=(32, 1, 3))
+    grid = (pert.matrix @ z.ravel()).reshape(16, 16, 3)
+    assert 0.8 < float(np.sqrt(np.mean(grid ** 2))) < 1.25  # RMS 1 for a Rademacher z
+    np.testing.assert_allclose(pert.to_delta(z, (25, 25), 8.0),
+                               pert.grid.to_delta(grid, (25, 25), 8.0), atol=1e-5)
+    x = rng.integers(0, 256, (3, 25, 25, 3), dtype=np.uint8)
+    zs = 4 * rng.standard_normal((3, 32, 1, 3))
+    paired = pert.perturb_paired(x, zs, 8.0)
+    for i in range(3):
+        np.testing.assert_array_equal(paired[i],
+                                      apply_delta(x[i:i + 1], pert.to_delta(zs[i], (25, 25),
+                                                                            8.0))[0])
+    with pytest.raises(ValueError, match="k must be a multiple of 3, got 100"):
+        qe.make_perturbation("subspace-100")
