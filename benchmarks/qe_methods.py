@@ -40,12 +40,14 @@ EPSILON = 8.0
 
 def make_perturbation(latent: str) -> Perturbation:
     """``"full"``, ``"HxW"`` (bilinear, e.g. ``"8x8"``), ``"HxW-nearest"`` or
-    ``"subspace-K"`` (:class:`RandomSubspace` of dimension K in a 16x16 nearest latent) -> a
-    family."""
+    ``"subspace-K"`` (:class:`RandomSubspace` of dimension K in a 16x16 nearest latent) or
+    ``"lowrank-R"`` (:class:`LowRank`, rank R) -> a family."""
     if latent == "full":
         return FullResolution()
     if latent.startswith("subspace-"):
         return RandomSubspace(int(latent.removeprefix("subspace-")))
+    if latent.startswith("lowrank-"):
+        return LowRank(int(latent.removeprefix("lowrank-")))
     size, _, interpolation = latent.partition("-")
     h, w = (int(s) for s in size.split("x"))
     return LowResolution((h, w), interpolation or "linear")
@@ -87,6 +89,43 @@ class RandomSubspace(Perturbation):
 
     def __repr__(self) -> str:
         return f"RandomSubspace({self.k}, side={self.side})"
+
+
+class LowRank(Perturbation):
+    """The default 16x16x3 nearest latent as a product of two learned factors per channel,
+    ``grid_c = (A0_c + A_c) B_c^T`` with ``A, B`` 16 x ``rank``: the low-rank
+    reparametrisation of ZIP (LoRA-style: ``A0`` is a fixed Gaussian of variance 1 / rank,
+    seed 0, so that at ``z = 0`` the grid is 0 yet its gradient in ``B`` is not). A variant
+    tried here, not a library family; the latent is stored as ``(32, rank, 3)``: A's rows,
+    then B's."""
+
+    def __init__(self, rank: int, side: int = 16) -> None:
+        self.rank, self.side = int(rank), int(side)
+        self.grid = LowResolution((side, side), "nearest")
+        rng = np.random.default_rng(0)
+        self.a0 = (rng.standard_normal((side, self.rank, 3)) / np.sqrt(self.rank)
+                   ).astype(np.float32)
+
+    def latent_shape(self, image_shape: tuple[int, int]) -> tuple[int, int, int]:
+        return (2 * self.side, self.rank, 3)
+
+    def _grids(self, zs: np.ndarray) -> np.ndarray:
+        z = np.asarray(zs, np.float32).reshape(-1, 2 * self.side, self.rank, 3)
+        a, b = self.a0 + z[:, :self.side], z[:, self.side:]
+        return np.einsum("mirc,mjrc->mijc", a, b)
+
+    def to_delta(self, z: np.ndarray, image_shape: tuple[int, int], epsilon: float) -> np.ndarray:
+        return self.grid.to_delta(self._grids(z)[0], image_shape, epsilon)
+
+    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float,
+                       out: np.ndarray | None = None) -> np.ndarray:
+        return self.grid.perturb_paired(images, self._grids(zs), epsilon, out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"type": "LowRank", "rank": self.rank, "side": self.side}
+
+    def __repr__(self) -> str:
+        return f"LowRank({self.rank}, side={self.side})"
 
 
 def test_metrics(task: Any, pert: Perturbation, z: np.ndarray) -> tuple[float, float]:

@@ -78,3 +78,28 @@ def test_random_subspace_is_a_fixed_linear_map_into_the_nearest_grid(qe):
                                                                             8.0))[0])
     with pytest.raises(ValueError, match="k must be a multiple of 3, got 100"):
         qe.make_perturbation("subspace-100")
+
+
+def test_low_rank_latent_starts_at_zero_and_moves_through_either_factor(qe):
+    from blackbox_dft.core.images import apply_delta
+
+    pert = qe.make_perturbation("lowrank-2")
+    assert pert.latent_shape((25, 25)) == (32, 2, 3)
+    zero = np.zeros((32, 2, 3))
+    assert not pert.to_delta(zero, (25, 25), 8.0).any()  # z = 0: no perturbation
+    b_only = zero.copy()
+    b_only[16:] = 1.0  # B moves the grid at z = 0 (A0 is fixed and not 0)
+    grid = pert._grids(b_only)[0]
+    np.testing.assert_allclose(grid, np.einsum("irc,jrc->ijc", pert.a0, b_only[16:]),
+                               rtol=1e-6)
+    assert np.abs(grid).max() > 0.5
+    a_only = zero.copy()
+    a_only[:16] = 1.0  # A alone does not (B = 0): the product's other factor
+    assert not pert._grids(a_only).any()
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (2, 25, 25, 3), dtype=np.uint8)
+    zs = rng.standard_normal((2, 32, 2, 3))
+    paired = pert.perturb_paired(x, zs, 8.0)
+    for i in range(2):
+        np.testing.assert_array_equal(
+            paired[i], apply_delta(x[i:i + 1], pert.to_delta(zs[i], (25, 25), 8.0))[0])
