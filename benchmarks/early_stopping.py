@@ -5,6 +5,8 @@ Writes ``benchmarks/results/early_stopping.{json,md}`` whole. Usage::
     python benchmarks/early_stopping.py            # the four fits, budget 30,000, seeds 100-104
     python benchmarks/early_stopping.py --quick    # synthetic task, budget 2,000, seed 0
     python benchmarks/early_stopping.py --tasks face --budget 10000 --seeds 0,1,2
+    python benchmarks/early_stopping.py --tasks smiling,verification --seeds 105,106,...
+        --name early_stopping_fresh     # writes results/early_stopping_fresh.{json,md}
 
 The fits (``es_tasks.py``): the stand-in tasks face and smiling (DataFineTuner), the
 per-attribute fit (MultiAttributeTuner) and verification (VerificationTuner), each with the
@@ -117,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shares", default=None, help="more patiences, as shares of the budget, "
                     "a comma list (default 0.1,0.2)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--name", default="early_stopping", help="results file name (default "
+                    "early_stopping; e.g. early_stopping_fresh for a check on other seeds)")
     args = ap.parse_args(argv)
+    if not args.name.replace("_", "").replace("-", "").isalnum():
+        ap.error(f"--name takes letters, digits, '_' and '-', got {args.name!r}")
     shares = tuple(float(s) for s in args.shares.split(",")) if args.shares else SHARES
     out = out_dir(ap, args, "early_stopping")
     tasks = (args.tasks or ("synthetic" if args.quick else ",".join(TASK_NAMES))).split(",")
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                               ).split(",")]
     t0 = time.time()
     res = run(tasks, budget, seeds, shares, 1 if args.quick else args.workers)
-    write_results(out, "early_stopping", res, markdown(res),
+    write_results(out, args.name, res, markdown(res),
                   command=command_line(__file__, argv), quick=args.quick,
                   seconds=time.time() - t0)
     return 0

@@ -194,11 +194,12 @@ def check_resumable(old: dict[str, Any], meta: dict[str, Any], path: str | os.Pa
     if old.get("params") != meta["params"]:
         recorded = old.get("params")
         before: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
-        diff = sorted(k for k in meta["params"] if before.get(k) != meta["params"][k])
+        now: dict[str, Any] = meta["params"]
+        diff = sorted(k for k in set(now) | set(before) if before.get(k) != now.get(k))
         shown = "; ".join(f"{k}: {_short(before.get(k))} in the checkpoint, "
-                          f"{_short(meta['params'][k])} now" for k in diff)
+                          f"{_short(now.get(k))} now" for k in diff)
         hint = ""
-        if any(meta["params"][k] is None and before.get(k) is not None for k in diff):
+        if any(k in now and now[k] is None and before.get(k) is not None for k in diff):
             # a checkpoint of an older version names the values its defaults had; a setting
             # left at None here takes this version's default, which may differ
             hint = ("; None is this version's default: pass the checkpoint's values to "
