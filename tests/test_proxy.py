@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("uvicorn")
-pytest.importorskip("httpx")
+pytest.importorskip("aiohttp")
 
 import requests  # noqa: E402
 import uvicorn  # noqa: E402
@@ -169,7 +169,7 @@ def test_upstream_down_is_one_line_502_without_secret(tuner: DataFineTuner,
         metrics = requests.get(base + "/metrics", timeout=5).text
     assert r.status_code == 502
     why = r.json()["error"]
-    assert "\n" not in why and "ConnectError" in why
+    assert "\n" not in why and "ClientConnectorError" in why
     for secret in ("SECRETPW", "SECRETQ", "X1"):
         assert secret not in r.text and secret not in caplog.text
     assert _metric(metrics, "blackbox_dft_proxy_upstream_errors_total") == 1
@@ -264,32 +264,51 @@ def test_load_proxy_reads_the_runs_delta_and_preset(tmp_path: Any) -> None:
     assert preset.name == "oip"
 
 
-@pytest.mark.parametrize("installed", [True, False])
-def test_startup_says_when_sniffio_is_missing(monkeypatch: pytest.MonkeyPatch,
-                                              caplog: pytest.LogCaptureFixture,
-                                              installed: bool) -> None:
-    """Without sniffio, httpcore searches sys.path for it on every request: the proxy says so
-    once, at startup, with the fix."""
-    import asyncio
-    import importlib.util
-    import logging
+def test_upstream_cookies_go_back_to_their_caller_only(tuner: DataFineTuner) -> None:
+    """The proxy keeps no cookie jar: a cookie the upstream sets reaches the caller that got
+    it (in the answer's headers) and is not sent upstream with anyone's later requests."""
+    seen: list[dict[bytes, bytes]] = []
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (
-        real(name, *a) if name != "sniffio" else (object() if installed else None)))
-    caplog.set_level(logging.WARNING, "blackbox_dft.proxy")
-    app = ProxyApp(None, ProxyConfig("http://127.0.0.1:9"))
+    async def upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(dict(scope["headers"]))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"set-cookie", b"session=ALICE; Path=/"),
+                                (b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
 
-    async def start_and_stop() -> None:
-        await app.startup()
-        await app.shutdown()
+    with serve(upstream) as (up, _), serve(proxy_app(tuner, up)) as (base, _):
+        first = requests.get(base + "/a", timeout=5)
+        second = requests.get(base + "/b", timeout=5)  # another caller: no cookie of its own
+    assert first.status_code == second.status_code == 200
+    assert first.headers["set-cookie"] == "session=ALICE; Path=/"
+    assert len(seen) == 2 and all(b"cookie" not in h for h in seen)
+    # nor headers the caller did not send
+    assert b"user-agent" in seen[0] and seen[0][b"user-agent"].startswith(b"python-requests")
+    assert b"accept-encoding" in seen[0]  # the caller's own, passed through
 
-    asyncio.run(start_and_stop())
-    said = [r.getMessage() for r in caplog.records if "sniffio" in r.getMessage()]
-    if installed:
-        assert said == []
-    else:
-        assert len(said) == 1 and "pip install sniffio" in said[0]
+
+def test_credentials_in_the_upstream_url_go_only_when_the_caller_sends_none(
+        tuner: DataFineTuner) -> None:
+    import base64
+
+    seen: list[bytes | None] = []
+
+    async def upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(dict(scope["headers"]).get(b"authorization"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with serve(upstream) as (up, _):
+        with_creds = up.replace("http://", "http://op%40x:p%3Ass@")
+        with serve(proxy_app(tuner, with_creds)) as (base, _):
+            requests.get(base + "/a", timeout=5)
+            requests.get(base + "/b", headers={"Authorization": "Bearer CALLER"}, timeout=5)
+    assert seen[0] == b"Basic " + base64.b64encode(b"op@x:p:ss")
+    assert seen[1] == b"Bearer CALLER"
 
 
 @pytest.mark.parametrize("field,value,message", [

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("uvicorn")
-pytest.importorskip("httpx")
+pytest.importorskip("aiohttp")
 
 import requests  # noqa: E402
 from test_proxy import Recorder, _metric, serve  # noqa: E402

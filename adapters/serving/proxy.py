@@ -16,26 +16,30 @@ off: the delta applied; either forced, whatever the scheduled checks say; auto: 
 checks decide; :class:`~blackbox_dft.adapters.serving.proxy_state.DeltaState`).
 Limits: ``max_body_bytes`` (413), ``concurrency`` requests at once (others wait within the
 deadline, then 503), ``deadline`` seconds per request (504), a keep-alive pool of
-``connections`` to the upstream. Upstream unreachable or failing mid-answer: 502. Every
-error answer is ``{"error": one line}`` and names no secret (the upstream's query and
-userinfo are redacted; headers and bodies are never logged).
+``connections`` to the upstream (aiohttp: 0.3-0.5 ms of CPU per 200 KB request against
+2.2 ms for httpx, measured on this project's machine). Upstream unreachable or failing
+mid-answer: 502. Every error answer is ``{"error": one line}`` and names no secret (the
+upstream's query and userinfo are redacted; headers and bodies are never logged). The
+proxy keeps no cookies: what the upstream sets goes back to that caller only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import functools
-import importlib.util
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import numpy as np
+from yarl import URL
 
 from blackbox_dft.adapters.remote.redact import safe_url
 from blackbox_dft.adapters.serving.proxy_rewrite import NoImages, Perturb, Rewriter
@@ -104,8 +108,12 @@ class ProxyConfig:
     rewrite_threads: int = 1
 
     def __post_init__(self) -> None:
-        url = httpx.URL(self.upstream)
-        if url.scheme not in ("http", "https") or not url.host:
+        try:
+            url = urlsplit(self.upstream)
+            host = url.hostname
+        except ValueError:  # a bad port or IPv6 literal
+            host = None
+        if url.scheme not in ("http", "https") or not host:
             raise ValueError(f"upstream must be an http(s) URL, got {safe_url(self.upstream)!r}")
         for name in ("max_body_bytes", "concurrency", "connections", "rewrite_threads"):
             if int(getattr(self, name)) < 1:
@@ -175,25 +183,26 @@ class ProxyApp:
         if config.bypass:
             self.state.forced = "on"
         self.metrics = _Metrics()
-        self._base = config.upstream.rstrip("/")
-        self._client: httpx.AsyncClient | None = None
+        base = URL(config.upstream.rstrip("/"), encoded=True)
+        # credentials in the upstream URL go as Basic auth when the caller sends none of its
+        # own (a caller's Authorization header goes as it came)
+        self._auth = None if base.user is None else "Basic " + base64.b64encode(
+            f"{base.user}:{base.password or ''}".encode()).decode("ascii")
+        self._base = str(base.with_user(None))
+        self._client: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
         self._rewriting: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- lifespan ------------------------------------------------------------------
     async def startup(self) -> None:
-        if importlib.util.find_spec("sniffio") is None:
-            # httpcore imports it lazily on every lock of every request and Python does not
-            # cache a failed import: a search of sys.path each time (httpcore PR 1103)
-            log.warning("sniffio is not installed: the upstream client then searches for it "
-                        "on every request, several ms of CPU each; pip install sniffio (the "
-                        "proxy extra installs it)")
         cfg = self.config
-        limits = httpx.Limits(max_connections=cfg.connections,
-                              max_keepalive_connections=cfg.connections)
-        client = httpx.AsyncClient(limits=limits, timeout=cfg.deadline, trust_env=False,
-                                   follow_redirects=False)
-        client.headers = httpx.Headers()  # no default Accept/User-Agent: the caller's only
+        client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=cfg.connections),
+            timeout=aiohttp.ClientTimeout(total=cfg.deadline), trust_env=False,
+            auto_decompress=False,  # the answer's bytes as sent, still compressed if they were
+            cookie_jar=aiohttp.DummyCookieJar(),  # one caller's cookies are not another's
+            # no default headers: the caller's only (Host and Content-Length are the request's)
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
         self._client, self._slots = client, asyncio.Semaphore(cfg.concurrency)
         self._rewriting = concurrent.futures.ThreadPoolExecutor(
             cfg.rewrite_threads, thread_name_prefix="bbdft-rewrite")
@@ -211,7 +220,7 @@ class ProxyApp:
     async def shutdown(self) -> None:
         await self.state.stop()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
         if self._rewriting is not None:
             self._rewriting.shutdown(wait=False, cancel_futures=True)
@@ -296,25 +305,25 @@ class ProxyApp:
             url = self._base + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
             if scope.get("query_string"):
                 url += "?" + scope["query_string"].decode("latin-1")
-            request = self._client.build_request(scope["method"], url, headers=headers,
-                                                 content=body)
             try:
-                response = await self._client.send(request, stream=True)
-                try:
-                    raw = b"".join([chunk async for chunk in response.aiter_raw()])
-                finally:
-                    await response.aclose()
-            except httpx.TimeoutException:
+                # encoded: the caller's path and query go as they came, not re-quoted
+                if self._auth and not any(k.lower() == "authorization" for k, _ in headers):
+                    headers.append(("Authorization", self._auth))
+                async with self._client.request(
+                        scope["method"], URL(url, encoded=True), headers=headers,
+                        data=body or None, allow_redirects=False) as response:
+                    raw = await response.read()
+                    status, answer = response.status, response.raw_headers
+            except (TimeoutError, asyncio.TimeoutError):  # aiohttp's timeouts are both
                 raise TimeoutError from None
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 self.metrics.counts["upstream_errors"] += 1
                 log.warning("upstream %s failed: %s", safe_url(self.config.upstream),
                             type(exc).__name__)
                 raise _Refused(502, f"proxy: upstream {safe_url(self.config.upstream)} "
                                f"failed: {type(exc).__name__}") from None
-        out = [(k.encode("latin-1"), v.encode("latin-1"))
-               for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP]
-        return response.status_code, out, raw
+        out = [(k, v) for k, v in answer if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        return status, out, raw
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
         limit = self.config.max_body_bytes

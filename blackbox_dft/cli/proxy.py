@@ -4,7 +4,7 @@ Loads the run's perturbation (``delta_for(H, W)``, the arithmetic of ``transform
 preset (with the run's preset options; ``--preset`` for a run not fitted over HTTP), and
 serves :class:`blackbox_dft.adapters.serving.proxy.ProxyApp` with uvicorn until Ctrl-C or
 SIGTERM (graceful: the requests in flight are answered, within the deadline). Needs the
-``proxy`` extra (uvicorn, httpx): exit code 4 without it.
+``proxy`` extra (uvicorn, aiohttp): exit code 4 without it.
 
 Scheduled checks (``--check-every``, ``--check-budget``): the guard of ``blackbox-dft
 check`` run by the proxy in a worker thread, injected into it (adapters do not import
@@ -48,7 +48,7 @@ _CLIENT_OPTIONS = frozenset(inspect.signature(HTTPModel.__init__).parameters) - 
 
 
 def _check_extra() -> None:
-    missing = [m for m in ("uvicorn", "httpx") if _absent(m)]
+    missing = [m for m in ("uvicorn", "aiohttp") if _absent(m)]
     if missing:
         raise MissingDependency(f"the proxy needs {' and '.join(missing)} (the 'proxy' extra, "
                                 f"not installed); install it with: {PROXY_EXTRA}")
