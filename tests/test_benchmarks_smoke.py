@@ -218,6 +218,8 @@ def test_deploy_quick_the_proxy_gives_evaluates_decisions_and_bypasses_a_swapped
         elsewhere = doc["throughput_vendor_elsewhere"]
         assert len(elsewhere["ratios"]) == tp["rounds"] and elsewhere["ratio_proxy_vs_direct"] > 0
         assert "| vendor elsewhere | proxy |" in (tmp_path / "deploy.md").read_text()
+        fast = doc["throughput_vendor_elsewhere_png_fast"]
+        assert len(fast["ratios"]) == tp["rounds"] and fast["ratio_proxy_vs_direct"] > 0
     assert 0 < lat["direct"]["p50_ms"] <= lat["direct"]["p99_ms"]
     sw = doc["swap"]
     for name, state in (("hot_swap", "bypass_auto"), ("swap_back", "active"),
