@@ -53,7 +53,24 @@ def make_perturbation(latent: str) -> Perturbation:
     return LowResolution((h, w), interpolation or "linear")
 
 
-class RandomSubspace(Perturbation):
+class _OnGrid(Perturbation):
+    """A latent mapped (``_grids``: ``(M, *latent)`` -> ``(M, side, side, 3)``) into the
+    default 16x16x3 nearest latent, then perturbing as that latent (``self.grid``)."""
+
+    grid: LowResolution
+
+    def _grids(self, zs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def to_delta(self, z: np.ndarray, image_shape: tuple[int, int], epsilon: float) -> np.ndarray:
+        return self.grid.to_delta(self._grids(z)[0], image_shape, epsilon)
+
+    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float,
+                       out: np.ndarray | None = None) -> np.ndarray:
+        return self.grid.perturb_paired(images, self._grids(zs), epsilon, out)
+
+
+class RandomSubspace(_OnGrid):
     """A ``k``-dimensional latent mapped by a fixed random matrix into the default 16x16x3
     nearest latent (``grid = P z``), then as that latent: the intrinsic-dimension
     reparametrisation of ZIP and of Li et al. (2018), a variant tried here, not a library
@@ -77,13 +94,6 @@ class RandomSubspace(Perturbation):
         flat = np.asarray(zs, np.float32).reshape(-1, self.k)
         return (flat @ self.matrix.T).reshape(-1, self.side, self.side, 3)
 
-    def to_delta(self, z: np.ndarray, image_shape: tuple[int, int], epsilon: float) -> np.ndarray:
-        return self.grid.to_delta(self._grids(z)[0], image_shape, epsilon)
-
-    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float,
-                       out: np.ndarray | None = None) -> np.ndarray:
-        return self.grid.perturb_paired(images, self._grids(zs), epsilon, out)
-
     def get_config(self) -> dict[str, Any]:
         return {"type": "RandomSubspace", "k": self.k, "side": self.side}
 
@@ -91,7 +101,7 @@ class RandomSubspace(Perturbation):
         return f"RandomSubspace({self.k}, side={self.side})"
 
 
-class LowRank(Perturbation):
+class LowRank(_OnGrid):
     """The default 16x16x3 nearest latent as a product of two learned factors per channel,
     ``grid_c = (A0_c + A_c) B_c^T`` with ``A, B`` 16 x ``rank``: the low-rank
     reparametrisation of ZIP (LoRA-style: ``A0`` is a fixed Gaussian of variance 1 / rank,
@@ -113,13 +123,6 @@ class LowRank(Perturbation):
         z = np.asarray(zs, np.float32).reshape(-1, 2 * self.side, self.rank, 3)
         a, b = self.a0 + z[:, :self.side], z[:, self.side:]
         return np.einsum("mirc,mjrc->mijc", a, b)
-
-    def to_delta(self, z: np.ndarray, image_shape: tuple[int, int], epsilon: float) -> np.ndarray:
-        return self.grid.to_delta(self._grids(z)[0], image_shape, epsilon)
-
-    def perturb_paired(self, images: np.ndarray, zs: np.ndarray, epsilon: float,
-                       out: np.ndarray | None = None) -> np.ndarray:
-        return self.grid.perturb_paired(images, self._grids(zs), epsilon, out)
 
     def get_config(self) -> dict[str, Any]:
         return {"type": "LowRank", "rank": self.rank, "side": self.side}
