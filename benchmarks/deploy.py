@@ -21,8 +21,9 @@ request, as form fields) that only knows a base URL: the server's, or the proxy'
 3. Throughput: 8 client threads, rounds direct and through the proxy alternated in a random
    order; requests per second, proxy / direct as the median of per-round ratios, and the
    CPU seconds per request of the server, the proxy and the client (all on this machine).
-   Twice: all processes on all cores, then with the server pinned alone to CPU 0 and the
-   app and the proxy to CPU 1 (a vendor's API runs elsewhere; deploy_phases.PLACEMENTS).
+   Three times: all processes on all cores; the server pinned alone to one CPU and the app
+   and the proxy to another (a vendor's API runs elsewhere; deploy_phases.vendor_elsewhere);
+   the same with a proxy sending compressed PNG upstream (``--png fast``).
 4. Model swaps (deploy_swap.py): the proxy restarted with scheduled checks; while the app
    keeps sending, the server's model is replaced by the back-camera BlazeFace without a
    restart, then back, then the server is redeployed with the back-camera model on the same
@@ -48,7 +49,7 @@ from typing import Any
 import cv2
 import numpy as np
 from common import TASKS, command_line, load_task, out_dir, parser, write_results
-from deploy_phases import PLACEMENTS, latency, rewrite_profile, throughput
+from deploy_phases import latency, rewrite_profile, throughput, vendor_elsewhere
 from deploy_services import FACEPP_PATH, App, HotSwapServer, Service, cli, decisions, facepp_body
 from deploy_swap import swaps
 
@@ -209,14 +210,14 @@ def run(cfg: dict[str, Any], seed: int, work: str, key: str, secret: str) -> dic
         if len(os.sched_getaffinity(0)) >= 2:
             out["throughput_vendor_elsewhere"] = throughput(
                 app, base, first.found, photo_bodies, cfg, rng,
-                {"server": server.pid, "proxy": first.pid}, PLACEMENTS["vendor_elsewhere"])
+                {"server": server.pid, "proxy": first.pid}, vendor_elsewhere())
             # the same with compressed PNG upstream: the server then decodes what it
             # decodes direct, so the ratio is the proxy's own cost, without that saving
             fast = proxy(run_dir, base, env, extra=("--png", "fast"))
             try:
                 out["throughput_vendor_elsewhere_png_fast"] = throughput(
                     app, base, fast.found, photo_bodies, cfg, rng,
-                    {"server": server.pid, "proxy": fast.pid}, PLACEMENTS["vendor_elsewhere"])
+                    {"server": server.pid, "proxy": fast.pid}, vendor_elsewhere())
             finally:
                 fast.stop()
         lap("throughput")
@@ -288,8 +289,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"{tp['requests_per_round']} requests each way, alternated)", "",
         "Two placements, one after the other in this run. *Shared*: server, proxy and app "
         "on all of this machine's cores, wherever the OS puts them. *Vendor elsewhere*: the "
-        "server pinned alone to CPU 0, as a vendor's API runs on machines of its own, and "
-        "the app with the proxy beside it (a sidecar) on CPU 1; direct calls get the same "
+        "server pinned alone to one CPU, as a vendor's API runs on machines of its own, and "
+        "the app with the proxy beside it (a sidecar) on another; direct calls get the same "
         "placement, the proxy idle. Then the same with a second proxy that sends compressed "
         "PNG upstream (`--png fast`): the server decodes what it decodes direct, so that "
         "ratio is the proxy's own cost without the cheaper decoding of uncompressed PNG.", "",

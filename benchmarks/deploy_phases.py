@@ -64,11 +64,12 @@ def latency(app: App, direct: str, via: str, bodies: list[bytes], pairs: int,
             "proxy_cpu_ms_per_request": 1000.0 * cpu}
 
 
-#: the placements of the throughput phase: process -> CPUs (None: all, the OS decides).
-#: "vendor elsewhere": the server alone on CPU 0, as a vendor's API runs on machines of its
-#: own; the app and the proxy beside it (a sidecar) on CPU 1
-PLACEMENTS: dict[str, dict[str, set[int]] | None] = {
-    "shared": None, "vendor_elsewhere": {"server": {0}, "proxy": {1}, "client": {1}}}
+def vendor_elsewhere() -> dict[str, set[int]]:
+    """The "vendor elsewhere" placement of the throughput phase, process -> CPUs: the server
+    alone on this process's first CPU, as a vendor's API runs on machines of its own; the
+    app and the proxy beside it (a sidecar) on the second (needs 2 CPUs)."""
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    return {"server": {first}, "proxy": {second}, "client": {second}}
 
 
 def throughput(app: App, direct: str, via: str, bodies: list[bytes], cfg: dict[str, Any],

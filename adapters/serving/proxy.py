@@ -306,9 +306,9 @@ class ProxyApp:
             if scope.get("query_string"):
                 url += "?" + scope["query_string"].decode("latin-1")
             try:
-                # encoded: the caller's path and query go as they came, not re-quoted
                 if self._auth and not any(k.lower() == "authorization" for k, _ in headers):
                     headers.append(("Authorization", self._auth))
+                # encoded: the caller's path and query go as they came, not re-quoted
                 async with self._client.request(
                         scope["method"], URL(url, encoded=True), headers=headers,
                         data=body or None, allow_redirects=False) as response:
