@@ -13,6 +13,7 @@ same data, splits, shift and vendor threshold).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -25,6 +26,7 @@ from blackbox_dft.adapters.local.wrappers import MultiModel
 from blackbox_dft.adapters.standins.models import blazeface, emotion_embedding, gender, smiling
 from blackbox_dft.adapters.standins.tasks import lfw_subset, smiling_labels, stratified_split
 from blackbox_dft.adapters.standins.verification_task import verification_task
+from blackbox_dft.core.state import FitState
 from blackbox_dft.core.stopping import EarlyStopping
 from blackbox_dft.data.shifts import parse_shift
 from blackbox_dft.tasks.attributes import MultiAttributeTuner
@@ -34,11 +36,15 @@ from blackbox_dft.tasks.verification import (
     cosine_similarities,
 )
 
-__all__ = ["FITS", "Fit"]
+__all__ = ["BUILDERS", "FITS", "Fit", "trace"]
 
 #: fit(seed, budget, early stopping or None) -> its figures
 Fit = Callable[[int, int, EarlyStopping | None], dict[str, Any]]
 ATTRIBUTES = ("face", "smiling", "male")
+
+
+Built = tuple[Any, tuple[Any, Any], tuple[Any, Any], tuple[Any, Any],
+              Callable[[dict[str, Any]], tuple[float, float]]]
 
 
 def _figures(tuner: Any, before: float, after: float) -> dict[str, Any]:
@@ -47,16 +53,19 @@ def _figures(tuner: Any, before: float, after: float) -> dict[str, Any]:
             "after": float(after)}
 
 
-def _classification(name: str) -> Fit:
-    def fit(seed: int, budget: int, es: EarlyStopping | None) -> dict[str, Any]:
+def _single(ev: dict[str, Any]) -> tuple[float, float]:
+    return float(ev["accuracy_before"]), float(ev["accuracy_after"])
+
+
+def _classification(name: str) -> Callable[[int, int, EarlyStopping | None], Built]:
+    def build(seed: int, budget: int, es: EarlyStopping | None) -> Built:
         task = load_task(name)
         tuner = DataFineTuner(task.model, task_kind(task),
                               scores=getattr(task, "scores", "probabilities"),
                               query_budget=budget, early_stopping=es, seed=seed,
                               progress=False)
-        ev = tuner.fit(*task.train, validation=task.val).evaluate(*task.test)
-        return _figures(tuner, ev["accuracy_before"], ev["accuracy_after"])
-    return fit
+        return tuner, task.train, task.val, task.test, _single
+    return build
 
 
 @cache
@@ -73,17 +82,20 @@ def _attributes_problem() -> tuple[Any, ...]:
     return model, (x[tr], y[tr]), (x[va], y[va]), (x[te], y[te])
 
 
-def _attributes(seed: int, budget: int, es: EarlyStopping | None) -> dict[str, Any]:
+def _attribute_means(ev: dict[str, Any]) -> tuple[float, float]:
+    per = ev["per_attribute"]
+    return (float(np.mean([per[a]["accuracy_before"] for a in ATTRIBUTES])),
+            float(np.mean([per[a]["accuracy_after"] for a in ATTRIBUTES])))
+
+
+def _attributes(seed: int, budget: int, es: EarlyStopping | None) -> Built:
     model, train, val, test = _attributes_problem()
     tuner = MultiAttributeTuner(model, list(ATTRIBUTES), mode="per_attribute",
                                 query_budget=budget, early_stopping=es, seed=seed)
-    ev = tuner.fit(*train, validation=val).evaluate(*test)
-    per = ev["per_attribute"]
-    return _figures(tuner, np.mean([per[a]["accuracy_before"] for a in ATTRIBUTES]),
-                    np.mean([per[a]["accuracy_after"] for a in ATTRIBUTES]))
+    return tuner, train, val, test, _attribute_means
 
 
-def _verification(seed: int, budget: int, es: EarlyStopping | None) -> dict[str, Any]:
+def _verification(seed: int, budget: int, es: EarlyStopping | None) -> Built:
     model = emotion_embedding()
     task = verification_task(shift="blur:sigma=1", seed=seed, model=model)
     clean = verification_task(shift=None, seed=seed, model=model)
@@ -91,14 +103,82 @@ def _verification(seed: int, budget: int, es: EarlyStopping | None) -> dict[str,
     vendor = best_threshold(cosine_similarities(model.predict(xc), pc), pc[:, 2])
     tuner = VerificationTuner(model, query_budget=budget, seed=seed, threshold=vendor,
                               perturbation=FullResolution(), early_stopping=es)
-    ev = tuner.fit(*task.train, validation=task.val).evaluate(*task.test)
-    return _figures(tuner, ev["accuracy_before"], ev["accuracy_after"])
+    return tuner, task.train, task.val, task.test, _single
 
 
-FITS: dict[str, Fit] = {
+BUILDERS: dict[str, Callable[[int, int, EarlyStopping | None], Built]] = {
     "face": _classification("face"),
     "smiling": _classification("smiling"),
     "attributes": _attributes,
     "verification": _verification,
     "synthetic": _classification("synthetic"),
 }
+
+
+def _fit(name: str) -> Fit:
+    def fit(seed: int, budget: int, es: EarlyStopping | None) -> dict[str, Any]:
+        tuner, train, val, test, score = BUILDERS[name](seed, budget, es)
+        before, after = score(tuner.fit(*train, validation=val).evaluate(*test))
+        return _figures(tuner, before, after)
+    return fit
+
+
+FITS: dict[str, Fit] = {name: _fit(name) for name in BUILDERS}
+
+
+def _best_steps(state: FitState) -> list[int]:
+    """The step each slot's kept latent comes from (one slot: ``[best_step]``)."""
+    steps = state.extra.get("best_step")
+    return [int(s) for s in steps] if isinstance(steps, list) else [int(state.best_step)]
+
+
+def trace(name: str, seed: int, budget: int) -> dict[str, Any]:
+    """A whole-budget fit seen at every validation, for replaying stopping rules offline.
+
+    Returns ``validations``: per validation (the baseline first), the queries spent after
+    it, the best step of every slot then, and the held-out accuracy of the latent kept
+    then (``evaluate`` on the test split: free, local); ``steps``: the queries after each
+    step and its training loss (the mean of its minibatch's answers, already paid for).
+    A fit stopped by a rule after validation ``i`` returns validation ``i``'s kept latent
+    (the engine stops right after a validation), so its held-out accuracy is read here.
+    """
+    tuner, train, val, test, score = BUILDERS[name](seed, budget, None)
+    kept: list[tuple[int, list[int], FitState]] = []
+    steps: list[tuple[int, float]] = []
+
+    def snapshot(state: FitState, queries: int) -> None:
+        best = _best_steps(state)
+        if kept and kept[-1][1] == best:  # nothing new kept: the same latent
+            kept.append((queries, best, kept[-1][2]))
+            return
+        snap = copy.copy(state)
+        snap.best_z = None if state.best_z is None else state.best_z.copy()
+        snap.extra = copy.deepcopy(state.extra)
+        snap.history = list(state.history)
+        kept.append((queries, best, snap))
+
+    def callback(record: dict[str, Any], state: FitState) -> bool:
+        validated = any(k.startswith("val_accuracy") for k in record)
+        steps.append((int(record["queries"]), float(record["loss"])))
+        if len(steps) == 1:  # the baseline's kept latent (zero), its queries set below
+            assert not validated, "the first step validated: the baseline is not separable"
+            snapshot(state, -1)
+        if len(steps) == 2:  # the baseline's queries: before the first step's
+            assert not validated, "the second step validated: the step cost is unknown"
+            kept[0] = (2 * steps[0][0] - steps[1][0], *kept[0][1:])
+        if validated:
+            snapshot(state, int(record["queries"]))
+        return False
+
+    tuner.fit(*train, validation=val, callback=callback)
+    before, after = score(tuner.evaluate(*test))
+    queries = int(tuner.queries_)  # before the snapshots below overwrite the fitted fields
+    accuracy: dict[int, float] = {}
+    rows = []
+    for queries, best, snap in kept:
+        if id(snap) not in accuracy:
+            tuner._set_fitted(snap, None)
+            accuracy[id(snap)] = score(tuner.evaluate(*test))[1]
+        rows.append({"queries": queries, "best_steps": best, "accuracy": accuracy[id(snap)]})
+    return {"task": name, "seed": seed, "budget": budget, "before": before, "after": after,
+            "queries": queries, "validations": rows, "steps": steps}

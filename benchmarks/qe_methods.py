@@ -319,6 +319,80 @@ def tuner_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+class _Averaged:
+    """A fit's problem seen through iterate averaging (Polyak-Ruppert, as an EMA).
+
+    The engine holds, validates and keeps as best the average ``zbar``; the steps and the
+    gradient estimates use the raw iterate ``z``, kept here. ``zbar += (z - zbar) / (1 +
+    share * t)`` after step ``t``: about the last ``share`` of the iterates so far. No
+    checkpoint support (the raw iterate is not saved): a benchmark variant only.
+    """
+
+    def __init__(self, inner: Any, share: float) -> None:
+        self.inner, self.share = inner, float(share)
+        self.raw: np.ndarray | None = None
+        self.t = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def gradient(self, z: np.ndarray, *args: Any) -> Any:
+        return self.inner.gradient(z if self.raw is None else self.raw, *args)
+
+    def project(self, w: np.ndarray) -> np.ndarray:
+        # the engine asks for project(zbar - step): recover the step, apply it to the raw one
+        zbar = w if self.raw is None else self._zbar
+        step = zbar - w if self.raw is not None else -w
+        raw = np.zeros_like(w) if self.raw is None else self.raw
+        self.raw = self.inner.project(raw - step)
+        self.t += 1
+        prev = np.zeros_like(self.raw) if self.t == 1 else self._zbar
+        self._zbar = prev + (self.raw - prev) / (1.0 + self.share * self.t)
+        return self._zbar
+
+
+class AveragedTuner(DataFineTuner):
+    """DataFineTuner whose validation (and result) is the averaged iterate (:class:`_Averaged`)."""
+
+    average_share = 0.25
+
+    def _fit_loop(self, problem: Any, *args: Any, **kwargs: Any) -> Any:
+        return super()._fit_loop(_Averaged(problem, self.average_share), *args, **kwargs)
+
+
+class _LossVariant(Objective):
+    """The library's objective with another per-image training loss (benchmark variants):
+    ``"prob"`` 1 - p_y (the expected 0-1 loss), ``"brier"`` (1 - p_y) ** 2, ``"capped-C"``
+    the cross-entropy capped at C nats. Single-label tasks with scores only."""
+
+    variant = "prob"
+
+    def loss(self, raw: np.ndarray, labels: np.ndarray,
+             weights: np.ndarray | None = None) -> np.ndarray:
+        p = self.probabilities(raw)
+        py = p[np.arange(p.shape[0]), labels]
+        if self.variant == "prob":
+            out = 1.0 - py
+        elif self.variant == "brier":
+            out = (1.0 - py) ** 2
+        else:
+            cap = float(self.variant.removeprefix("capped-"))
+            out = np.minimum(-np.log(np.clip(py, 1e-12, 1.0)), cap)
+        return out * weights[labels] if weights is not None else out
+
+
+def loss_tuner(base: type, variant: str) -> type:
+    """A subclass of tuner class ``base`` whose objective's loss is ``variant``."""
+    obj = type("Loss", (_LossVariant,), {"variant": variant})
+
+    def _components(self: Any) -> Any:
+        objective, pert, est = base._components(self)
+        objective.__class__ = obj
+        return objective, pert, est
+
+    return type(f"{base.__name__}Loss", (base,), {"_components": _components})
+
+
 def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
     """DataFineTuner with ``spec`` overrides (empty spec: the library defaults).
 
@@ -328,6 +402,9 @@ def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
     ``learning_rate`` given as a dict (a :class:`Schedule`'s config: ``init``, ``kind``,
     ``scale``...).
     """
+    spec = dict(spec)
+    share = spec.pop("average", None)
+    loss = spec.pop("loss", None)
     kwargs = tuner_kwargs(spec)
     snaps: Snapshots = []
 
@@ -337,8 +414,13 @@ def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
         return False
 
     kwargs.setdefault("scores", getattr(task, "scores", "probabilities"))
-    tuner = DataFineTuner(task.model, task_kind(task), epsilon=EPSILON, query_budget=budget,
-                          seed=seed, progress=False, **kwargs)
+    cls: Any = DataFineTuner
+    if share is not None:
+        cls = type("AveragedTuner", (AveragedTuner,), {"average_share": float(share)})
+    if loss is not None:
+        cls = loss_tuner(cls, str(loss))
+    tuner = cls(task.model, task_kind(task), epsilon=EPSILON, query_budget=budget,
+                seed=seed, progress=False, **kwargs)
     tuner.fit(task.train[0], task.train[1], validation=task.val, callback=record)
     snaps.append((int(tuner.queries_), np.array(tuner.latent_, dtype=np.float64)))
     return snaps, tuner.perturbation_

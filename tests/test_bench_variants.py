@@ -103,3 +103,56 @@ def test_low_rank_latent_starts_at_zero_and_moves_through_either_factor(qe):
     for i in range(2):
         np.testing.assert_array_equal(
             paired[i], apply_delta(x[i:i + 1], pert.to_delta(zs[i], (25, 25), 8.0))[0])
+
+
+class _Quadratic:
+    """A stand-in problem for the averaging wrapper: gradient ``z - target`` (exact),
+    projection onto ``[-1, 1]``; records the latents its gradient was asked at."""
+
+    def __init__(self, target: np.ndarray) -> None:
+        self.target, self.asked = target, []
+
+    def gradient(self, z: np.ndarray, *args) -> np.ndarray:
+        self.asked.append(z.copy())
+        return z - self.target
+
+    def project(self, z: np.ndarray) -> np.ndarray:
+        return np.clip(z, -1.0, 1.0)
+
+
+def test_averaged_iterate_steps_the_raw_latent_and_shows_the_ema(qe):
+    """The engine's loop (z = project(z - lr * gradient(z))) through the wrapper: the
+    gradient is taken at the raw iterate (plain projected descent), and what the engine
+    holds is the EMA zbar += (raw - zbar) / (1 + share * t), starting from zbar = 0."""
+    inner = _Quadratic(np.array([0.5, 3.0]))
+    wrapped = qe._Averaged(inner, share=0.5)
+    z_engine, raw, zbar, lr = np.zeros(2), np.zeros(2), np.zeros(2), 0.3
+    for t in range(1, 8):
+        z_engine = wrapped.project(z_engine - lr * wrapped.gradient(z_engine))
+        np.testing.assert_allclose(inner.asked[-1], raw)  # asked at the raw iterate
+        raw = np.clip(raw - lr * (raw - inner.target), -1.0, 1.0)
+        zbar = zbar + (raw - zbar) / (1.0 + 0.5 * t)
+        np.testing.assert_allclose(wrapped.raw, raw)
+        np.testing.assert_allclose(z_engine, zbar)
+    # the gradient was asked at the raw iterates (not the averages), and the average lags
+    assert not np.allclose(inner.asked[-1], z_engine)
+    assert np.all(np.abs(z_engine) < np.abs(wrapped.raw))
+    assert wrapped.target is inner.target  # everything else is the inner problem's
+
+
+@pytest.mark.parametrize("variant", ["prob", "brier", "capped-1.5"])
+def test_loss_variants(qe, variant):
+    from blackbox_dft.core.objectives import Objective
+
+    tuner_cls = qe.loss_tuner(qe.DataFineTuner, variant)
+    tuner = tuner_cls(model=None, task="binary")
+    objective, _, _ = tuner._components()
+    assert isinstance(objective, Objective)
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.99, 0.01]])
+    labels = np.array([0, 0, 1])
+    py = np.array([0.9, 0.2, 0.01])
+    want = {"prob": 1 - py, "brier": (1 - py) ** 2,
+            "capped-1.5": np.minimum(-np.log(py), 1.5)}[variant]
+    np.testing.assert_allclose(objective.loss(scores, labels), want)
+    np.testing.assert_allclose(objective.loss(scores, labels, np.array([2.0, 0.5])),
+                               want * np.array([2.0, 2.0, 0.5]))

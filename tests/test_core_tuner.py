@@ -291,6 +291,22 @@ def test_perturb_paired_is_exactly_clip_of_image_plus_rounded_delta(pert, hw):
     out = np.zeros((6, *hw, 3), dtype=np.uint8)
     pert.perturb_paired(x, zs, 8.0, out=out[1:5])
     assert np.array_equal(out[1:5], want) and not out[0].any() and not out[5].any()
+    strided = np.zeros((4, hw[0], hw[1] + 3, 3), dtype=np.uint8)[:, :, :hw[1]]
+    pert.perturb_paired(x, zs, 8.0, out=strided)  # a non-contiguous out is written too
+    assert np.array_equal(strided, want)
+
+
+@pytest.mark.parametrize("epsilon", [0.4, 8.0, 300.0])
+def test_nearest_perturb_paired_saturates_exactly_at_both_ends(epsilon):
+    """Black and white images under the largest latents (|z| beyond 255 at epsilon 300):
+    the saturating passes clip at 0 and 255 and never wrap."""
+    pert = LowResolution((4, 4), interpolation="nearest")
+    x = np.zeros((4, 12, 12, 3), dtype=np.uint8)
+    x[1], x[2, :6], x[3] = 255, 255, 128
+    zs = np.random.default_rng(1).choice([-1e3, -300.0, -2.0, 0.0, 2.0, 300.0, 1e3],
+                                         size=(4, 4, 4, 3))
+    want = np.clip(x + np.rint(pert.to_deltas(zs, (12, 12), epsilon)), 0, 255)
+    assert np.array_equal(pert.perturb_paired(x, zs, epsilon), want.astype(np.uint8))
 
 
 @pytest.mark.parametrize("make", [

@@ -96,7 +96,10 @@ def observe_losses(sampling: str, idx: np.ndarray, losses: np.ndarray,
     loss = np.asarray(losses, dtype=np.float64).mean(axis=0)
     # 1 - exp(-loss) is in [0, 1): finite for any finite loss, 0 for a perfect answer
     err[np.asarray(idx)] = -np.expm1(-np.maximum(loss, 0.0))
-    extra[_KEY] = [None if np.isnan(e) else float(e) for e in err]  # None: not sent yet
+    # None: not sent yet (an object array's tolist gives Python floats and None)
+    kept_err = err.astype(object)
+    kept_err[np.isnan(err)] = None
+    extra[_KEY] = kept_err.tolist()
 
 
 def _valid(kept: Any, n: int) -> TypeGuard[list[float | None]]:
@@ -110,6 +113,6 @@ def _errors(extra: dict[str, Any], n: int) -> np.ndarray:
     kept = extra.get(_KEY)
     if not _valid(kept, n):
         return np.ones(n)
-    err = np.array([np.nan if e is None else e for e in kept], dtype=np.float64)
+    err = np.array(kept, dtype=np.float64)  # None -> nan
     seen = ~np.isnan(err)
     return np.where(seen, err, err[seen].mean() if seen.any() else 1.0)

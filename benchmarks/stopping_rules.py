@@ -1,0 +1,185 @@
+"""Stopping rules replayed on whole-budget fits: queries saved and held-out accuracy lost.
+
+``early_stopping.py`` runs one stopped fit per patience. A stopped fit follows the
+whole-budget fit's trajectory until it stops, right after a validation, and keeps the
+latent kept at that validation. So one traced whole-budget fit per (task, seed)
+(``es_tasks.trace``: every validation, which latent it kept, that latent's held-out
+accuracy) answers any patience offline. The replay is checked against the real stopped
+fits: ``--check early_stopping`` compares every (task, seed, patience) that
+``results/early_stopping.json`` ran.
+
+    python benchmarks/stopping_rules.py --seeds 100,...,114 --name stopping_rules
+    python benchmarks/stopping_rules.py --quick    # synthetic task, budget 2,000, seed 0
+
+Writes ``results/<name>.{json,md}``: per task and patience (shares of the budget, at
+least the CLI's floor of 1,000 queries), the fits stopped, the mean share of the budget
+saved, the mean and worst held-out accuracy lost, and the mean over tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from common import command_line, out_dir, parallel_map, parser, write_results
+from es_tasks import BUILDERS, trace
+
+from blackbox_dft.cli.tuner_args import PATIENCE_FLOOR
+
+SHARES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+TASK_NAMES = ("face", "smiling", "attributes", "verification")
+
+
+def job(args: tuple[str, int, int]) -> dict[str, Any]:
+    t0 = time.time()
+    out = trace(*args)
+    out["seconds"] = round(time.time() - t0, 1)
+    print(f"{args[0]} seed {args[1]}: {out['before']:.3f} -> {out['after']:.3f}, "
+          f"{len(out['validations'])} validations, {out['seconds']} s", flush=True)
+    return out
+
+
+def stop_at(validations: list[dict[str, Any]], patience: int) -> int | None:
+    """The validation after which ``EarlyStopping(patience)`` stops the fit (None: never).
+
+    Mirrors the engine: the baseline sets each slot's "since", a validation whose kept
+    latent changed for a slot (its key beat that slot's best) resets it, and the fit stops
+    after the first validation where every slot went ``patience`` queries unimproved.
+    """
+    since: list[int] = []
+    for i, v in enumerate(validations):
+        if i == 0:
+            since = [v["queries"]] * len(v["best_steps"])
+            continue
+        prev = validations[i - 1]["best_steps"]
+        since = [v["queries"] if b != p else s
+                 for b, p, s in zip(v["best_steps"], prev, since, strict=True)]
+        if all(v["queries"] - s >= patience for s in since):
+            return i
+    return None
+
+
+def replay(tr: dict[str, Any], patience: int) -> dict[str, Any]:
+    """A traced fit stopped by ``patience``: stopped, queries saved, accuracy kept."""
+    vs, budget = tr["validations"], tr["budget"]
+    i = stop_at(vs, patience)
+    if i is None:
+        return {"stopped": False, "saved": 0, "after": tr["after"]}
+    return {"stopped": True, "saved": budget - vs[i]["queries"], "after": vs[i]["accuracy"]}
+
+
+def summarize(traces: list[dict[str, Any]], pats: dict[str, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for task in dict.fromkeys(t["task"] for t in traces):
+        ts = [t for t in traces if t["task"] == task]
+        budget = ts[0]["budget"]
+        out[task] = {"before": float(np.mean([t["before"] for t in ts])),
+                     "after_full": float(np.mean([t["after"] for t in ts]))}
+        for label, p in pats.items():
+            rs = [replay(t, p) for t in ts]
+            lost = [t["after"] - r["after"] for t, r in zip(ts, rs, strict=True)]
+            out[task][label] = {
+                "patience": p, "stopped": sum(r["stopped"] for r in rs),
+                "saved_share_mean": float(np.mean([r["saved"] for r in rs])) / budget,
+                "accuracy_lost_mean": float(np.mean(lost)),
+                "accuracy_lost_max": float(max(lost))}
+    return out
+
+
+def check_against(traces: list[dict[str, Any]], path: str) -> list[str]:
+    """Differences between the replay and the real stopped fits of ``path`` (an
+    ``early_stopping.py`` results file), for every (task, seed, patience) both have."""
+    with open(path, encoding="utf-8") as f:
+        real = json.load(f)
+    pats = real["patiences"]
+    by_key = {(t["task"], t["seed"], t["budget"]): t for t in traces}
+    diffs, compared = [], 0
+    for row in real["runs"]:
+        tr = by_key.get((row["task"], row["seed"], real["budget"]))
+        if tr is None:
+            continue
+        if abs(tr["after"] - row["full"]["after"]) > 1e-9:
+            diffs.append(f"{row['task']} seed {row['seed']}: whole-budget accuracy "
+                         f"{tr['after']} here, {row['full']['after']} there")
+        for label, p in pats.items():
+            r, want = replay(tr, p), row[label]
+            compared += 1
+            if (r["stopped"], r["saved"]) != (want["stopped"], want["saved"]) \
+                    or abs(r["after"] - want["after"]) > 1e-9:
+                diffs.append(f"{row['task']} seed {row['seed']} patience {p}: replay "
+                             f"{r}, real {({k: want[k] for k in r})}")
+    return [f"compared {compared} stopped fits of {os.path.basename(path)}"] + diffs
+
+
+def markdown(res: dict[str, Any]) -> str:
+    n, b = len(res["seeds"]), res["budget"]
+    lines = [f"# Stopping rules replayed: budget {b}, seeds {res['seeds']}", "",
+             "Each (task, seed) is one whole-budget fit traced at every validation; a "
+             "patience stops it after the first validation where no slot improved for "
+             "that many queries, keeping that validation's latent. Accuracy lost = the "
+             "whole-budget fit's held-out accuracy minus the stopped one's.", "",
+             "| task | accuracy (whole budget) | patience (queries) | fits stopped "
+             "| budget saved (mean) | accuracy lost (mean) | accuracy lost (worst seed) |",
+             "|---|---|---|---|---|---|---|"]
+    for task, s in res["summary"].items():
+        for label, p in res["patiences"].items():
+            e = s[label]
+            lines.append(f"| {task} | {s['before']:.3f} -> {s['after_full']:.3f} | {p} "
+                         f"({label}) | {e['stopped']}/{n} | {e['saved_share_mean']:.1%} "
+                         f"| {e['accuracy_lost_mean']:+.4f} | {e['accuracy_lost_max']:+.4f} |")
+    lines += ["", "| patience | budget saved (mean over tasks) | accuracy lost (mean over "
+              "tasks) |", "|---|---|---|"]
+    for label, p in res["patiences"].items():
+        es = [s[label] for s in res["summary"].values()]
+        lines.append(f"| {p} ({label}) | {np.mean([e['saved_share_mean'] for e in es]):.1%} "
+                     f"| {np.mean([e['accuracy_lost_mean'] for e in es]):+.4f} |")
+    if res.get("check"):
+        lines += ["", "Replay checked against the real stopped fits: " + "; ".join(res["check"])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser(__doc__, "synthetic task, budget 2,000, seed 0 (smoke test)")
+    ap.add_argument("--budget", type=int, default=None, help="query budget (default 30000)")
+    ap.add_argument("--seeds", default=None, help="comma list (default 100-104)")
+    ap.add_argument("--tasks", default=None, help="comma list of " + ", ".join(BUILDERS)
+                    + " (default: " + ",".join(TASK_NAMES) + ")")
+    ap.add_argument("--shares", default=None, help="patiences as shares of the budget, a "
+                    "comma list (default " + ",".join(f"{s:g}" for s in SHARES) + ")")
+    ap.add_argument("--check", default=None, help="an early_stopping.py results name in "
+                    "the output folder to check the replay against (e.g. early_stopping)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--name", default="stopping_rules", help="results file name")
+    args = ap.parse_args(argv)
+    if not args.name.replace("_", "").replace("-", "").isalnum():
+        ap.error(f"--name takes letters, digits, '_' and '-', got {args.name!r}")
+    out = out_dir(ap, args, "stopping_rules")
+    tasks = (args.tasks or ("synthetic" if args.quick else ",".join(TASK_NAMES))).split(",")
+    bad = [t for t in tasks if t not in BUILDERS]
+    if bad:
+        ap.error(f"unknown task {bad[0]!r}; choose from {', '.join(BUILDERS)}")
+    budget = args.budget or (2000 if args.quick else 30_000)
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "100,101,102,103,104")
+                              ).split(",")]
+    shares = tuple(float(s) for s in args.shares.split(",")) if args.shares else SHARES
+    pats = {f"{s:g}": max(PATIENCE_FLOOR, round(s * budget)) for s in shares}
+    t0 = time.time()
+    jobs = [(t, s, budget) for t in tasks for s in seeds]
+    traces = list(parallel_map(job, jobs, 1 if args.quick else args.workers))
+    res: dict[str, Any] = {"tasks": tasks, "budget": budget, "seeds": seeds,
+                           "patiences": pats, "summary": summarize(traces, pats),
+                           "traces": traces}
+    if args.check:
+        res["check"] = check_against(traces, os.path.join(out, f"{args.check}.json"))
+        print("\n".join(res["check"]), flush=True)
+    write_results(out, args.name, res, markdown(res), command=command_line(__file__, argv),
+                  quick=args.quick, seconds=time.time() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
