@@ -164,6 +164,9 @@ class Swappable:
         return -raw if self.flipped else raw
 
 
+ADMIN_TOKEN = "test-admin-token-0123456789"  # B's, through --admin-token-env
+
+
 class Transformer:
     """``blackbox-dft transformer`` in a subprocess of the KServe Python, its output in a file."""
 
@@ -172,7 +175,8 @@ class Transformer:
         self.port, self.log, self._terminated = _free_port(), log, False
         self.base = f"http://127.0.0.1:{self.port}"
         host = server.base_url.split("//", 1)[1]
-        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1"}
+        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1",
+               "DFT_TEST_ADMIN_TOKEN": ADMIN_TOKEN}
         self._out = open(log, "wb")
         self.proc = subprocess.Popen(
             [python, "-m", "blackbox_dft.cli", "transformer", "--run", run, "--model_name",
@@ -240,7 +244,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         run_u, run_f = str(tmp / "run_u"), str(tmp / "run_f")
         try:  # U and B start while F is fitted
             tuners = {"U": _fit(plain.url, data, run_u, 300)}
-            for name, extra in (("U", ()), ("B", ("--bypass",))):
+            for name, extra in (("U", ()), ("B", ("--bypass", "--admin-token-env",
+                                                  "DFT_TEST_ADMIN_TOKEN"))):
                 started.append(Transformer(python, run_u, plain, tmp / f"{name}.log",
                                            "--check-every", "0", *extra))
             tuners["F"] = _fit(normed.url, data, run_f, 1500, "--model-option", "mean=imagenet")
@@ -312,6 +317,18 @@ class TestThroughKServe:
         assert m[P + "requests_bypassed_total"] >= 1 and m[P + "images_perturbed_total"] == 0
         assert m[P + 'state{state="bypass_forced"}'] == 1 and m[P + "bypass"] == 1
         assert "scheduled checks off (--check-every 0)" in t.text()
+
+    def test_with_an_admin_token_the_state_changes_only_with_it(self, stack) -> None:
+        t = stack["B"]
+        for headers in ({}, {"Authorization": "Bearer not-the-admin-token"}):
+            r = requests.post(t.base + "/admin/bypass?state=on", headers=headers, timeout=10)
+            assert r.status_code == 401 and "Authorization: Bearer" in r.json()["error"]
+            assert "not-the-admin-token" not in r.text
+        ok = requests.post(t.base + "/admin/bypass?state=on", timeout=10,
+                           headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+        assert ok.json() == {"bypass": True, "state": "bypass_forced"}
+        assert "POST /admin/bypass refused (HTTP 401) from 127.0.0.1" in t.text()
+        assert ADMIN_TOKEN not in t.text()
 
     def test_other_inputs_parameters_and_id_pass_through_untouched(self, stack) -> None:
         t, plain = stack["U"], stack["plain"]

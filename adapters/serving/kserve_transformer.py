@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from blackbox_dft.adapters.serving.admin import admin_refusal
 from blackbox_dft.adapters.remote.oip_binary import HEADER
 from blackbox_dft.adapters.remote.tensors import Preprocessing
 from blackbox_dft.adapters.remote.wire import b64
@@ -289,10 +290,12 @@ def kserve_options(argv: list[str]) -> argparse.Namespace:
 
 
 def serve_transformer(model: Any, kserve: argparse.Namespace, *, predictor_host: str,
-                      http_port: int, host: str = "0.0.0.0", grpc: bool = False) -> None:
+                      http_port: int, host: str = "0.0.0.0", grpc: bool = False,
+                      admin_token: str | None = None) -> None:
     """Serve ``model`` with KServe's ModelServer on ``host:http_port`` until SIGTERM or
     Ctrl-C; ``kserve``: :func:`kserve_options`'s (predictor TLS, timeout, retries, logging,
-    gRPC port...). Adds ``/admin/bypass`` and the counters to KServe's /metrics."""
+    gRPC port...). Adds ``/admin/bypass`` and the counters to KServe's /metrics; a POST
+    there needs ``admin_token`` as a Bearer token, or (None) a caller on this machine."""
     import prometheus_client
     import uvicorn
     from fastapi import Request
@@ -309,6 +312,12 @@ def serve_transformer(model: Any, kserve: argparse.Namespace, *, predictor_host:
     async def admin(request: Request) -> JSONResponse:
         which = request.query_params.get("state")
         if request.method == "POST":
+            client = request.client.host if request.client else None
+            refused = admin_refusal(client, request.headers.get("authorization"), admin_token)
+            if refused is not None:
+                log.warning("POST /admin/bypass refused (HTTP %d) from %s", refused[0],
+                            client or "a Unix socket")
+                return JSONResponse({"error": refused[1]}, status_code=refused[0])
             if which not in ("on", "off", "auto"):
                 return JSONResponse({"error": "POST /admin/bypass takes state=on (pass-through)"
                                      ", off (apply the delta) or auto (the scheduled checks "

@@ -88,14 +88,14 @@ def _dispatch(args: argparse.Namespace, rest: list[str]) -> int:
                          bypass=args.bypass, force_active=args.force_active,
                          check_every=args.check_every,
                          check_budget=args.check_budget, check_tolerance=args.check_tolerance,
-                         model_url=args.model_url)
+                         model_url=args.model_url, admin_token_env=args.admin_token_env)
     elif args.command == "transformer":  # issue 15: the delta as a KServe transformer
         return transformer_run(args.run, args.predictor_host, args.model_name,
                                http_port=args.http_port, host=args.host, bypass=args.bypass,
                                force_active=args.force_active, check_every=args.check_every,
                                check_budget=args.check_budget,
                                check_tolerance=args.check_tolerance, model_url=args.model_url,
-                               kserve_args=rest)
+                               admin_token_env=args.admin_token_env, kserve_args=rest)
     return EXIT_OK
 
 

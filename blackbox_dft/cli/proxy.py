@@ -28,6 +28,7 @@ from blackbox_dft.adapters.remote.http import HTTPModel
 from blackbox_dft.adapters.remote.presets import Preset
 from blackbox_dft.adapters.remote.redact import safe_url
 from blackbox_dft.adapters.remote.vendors import make_preset
+from blackbox_dft.adapters.serving.admin import read_admin_token
 from blackbox_dft.adapters.serving.proxy_state import DEFAULT_CHECK_EVERY
 from blackbox_dft.adapters.specs import MissingDependency, SpecError
 from blackbox_dft.cli.jobs import open_model
@@ -125,11 +126,12 @@ def proxy_run(run_path: str, upstream: str, listen: str = "127.0.0.1:8080", *,
               bypass: bool = False,
               force_active: bool = False, check_every: float = DEFAULT_CHECK_EVERY,
               check_budget: int | None = None, check_tolerance: float = 0.05,
-              model_url: str | None = None) -> int:
+              model_url: str | None = None, admin_token_env: str | None = None) -> int:
     """Serve the proxy until interrupted; returns the exit code (0). bypass / force_active:
     start in a forced state. check_every: seconds between scheduled checks (0: none);
     check_budget: images per check (None: the canary twice). png: how perturbed images go
-    upstream as PNG (``proxy_rewrite.PNG_CHOICES``)."""
+    upstream as PNG (``proxy_rewrite.PNG_CHOICES``). admin_token_env: the environment
+    variable holding the token ``POST /admin/bypass`` needs (None: local callers only)."""
     _check_extra()
     import uvicorn  # the proxy extra: imported only here
 
@@ -138,10 +140,11 @@ def proxy_run(run_path: str, upstream: str, listen: str = "127.0.0.1:8080", *,
     from blackbox_dft.adapters.serving.proxy_state import DeltaState
 
     host, port = parse_listen(listen)
+    admin_token = read_admin_token(admin_token_env)
     delta_for, wire = load_proxy(run_path, preset)
     config = ProxyConfig(upstream, max_body_bytes=max_body_bytes, concurrency=concurrency,
                          deadline=deadline, connections=connections, bypass=bypass,
-                         rewrite_threads=rewrite_threads)
+                         rewrite_threads=rewrite_threads, admin_token=admin_token)
     check, why = (None, "--check-every 0") if check_every == 0 else \
         scheduled_check(run_path, model_url=model_url, tolerance=check_tolerance)
     state = DeltaState(check, every=check_every, budget=check_budget, off_reason=why,
@@ -233,3 +236,7 @@ def add_guard_arguments(p: Any) -> None:
     p.add_argument("--model-url", dest="model_url", default=None, help="the run's model "
                    "URL for the checks, when its secrets were not saved, as for check "
                    "(default: the URL saved in the run)")
+    p.add_argument("--admin-token-env", dest="admin_token_env", default=None, metavar="NAME",
+                   help="environment variable holding a token (16+ characters) that POST "
+                   "/admin/bypass must carry as 'Authorization: Bearer <token>', from any "
+                   "host; without it, only this machine (loopback) may change the state")

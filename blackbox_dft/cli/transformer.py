@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from blackbox_dft.adapters.remote.oip import OIPPreset
+from blackbox_dft.adapters.serving.admin import read_admin_token
 from blackbox_dft.adapters.serving.proxy_state import DEFAULT_CHECK_EVERY
 from blackbox_dft.adapters.specs import MissingDependency
 from blackbox_dft.cli.logs import NOTES
@@ -70,14 +71,17 @@ def transformer_run(run_path: str, predictor_host: str, model_name: str, *,
                     http_port: int = 8080, host: str = "0.0.0.0", bypass: bool = False,
                     force_active: bool = False, check_every: float = DEFAULT_CHECK_EVERY,
                     check_budget: int | None = None, check_tolerance: float = 0.05,
-                    model_url: str | None = None, kserve_args: Sequence[str] = ()) -> int:
+                    model_url: str | None = None, admin_token_env: str | None = None,
+                    kserve_args: Sequence[str] = ()) -> int:
     """Serve the transformer until stopped; returns the exit code (0). bypass /
     force_active: start in a forced state. check_every: seconds between scheduled checks (0:
-    none); check_budget: images per check (None: the canary twice). kserve_args: KServe
-    ModelServer's own arguments."""
+    none); check_budget: images per check (None: the canary twice). admin_token_env: the
+    environment variable holding the token ``POST /admin/bypass`` needs (None: local callers
+    only). kserve_args: KServe ModelServer's own arguments."""
     predictor_host = _predictor_host(predictor_host)
     if not 0 < http_port <= 65535:
         raise ValueError(f"--http-port must be 1-65535, got {http_port}")
+    admin_token = read_admin_token(admin_token_env)
     _check_extra()
     from blackbox_dft.adapters.serving.kserve_transformer import (
         kserve_options,
@@ -108,7 +112,7 @@ def transformer_run(run_path: str, predictor_host: str, model_name: str, *,
     grpc = any(a.startswith("--enable_grpc") for a in kserve_args) and kserve.enable_grpc
     try:
         serve_transformer(model, kserve, predictor_host=predictor_host, http_port=http_port,
-                          host=host, grpc=bool(grpc))
+                          host=host, grpc=bool(grpc), admin_token=admin_token)
     except SystemExit as exc:  # uvicorn's exit at a failed start (its log line says why)
         raise OSError(f"KServe's server did not start (exit {exc.code}); its log above "
                       "says why") from None
