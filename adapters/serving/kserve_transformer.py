@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from blackbox_dft.adapters.serving.admin import admin_refusal
 from blackbox_dft.adapters.remote.oip_binary import HEADER
 from blackbox_dft.adapters.remote.tensors import Preprocessing
 from blackbox_dft.adapters.remote.wire import b64
+from blackbox_dft.adapters.serving.admin import admin_refusal
 from blackbox_dft.adapters.serving.proxy_rewrite import (
     NoImages,
     Perturb,
