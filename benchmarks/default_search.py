@@ -19,8 +19,8 @@ without the selection bias of the seeds it was picked on.
     python benchmarks/default_search.py --quick             # synthetic task, seconds
 
 ``--merge`` keeps the runs of the campaigns not run now from the results file being
-replaced (same ``--out``), and the table says which were carried over and from which
-command. "% of limit gain" is ``(accuracy - baseline) / (limit - baseline)``: the
+replaced (same ``--out``); the results keep, per campaign, the command that ran it
+(``provenance``, carried over with the runs), and the table's note lists them. "% of limit gain" is ``(accuracy - baseline) / (limit - baseline)``: the
 baseline (the unperturbed shifted test split) is measured here, the limit is read from
 ``results/query_efficiency.json`` (blank where that file has no limit for the task).
 Writes ``results/default_search.json`` and ``.md`` whole.
@@ -146,14 +146,16 @@ def make_jobs(section: dict[str, Any], campaigns: list[dict[str, Any]]) -> list[
     return jobs
 
 
-def carried_over(path: str, ran: set[str], known: set[str]) -> tuple[list[dict[str, Any]], str]:
+def carried_over(path: str, ran: set[str], known: set[str]
+                 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The runs of ``path`` (an earlier results file) whose campaign is in ``known`` and not
-    in ``ran``, and that file's command (for the table's note)."""
+    in ``ran``, and where each of their campaigns came from (the file's ``provenance``; for
+    a file written before it was kept, the file's own command)."""
     try:
         with open(path, encoding="utf-8") as fh:
             old = json.load(fh)
     except (OSError, ValueError):
-        return [], ""
+        return [], {}
     keep = []
     for r in old.get("runs", []):
         # files written before issue 16 name the campaign "batch" and the PSNR by budget
@@ -161,7 +163,20 @@ def carried_over(path: str, ran: set[str], known: set[str]) -> tuple[list[dict[s
              "psnr_db": r.get("psnr_db", r.get("psnr_db_10000"))}
         if str(r["campaign"]) in known - ran:
             keep.append(r)
-    return keep, str(old.get("command") or "an earlier python benchmarks/default_search.py")
+    fallback = f"`{old['command']}`" if old.get("command") else \
+        "an earlier `python benchmarks/default_search.py`"
+    prov = old.get("provenance") or {}
+    return keep, {c: str(prov.get(c, fallback)) for c in {str(r["campaign"]) for r in keep}}
+
+
+def provenance_note(prov: dict[str, str], order: list[str]) -> str:
+    """One line per source: which campaigns each command (or record) produced."""
+    groups: dict[str, list[str]] = {}
+    for c in sorted(prov, key=order.index):
+        groups.setdefault(prov[c], []).append(c)
+    parts = [f"campaign{'s' if len(cs) > 1 else ''} {', '.join(cs)}: {src}"
+             for src, cs in groups.items()]
+    return "Where each campaign's runs come from: " + "; ".join(parts) + ".\n\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,22 +203,20 @@ def main(argv: list[str] | None = None) -> int:
     task = section["task"]
     milestones = sorted({int(m) for c in all_campaigns
                          for m in c.get("milestones", section["milestones"])})
-    kept, cmd = carried_over(os.path.join(out, "default_search.json"),
-                             {str(c["id"]) for c in campaigns},
-                             {str(c["id"]) for c in all_campaigns}) if args.merge else ([], "")
+    kept, prov = carried_over(os.path.join(out, "default_search.json"),
+                              {str(c["id"]) for c in campaigns},
+                              {str(c["id"]) for c in all_campaigns}) if args.merge else ([], {})
+    command = command_line(__file__, argv)
+    prov.update({str(c["id"]): f"`{command}`" for c in campaigns})
     t0 = time.perf_counter()
     runs = []
     for r in parallel_map(job, make_jobs(section, campaigns), args.workers, ordered=True):
         runs.append(r)
         print(r["campaign"], r["variant"], r["seed"], r["accuracy"], flush=True)
-    note = ""
+    order = [str(c["id"]) for c in all_campaigns]
     if args.merge:
-        order = [str(c["id"]) for c in all_campaigns]
         runs = sorted(kept + runs, key=lambda r: order.index(str(r["campaign"])))
-        if kept:
-            ids = sorted({str(r["campaign"]) for r in kept}, key=order.index)
-            note = (f"Campaigns {', '.join(ids)} carried over from the earlier results file "
-                    f"(`{cmd}`); the others ran now.\n\n")
+    note = provenance_note(prov, order)
     baseline = test_metrics(load_task(task), make_perturbation("1x1"), np.zeros((1, 1, 3)))[0]
     limit = limit_accuracy(task)
     retired = [c for c in all_campaigns if "retired" in c]
@@ -212,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
                "milestones": milestones,
                "variants_file": os.path.relpath(args.variants, os.path.dirname(HERE)),
                "baseline": baseline, "limit": limit,
-               "retired": {str(c["id"]): c["retired"] for c in retired}, "runs": runs}
-    write_results(out, "default_search", payload, md,
-                  command=command_line(__file__, argv), quick=args.quick,
+               "retired": {str(c["id"]): c["retired"] for c in retired},
+               "provenance": {c: prov[c] for c in sorted(prov, key=order.index)}, "runs": runs}
+    write_results(out, "default_search", payload, md, command=command, quick=args.quick,
                   seconds=time.perf_counter() - t0)
     return 0
 

@@ -287,3 +287,25 @@ def test_deploy_finds_a_key_left_in_a_file_or_an_output(tmp_path, bench):
     (tmp_path / "run" / "spend.json").write_text('{"key": "s3cr3t-key"}')
     assert leaked(["s3cr3t-key"], str(tmp_path), ["ok", "Bearer s3cr3t-key"]) == [
         os.path.join("run", "spend.json"), "output 1"]
+
+
+def test_default_search_merge_keeps_each_campaigns_command(tmp_path, bench):
+    """Two campaigns run one after the other with --merge: the results keep both campaigns'
+    runs and, per campaign, the command that ran it (carried over with the runs)."""
+    import default_search
+
+    variants = tmp_path / "v.json"
+    variants.write_text(json.dumps({"quick": {"task": "synthetic", "budget": 600,
+                                              "milestones": [600], "campaigns": [
+        {"id": "a", "seeds": [0], "base": {}, "variants": {"default": {}}},
+        {"id": "b", "seeds": [0], "base": {}, "variants": {"b16": {"batch_size": 16}}}]}}))
+    common = ["--quick", "--variants", str(variants), "--out", str(tmp_path), "--workers", "1"]
+    assert default_search.main(common + ["--campaigns", "a"]) == 0
+    first = json.loads((tmp_path / "default_search.json").read_text())
+    assert default_search.main(common + ["--campaigns", "b", "--merge"]) == 0
+    doc = json.loads((tmp_path / "default_search.json").read_text())
+    assert [r["campaign"] for r in doc["runs"]] == ["a", "b"]
+    assert doc["provenance"] == {"a": f"`{first['command']}`", "b": f"`{doc['command']}`"}
+    assert "--campaigns a" in doc["provenance"]["a"] and "--campaigns b" in doc["command"]
+    md = (tmp_path / "default_search.md").read_text()
+    assert f"campaign a: `{first['command']}`; campaign b: `{doc['command']}`." in md
