@@ -21,7 +21,8 @@ without the selection bias of the seeds it was picked on.
 ``--merge`` keeps the runs of the campaigns not run now from the results file being
 replaced (same ``--out``); the results keep, per campaign, the command that ran it
 (``provenance``, carried over with the runs), and the table's note lists them.
-"% of limit gain" is ``(accuracy - baseline) / (limit - baseline)``: the baseline (the unperturbed shifted test split) is measured here, the limit is read from
+"% of limit gain" is ``(accuracy - baseline) / (limit - baseline)``: the baseline (the
+unperturbed shifted test split) is measured here, the limit is read from
 ``results/query_efficiency.json`` (blank where that file has no limit for the task).
 Writes ``results/default_search.json`` and ``.md`` whole.
 """
