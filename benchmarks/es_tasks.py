@@ -138,13 +138,14 @@ def trace(name: str, seed: int, budget: int) -> dict[str, Any]:
     Returns ``validations``: per validation (the baseline first), the queries spent after
     it, the best step of every slot then, and the held-out accuracy of the latent kept
     then (``evaluate`` on the test split: free, local); ``steps``: the queries after each
-    step and its training loss (the mean of its minibatch's answers, already paid for).
+    step and its training loss (the mean of its minibatch's answers, already paid for; the
+    mean over attributes for the per-attribute fit; None when a step reports none).
     A fit stopped by a rule after validation ``i`` returns validation ``i``'s kept latent
     (the engine stops right after a validation), so its held-out accuracy is read here.
     """
     tuner, train, val, test, score = BUILDERS[name](seed, budget, None)
     kept: list[tuple[int, list[int], FitState]] = []
-    steps: list[tuple[int, float]] = []
+    steps: list[tuple[int, float | None]] = []
 
     def snapshot(state: FitState, queries: int) -> None:
         best = _best_steps(state)
@@ -159,7 +160,8 @@ def trace(name: str, seed: int, budget: int) -> dict[str, Any]:
 
     def callback(record: dict[str, Any], state: FitState) -> bool:
         validated = any(k.startswith("val_accuracy") for k in record)
-        steps.append((int(record["queries"]), float(record["loss"])))
+        losses = [float(v) for k, v in record.items() if k == "loss" or k.startswith("loss/")]
+        steps.append((int(record["queries"]), float(np.mean(losses)) if losses else None))
         if len(steps) == 1:  # the baseline's kept latent (zero), its queries set below
             assert not validated, "the first step validated: the baseline is not separable"
             snapshot(state, -1)

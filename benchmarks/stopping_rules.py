@@ -18,9 +18,11 @@ saved, the mean and worst held-out accuracy lost, and the mean over tasks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -28,18 +30,45 @@ import numpy as np
 from common import command_line, out_dir, parallel_map, parser, write_results
 from es_tasks import BUILDERS, trace
 
+import blackbox_dft
 from blackbox_dft.cli.tuner_args import PATIENCE_FLOOR
 
 SHARES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
 TASK_NAMES = ("face", "smiling", "attributes", "verification")
 
 
-def job(args: tuple[str, int, int]) -> dict[str, Any]:
+def code_key() -> str:
+    """A digest of the code a trace depends on (the package, es_tasks, common): cached
+    traces are reused only by the same code."""
+    h = hashlib.sha256()
+    pkg = os.path.dirname(os.path.abspath(blackbox_dft.__file__))
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(pkg) for f in fs
+                   if f.endswith(".py"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in files + [os.path.join(here, "es_tasks.py"), os.path.join(here, "common.py")]:
+        with open(path, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def job(args: tuple[str, int, int, str | None]) -> dict[str, Any]:
+    """One traced whole-budget fit, read from / written to the cache folder (if any) so a
+    failure later in the run loses none of the fits already done."""
+    task, seed, budget, cache = args
+    path = None if cache is None else os.path.join(cache, f"{task}-{seed}-{budget}.json")
+    if path is not None and os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            return {**json.load(fh), "cached": True}
     t0 = time.time()
-    out = trace(*args)
+    out = trace(task, seed, budget)
     out["seconds"] = round(time.time() - t0, 1)
-    print(f"{args[0]} seed {args[1]}: {out['before']:.3f} -> {out['after']:.3f}, "
+    print(f"{task} seed {seed}: {out['before']:.3f} -> {out['after']:.3f}, "
           f"{len(out['validations'])} validations, {out['seconds']} s", flush=True)
+    if path is not None:
+        os.makedirs(cache, exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(out, fh)
+        os.replace(path + ".tmp", path)
     return out
 
 
@@ -137,6 +166,11 @@ def markdown(res: dict[str, Any]) -> str:
         es = [s[label] for s in res["summary"].values()]
         lines.append(f"| {p} ({label}) | {np.mean([e['saved_share_mean'] for e in es]):.1%} "
                      f"| {np.mean([e['accuracy_lost_mean'] for e in es]):+.4f} |")
+    cached = sum(bool(t.get("cached")) for t in res["traces"])
+    if cached:
+        lines += ["", f"{cached} of {len(res['traces'])} traced fits were read from the cache "
+                  "(traced by an earlier run of the same code; their time is not in this "
+                  "run's)."]
     if res.get("check"):
         lines += ["", "Replay checked against the real stopped fits: " + "; ".join(res["check"])]
     return "\n".join(lines) + "\n"
@@ -154,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
                     "the output folder to check the replay against (e.g. early_stopping)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="stopping_rules", help="results file name")
+    ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(),
+                                                    "blackbox_dft_stopping_rules"),
+                    help="folder keeping each traced fit as it finishes, per version of the "
+                    "code (a rerun reuses them; default: in the temporary folder)")
+    ap.add_argument("--no-cache", dest="no_cache", action="store_true",
+                    help="trace every fit again and keep nothing")
     args = ap.parse_args(argv)
     if not args.name.replace("_", "").replace("-", "").isalnum():
         ap.error(f"--name takes letters, digits, '_' and '-', got {args.name!r}")
@@ -168,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     shares = tuple(float(s) for s in args.shares.split(",")) if args.shares else SHARES
     pats = {f"{s:g}": max(PATIENCE_FLOOR, round(s * budget)) for s in shares}
     t0 = time.time()
-    jobs = [(t, s, budget) for t in tasks for s in seeds]
+    cache = None if args.no_cache or args.quick else os.path.join(args.cache, code_key())
+    jobs = [(t, s, budget, cache) for t in tasks for s in seeds]
     traces = list(parallel_map(job, jobs, 1 if args.quick else args.workers))
     res: dict[str, Any] = {"tasks": tasks, "budget": budget, "seeds": seeds,
                            "patiences": pats, "summary": summarize(traces, pats),

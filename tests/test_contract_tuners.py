@@ -114,6 +114,14 @@ class IgnoresResume(DataFineTuner):
         return super().fit(*args, **kw)
 
 
+class IgnoresCallback(DataFineTuner):
+    """Takes a callback and never calls it (as the shared attribute fit once did)."""
+
+    def fit(self, *args: Any, **kw: Any) -> DataFineTuner:  # type: ignore[override]
+        kw.pop("callback", None)
+        return super().fit(*args, **kw)
+
+
 def _broken(cls: type[DataFineTuner]) -> dict[str, Any]:
     case = _classification()
     case["make"] = lambda m, **kw: cls(m, "multiclass", scores="logits", progress=False, **kw)
@@ -121,8 +129,10 @@ def _broken(cls: type[DataFineTuner]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("cls, check", [(ValidatingInit, "__init__"), (OverSpends, "budget"),
-                                        (IgnoresResume, "resume")],
-                         ids=["validating-init", "over-spends", "ignores-resume"])
+                                        (IgnoresResume, "resume"),
+                                        (IgnoresCallback, "callback")],
+                         ids=["validating-init", "over-spends", "ignores-resume",
+                              "ignores-callback"])
 def test_check_tuner_catches(cls: type[DataFineTuner], check: str) -> None:
     with pytest.raises(AssertionError, match=f"check_tuner\\(.*\\): {check}:"):
         check_tuner(**_broken(cls))

@@ -15,6 +15,7 @@ not moved), and in :meth:`evaluate` the clean "before" pass.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -94,12 +95,16 @@ class MultiAttributeTuner(Tuner):
     def fit(self, images: np.ndarray, labels: Any,
             validation: tuple[np.ndarray, Any] | None = None, *,
             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
-            resume: bool = False) -> MultiAttributeTuner:
+            resume: bool = False,
+            callback: Callable[[dict[str, Any], FitState], Any] | None = None
+            ) -> MultiAttributeTuner:
         """Learn ``deltas_ (A, H, W, 3)`` from images ``(N, H, W, 3)`` and labels ``(N, A)``.
 
         checkpoint / checkpoint_every / resume: as in :meth:`DataFineTuner.fit` (both modes):
         a ``.npz`` written atomically every ``checkpoint_every`` steps and on a failure, and
-        continued with ``resume=True`` to the result of an uninterrupted fit.
+        continued with ``resume=True`` to the result of an uninterrupted fit. callback:
+        ``callback(record, state)`` after every step, as in :meth:`DataFineTuner.fit` (a
+        true return value stops the fit).
         """
         self._check_checkpoint_every(checkpoint_every)
         x = check_images(images)
@@ -113,7 +118,8 @@ class MultiAttributeTuner(Tuner):
                                                             "validation labels"))
         n_attr = y.shape[1]
         if self.mode == "shared":
-            return self._fit_shared(x, y, val, n_attr, checkpoint, checkpoint_every, resume)
+            return self._fit_shared(x, y, val, n_attr, checkpoint, checkpoint_every, resume,
+                                    callback)
         eps = float(self.epsilon)
         pert = self.perturbation or self._default_perturbation()
         est = self.estimator or SPSA(directions=1, step=2.0)
@@ -132,7 +138,7 @@ class MultiAttributeTuner(Tuner):
         self.perturbation_, self.image_shape_ = pert, problem.hw
         self._problem = problem
         self._fit_loop(problem, est, opt, counter, {"fingerprint": fingerprint(x, y)},
-                       checkpoint, checkpoint_every, resume)
+                       checkpoint, checkpoint_every, resume, callback)
         return self
 
     def _set_fitted(self, state: FitState, counter: QueryCounter) -> None:
@@ -169,7 +175,8 @@ class MultiAttributeTuner(Tuner):
     def _fit_shared(self, x: np.ndarray, y: np.ndarray,
                     val: tuple[np.ndarray, np.ndarray] | None, n_attr: int,
                     checkpoint: str | os.PathLike[str] | None, checkpoint_every: int,
-                    resume: bool) -> MultiAttributeTuner:
+                    resume: bool, callback: Callable[[dict[str, Any], FitState], Any] | None
+                    ) -> MultiAttributeTuner:
         """One delta for all attributes: the multilabel task of :class:`DataFineTuner`."""
         tuner = DataFineTuner(
             self.model, "multilabel", epsilon=self.epsilon, perturbation=self.perturbation,
@@ -184,7 +191,7 @@ class MultiAttributeTuner(Tuner):
             seed=self.seed, progress=False)
         try:
             tuner.fit(x, y, validation=val, checkpoint=checkpoint,
-                      checkpoint_every=checkpoint_every, resume=resume)
+                      checkpoint_every=checkpoint_every, resume=resume, callback=callback)
         finally:  # a failed fit keeps what it reached (DataFineTuner sets it even then)
             if hasattr(tuner, "delta_"):
                 self._take_shared(tuner, n_attr)

@@ -22,6 +22,7 @@ Metrics: verification accuracy at a threshold, the threshold that maximises accu
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -143,7 +144,9 @@ class VerificationTuner(Tuner):
     def fit(self, images: np.ndarray, pairs: Any,
             validation: tuple[np.ndarray, Any] | None = None, *,
             checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
-            resume: bool = False) -> VerificationTuner:
+            resume: bool = False,
+            callback: Callable[[dict[str, Any], FitState], Any] | None = None
+            ) -> VerificationTuner:
         """Learn ``delta_`` from labelled pairs over ``images`` within ``query_budget`` images.
 
         images: uint8 ``(N, H, W, 3)``; pairs: ``(P, 3)`` rows (a, b, same); validation:
@@ -151,6 +154,8 @@ class VerificationTuner(Tuner):
         checkpoint: a ``.npz`` path written atomically every ``checkpoint_every`` steps, on
         interrupt and on a model error; with ``resume=True`` an existing checkpoint is
         continued (same seed and data give the same result as an uninterrupted fit).
+        callback: ``callback(record, state)`` after every step, as in
+        :meth:`DataFineTuner.fit` (a true return value stops the fit).
         """
         self._check_args()
         if validation is not None and (not isinstance(validation, tuple)
@@ -192,7 +197,7 @@ class VerificationTuner(Tuner):
         self.perturbation_, self.image_shape_ = pert, problem.hw
         self._validated = val is not None
         self._fit_loop(problem, est, opt, counter, {"fingerprint": fingerprint(x, p)},
-                       checkpoint, checkpoint_every, resume)
+                       checkpoint, checkpoint_every, resume, callback)
         return self
 
     def _set_fitted(self, state: FitState, counter: QueryCounter) -> None:

@@ -112,8 +112,27 @@ def check_tuner(make: Callable[..., Any], model: Any, fit_args: tuple[Any, ...],
                         f"{whole.queries_}, budget {budget}")
         if whole.n_steps_ < 1:
             raise _fail(who, "one step", f"budget {budget} ran {whole.n_steps_} steps")
+        _check_callback(make, model, fit_args, validation, budget, whole, who)
         _check_resume(make, model, fit_args, validation, budget, fail_at, whole, who, tmp)
         _check_files(whole, make, model, who, tmp, images, transform_args)
+
+
+def _check_callback(make: Callable[..., Any], model: Any, fit_args: tuple[Any, ...],
+                    validation: tuple[Any, Any] | None, budget: int, whole: Any,
+                    who: str) -> None:
+    """``fit(..., callback=f)`` calls ``f(record, state)`` after each step, and a true
+    return value stops the fit there."""
+    seen: list[tuple[Any, int]] = []
+
+    def stop_after_first(record: dict[str, Any], state: Any) -> bool:
+        seen.append((record.get("step"), int(state.step)))
+        return True
+
+    stopped = make(model, query_budget=budget).fit(*fit_args, validation=validation,
+                                                   callback=stop_after_first)
+    if seen != [(1, 1)] or stopped.n_steps_ != 1:
+        raise _fail(who, "callback", f"saw {seen} and ran {stopped.n_steps_} steps (of "
+                    f"{whole.n_steps_} without it); want one call after step 1, then a stop")
 
 
 def _check_params(t: Any, make: Callable[..., Any], model: Any, who: str) -> None:
