@@ -161,16 +161,16 @@ def test_the_cli_stops_by_default_and_says_what_it_saved(tmp_path, capsys):
     out = capsys.readouterr().out
     report = json.load(open(tmp_path / "on" / "report.json"))
     es = report["early_stopping"]
-    assert es == {"patience": 3000, "stopped": True,  # 20% of the budget by default
+    assert es == {"patience": 4500, "stopped": True,  # 30% of the budget by default
                   "queries_saved": 15000 - report["fit"]["queries"]}
-    assert 0 < es["queries_saved"] <= 15000 - 3000
-    assert f"early stopping: no validation gain in 3000 queries; {es['queries_saved']} " \
+    assert 0 < es["queries_saved"] <= 15000 - 4500
+    assert f"early stopping: no validation gain in 4500 queries; {es['queries_saved']} " \
            "queries of the budget saved" in out
     assert main([*args, "--out", str(tmp_path / "p"), "--patience", "700"]) == 0
     short = json.load(open(tmp_path / "p" / "report.json"))
     assert short["early_stopping"]["patience"] == 700 and short["early_stopping"]["stopped"]
     assert short["fit"]["queries"] < report["fit"]["queries"]
-    assert main([*args[:-4], "--budget", "5000", "--no-progress", "--no-cache", "--out",
+    assert main([*args[:-4], "--budget", "3000", "--no-progress", "--no-cache", "--out",
                  str(tmp_path / "small")]) == 0  # small budgets: the floor of 1000 queries
     assert json.load(open(tmp_path / "small" / "report.json"))["early_stopping"]["patience"] \
         == 1000

@@ -177,7 +177,7 @@ class TunerOptions:
                                   "budget)", flag="bool")
     patience: int | None = option(None, "early stopping: queries (validation included) "
                                   "without a validation gain before the fit stops", int,
-                                  check="count", shown="the larger of 1000 and 20% of the budget")
+                                  check="count", shown="the larger of 1000 and 30% of the budget")
 
 
 @dataclass
