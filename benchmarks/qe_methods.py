@@ -393,6 +393,20 @@ def loss_tuner(base: type, variant: str) -> type:
     return type(f"{base.__name__}Loss", (base,), {"_components": _components})
 
 
+def tuner_class(spec: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+    """The tuner class a spec asks for (DataFineTuner, or a variant of it for the spec keys
+    ``average``: :class:`AveragedTuner`'s share, and ``loss``: :func:`loss_tuner`'s
+    variant) and the rest of the spec (for :func:`tuner_kwargs`)."""
+    spec = dict(spec)
+    share, loss = spec.pop("average", None), spec.pop("loss", None)
+    cls: type = DataFineTuner
+    if share is not None:
+        cls = type("AveragedTuner", (AveragedTuner,), {"average_share": float(share)})
+    if loss is not None:
+        cls = loss_tuner(cls, str(loss))
+    return cls, spec
+
+
 def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
     """DataFineTuner with ``spec`` overrides (empty spec: the library defaults).
 
@@ -400,12 +414,10 @@ def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
     name), ``estimator`` (``[kind, kwargs]``), ``optimizer`` (a :func:`build_optimizer`
     name, with ``learning_rate`` and optionally ``lr_schedule`` and ``total_steps``) and a
     ``learning_rate`` given as a dict (a :class:`Schedule`'s config: ``init``, ``kind``,
-    ``scale``...).
+    ``scale``...), ``average`` and ``loss`` (:func:`tuner_class`).
     """
-    spec = dict(spec)
-    share = spec.pop("average", None)
-    loss = spec.pop("loss", None)
-    kwargs = tuner_kwargs(spec)
+    cls, rest = tuner_class(spec)
+    kwargs = tuner_kwargs(rest)
     snaps: Snapshots = []
 
     def record(rec: dict[str, Any], state: Any) -> bool:
@@ -414,11 +426,6 @@ def run_ours(task: Any, seed: int, budget: int, spec: dict[str, Any]) -> Run:
         return False
 
     kwargs.setdefault("scores", getattr(task, "scores", "probabilities"))
-    cls: Any = DataFineTuner
-    if share is not None:
-        cls = type("AveragedTuner", (AveragedTuner,), {"average_share": float(share)})
-    if loss is not None:
-        cls = loss_tuner(cls, str(loss))
     tuner = cls(task.model, task_kind(task), epsilon=EPSILON, query_budget=budget,
                 seed=seed, progress=False, **kwargs)
     tuner.fit(task.train[0], task.train[1], validation=task.val, callback=record)

@@ -170,7 +170,7 @@ def test_results_are_written_whole_with_command_and_machine(tmp_path, bench):
 
 def test_default_search_variant_table_builds_tuners(bench):
     """Every campaign that is not retired still names valid DataFineTuner arguments."""
-    from qe_methods import tuner_kwargs
+    from qe_methods import tuner_class, tuner_kwargs
 
     from blackbox_dft import DataFineTuner
 
@@ -182,8 +182,10 @@ def test_default_search_variant_table_builds_tuners(bench):
     for c in runnable:
         assert c["seeds"] == sorted(set(c["seeds"]))
         for name, over in c["variants"].items():
-            kwargs = tuner_kwargs({**c["base"], **over})  # builds estimators: may raise
-            tuner = DataFineTuner(None, "binary", **kwargs)  # unknown arguments raise
+            cls, rest = tuner_class({**c["base"], **over})  # variants of the tuner itself
+            assert issubclass(cls, DataFineTuner)
+            kwargs = tuner_kwargs(rest)  # builds estimators: may raise
+            tuner = cls(None, "binary", **kwargs)  # unknown arguments raise
             assert set(kwargs) <= set(tuner.get_params()), name
 
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
+from typing import Any
 
-__all__ = ["admin_refusal", "read_admin_token"]
+log = logging.getLogger("blackbox_dft.proxy")
+
+__all__ = ["admin_refusal", "asgi_admin_refusal", "read_admin_token"]
 
 
 def _is_local(host: str | None) -> bool:
@@ -58,6 +62,20 @@ def admin_refusal(client_host: str | None, authorization: str | None,
                  f"token; this request came from {client_host}. Start with "
                  "--admin-token-env NAME (the token in that environment variable) to take it "
                  "from other hosts")
+
+
+def asgi_admin_refusal(scope: dict[str, Any], token: str | None) -> tuple[int, str] | None:
+    """:func:`admin_refusal` for an ASGI HTTP ``scope`` (its client address and its
+    Authorization header); a refusal is logged with the caller's address."""
+    client = scope.get("client")
+    host = str(client[0]) if client else None
+    auth = next((v.decode("latin-1") for k, v in scope.get("headers", [])
+                 if k.lower() == b"authorization"), None)
+    refused = admin_refusal(host, auth, token)
+    if refused is not None:
+        log.warning("POST /admin/bypass refused (HTTP %d) from %s", refused[0],
+                    host or "a Unix socket")
+    return refused
 
 
 def read_admin_token(env_name: str | None) -> str | None:

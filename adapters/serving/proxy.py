@@ -42,7 +42,7 @@ import numpy as np
 from yarl import URL
 
 from blackbox_dft.adapters.remote.redact import safe_url
-from blackbox_dft.adapters.serving.admin import admin_refusal
+from blackbox_dft.adapters.serving.admin import asgi_admin_refusal
 from blackbox_dft.adapters.serving.proxy_rewrite import NoImages, Perturb, Rewriter
 from blackbox_dft.adapters.serving.proxy_state import DeltaState
 from blackbox_dft.core.images import (
@@ -98,10 +98,8 @@ class ProxyConfig:
     (measured with 8 clients at 224x224: 8.4 ms of CPU per request against 10.2 with
     asyncio's default pool, whose threads hand Python's GIL back and forth); more let
     OpenCV's decoding and encoding of several requests overlap on more cores. Beyond one
-    core of Python, run several proxies behind the same port. admin_token: the token a
-    ``POST /admin/bypass`` must carry as ``Authorization: Bearer`` (None: such a POST is
-    taken from this machine only; :mod:`blackbox_dft.adapters.serving.admin`); never shown
-    in the config's repr."""
+    core of Python, run several proxies behind the same port. admin_token: what a ``POST
+    /admin/bypass`` must carry as Bearer token (None: local callers only; never in repr)."""
 
     upstream: str
     max_body_bytes: int = 32 << 20
@@ -267,14 +265,8 @@ class ProxyApp:
                      for p in scope.get("query_string", b"").decode("latin-1").split("&") if p)
         state = query.get("state")
         if scope["method"] == "POST":
-            client = scope.get("client")
-            auth = next((v.decode("latin-1") for k, v in scope.get("headers", [])
-                         if k.lower() == b"authorization"), None)
-            refused = admin_refusal(client[0] if client else None, auth,
-                                    self.config.admin_token)
+            refused = asgi_admin_refusal(scope, self.config.admin_token)
             if refused is not None:
-                log.warning("POST /admin/bypass refused (HTTP %d) from %s", refused[0],
-                            client[0] if client else "a Unix socket")
                 await _answer(send, refused[0], _error(refused[1]))
                 return
             if state not in ("on", "off", "auto"):

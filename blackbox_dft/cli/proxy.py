@@ -239,4 +239,5 @@ def add_guard_arguments(p: Any) -> None:
     p.add_argument("--admin-token-env", dest="admin_token_env", default=None, metavar="NAME",
                    help="environment variable holding a token (16+ characters) that POST "
                    "/admin/bypass must carry as 'Authorization: Bearer <token>', from any "
-                   "host; without it, only this machine (loopback) may change the state")
+                   "host (default: none, so only this machine, on loopback, may change the "
+                   "state)")
