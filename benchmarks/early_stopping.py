@@ -28,13 +28,12 @@ from typing import Any
 
 import numpy as np
 from common import command_line, out_dir, parallel_map, parser, write_results
-from es_tasks import FITS
+from es_tasks import FITS, add_arguments, settings
 
 from blackbox_dft.cli.tuner_args import PATIENCE_FLOOR, PATIENCE_SHARE, default_patience
 from blackbox_dft.core.stopping import EarlyStopping
 
 SHARES = (0.1, 0.2)
-TASK_NAMES = ("face", "smiling", "attributes", "verification")
 
 
 def patiences(budget: int, shares: tuple[float, ...]) -> dict[str, int]:
@@ -113,27 +112,10 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, "synthetic task, budget 2,000, seed 0 (smoke test)")
-    ap.add_argument("--budget", type=int, default=None, help="query budget (default 30000)")
-    ap.add_argument("--seeds", default=None, help="comma list (default 100-104)")
-    ap.add_argument("--tasks", default=None, help="comma list of " + ", ".join(FITS)
-                    + " (default: " + ",".join(TASK_NAMES) + ")")
-    ap.add_argument("--shares", default=None, help="more patiences, as shares of the budget, "
-                    "a comma list (default 0.1,0.2)")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--name", default="early_stopping", help="results file name (default "
-                    "early_stopping; e.g. early_stopping_fresh for a check on other seeds)")
+    add_arguments(ap, "early_stopping", SHARES, "more patiences, as shares of the budget")
     args = ap.parse_args(argv)
-    if not args.name.replace("_", "").replace("-", "").isalnum():
-        ap.error(f"--name takes letters, digits, '_' and '-', got {args.name!r}")
-    shares = tuple(float(s) for s in args.shares.split(",")) if args.shares else SHARES
+    tasks, budget, seeds, shares = settings(ap, args, SHARES)
     out = out_dir(ap, args, "early_stopping")
-    tasks = (args.tasks or ("synthetic" if args.quick else ",".join(TASK_NAMES))).split(",")
-    bad = [t for t in tasks if t not in FITS]
-    if bad:
-        ap.error(f"unknown task {bad[0]!r}; choose from {', '.join(FITS)}")
-    budget = args.budget or (2000 if args.quick else 30_000)
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "100,101,102,103,104")
-                              ).split(",")]
     t0 = time.time()
     res = run(tasks, budget, seeds, shares, 1 if args.quick else args.workers)
     write_results(out, args.name, res, markdown(res),

@@ -13,6 +13,7 @@ same data, splits, shift and vendor threshold).
 
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Callable
 from functools import cache
@@ -36,7 +37,7 @@ from blackbox_dft.tasks.verification import (
     cosine_similarities,
 )
 
-__all__ = ["BUILDERS", "FITS", "Fit", "trace"]
+__all__ = ["BUILDERS", "FITS", "Fit", "TASK_NAMES", "add_arguments", "settings", "trace"]
 
 #: fit(seed, budget, early stopping or None) -> its figures
 Fit = Callable[[int, int, EarlyStopping | None], dict[str, Any]]
@@ -184,3 +185,38 @@ def trace(name: str, seed: int, budget: int) -> dict[str, Any]:
         rows.append({"queries": queries, "best_steps": best, "accuracy": accuracy[id(snap)]})
     return {"task": name, "seed": seed, "budget": budget, "before": before, "after": after,
             "queries": queries, "validations": rows, "steps": steps}
+
+
+#: the four fits issue 16 measures early stopping on (the default of both scripts)
+TASK_NAMES = ("face", "smiling", "attributes", "verification")
+
+
+def add_arguments(ap: argparse.ArgumentParser, name: str, shares: tuple[float, ...],
+                  shares_help: str) -> None:
+    """The arguments early_stopping.py and stopping_rules.py share: budget, seeds, tasks,
+    shares (patiences as shares of the budget), workers and the results ``name``."""
+    ap.add_argument("--budget", type=int, default=None, help="query budget (default 30000)")
+    ap.add_argument("--seeds", default=None, help="comma list (default 100-104)")
+    ap.add_argument("--tasks", default=None, help="comma list of " + ", ".join(BUILDERS)
+                    + " (default: " + ",".join(TASK_NAMES) + ")")
+    ap.add_argument("--shares", default=None, help=shares_help + ", a comma list (default "
+                    + ",".join(f"{s:g}" for s in shares) + ")")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--name", default=name, help=f"results file name (default {name})")
+
+
+def settings(ap: argparse.ArgumentParser, args: argparse.Namespace,
+             shares: tuple[float, ...]) -> tuple[list[str], int, list[int], tuple[float, ...]]:
+    """The tasks, budget, seeds and shares :func:`add_arguments`' flags ask for (``--quick``:
+    the synthetic task, 2,000 queries, seed 0); a bad name or task is an argparse error."""
+    if not args.name.replace("_", "").replace("-", "").isalnum():
+        ap.error(f"--name takes letters, digits, '_' and '-', got {args.name!r}")
+    tasks = (args.tasks or ("synthetic" if args.quick else ",".join(TASK_NAMES))).split(",")
+    bad = [t for t in tasks if t not in BUILDERS]
+    if bad:
+        ap.error(f"unknown task {bad[0]!r}; choose from {', '.join(BUILDERS)}")
+    budget = args.budget or (2000 if args.quick else 30_000)
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "100,101,102,103,104")
+                              ).split(",")]
+    chosen = tuple(float(s) for s in args.shares.split(",")) if args.shares else shares
+    return tasks, budget, seeds, chosen

@@ -28,13 +28,12 @@ from typing import Any
 
 import numpy as np
 from common import command_line, out_dir, parallel_map, parser, write_results
-from es_tasks import BUILDERS, trace
+from es_tasks import add_arguments, settings, trace
 
 import blackbox_dft
 from blackbox_dft.cli.tuner_args import PATIENCE_FLOOR
 
 SHARES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
-TASK_NAMES = ("face", "smiling", "attributes", "verification")
 
 
 def code_key() -> str:
@@ -178,16 +177,9 @@ def markdown(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser(__doc__, "synthetic task, budget 2,000, seed 0 (smoke test)")
-    ap.add_argument("--budget", type=int, default=None, help="query budget (default 30000)")
-    ap.add_argument("--seeds", default=None, help="comma list (default 100-104)")
-    ap.add_argument("--tasks", default=None, help="comma list of " + ", ".join(BUILDERS)
-                    + " (default: " + ",".join(TASK_NAMES) + ")")
-    ap.add_argument("--shares", default=None, help="patiences as shares of the budget, a "
-                    "comma list (default " + ",".join(f"{s:g}" for s in SHARES) + ")")
+    add_arguments(ap, "stopping_rules", SHARES, "patiences as shares of the budget")
     ap.add_argument("--check", default=None, help="an early_stopping.py results name in "
                     "the output folder to check the replay against (e.g. early_stopping)")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--name", default="stopping_rules", help="results file name")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(),
                                                     "blackbox_dft_stopping_rules"),
                     help="folder keeping each traced fit as it finishes, per version of the "
@@ -195,17 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cache", dest="no_cache", action="store_true",
                     help="trace every fit again and keep nothing")
     args = ap.parse_args(argv)
-    if not args.name.replace("_", "").replace("-", "").isalnum():
-        ap.error(f"--name takes letters, digits, '_' and '-', got {args.name!r}")
+    tasks, budget, seeds, shares = settings(ap, args, SHARES)
     out = out_dir(ap, args, "stopping_rules")
-    tasks = (args.tasks or ("synthetic" if args.quick else ",".join(TASK_NAMES))).split(",")
-    bad = [t for t in tasks if t not in BUILDERS]
-    if bad:
-        ap.error(f"unknown task {bad[0]!r}; choose from {', '.join(BUILDERS)}")
-    budget = args.budget or (2000 if args.quick else 30_000)
-    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "100,101,102,103,104")
-                              ).split(",")]
-    shares = tuple(float(s) for s in args.shares.split(",")) if args.shares else SHARES
     pats = {f"{s:g}": max(PATIENCE_FLOOR, round(s * budget)) for s in shares}
     t0 = time.time()
     cache = None if args.no_cache or args.quick else os.path.join(args.cache, code_key())
