@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from common import command_line, out_dir, parallel_map, parser, write_results
-from es_tasks import FITS, add_arguments, settings
+from es_tasks import FITS, add_arguments, patience_table, settings
 
 from blackbox_dft.cli.tuner_args import PATIENCE_FLOOR, PATIENCE_SHARE, default_patience
 from blackbox_dft.core.stopping import EarlyStopping
@@ -88,20 +88,12 @@ def run(tasks: list[str], budget: int, seeds: list[int], shares: tuple[float, ..
 
 def markdown(res: dict[str, Any]) -> str:
     """Per task and patience: queries saved and held-out accuracy lost (means over seeds)."""
-    b, n = res["budget"], len(res["seeds"])
+    b = res["budget"]
     lines = [f"# Early stopping: budget {b}, seeds {res['seeds']}", "",
              "Accuracy lost = the whole-budget fit's held-out accuracy minus the stopped "
              "fit's (positive: stopping cost accuracy). `cli` = the CLI's default patience, "
              f"max({PATIENCE_FLOOR}, {PATIENCE_SHARE:.0%} of the budget).", "",
-             "| task | accuracy (whole budget) | patience (queries) | fits stopped "
-             "| budget saved (mean) | accuracy lost (mean) | accuracy lost (worst seed) |",
-             "|---|---|---|---|---|---|---|"]
-    for task, s in res["summary"].items():
-        for k, p in res["patiences"].items():
-            e = s[k]
-            lines.append(f"| {task} | {s['before']:.3f} -> {s['after_full']:.3f} | {p} ({k}) "
-                         f"| {e['stopped']}/{n} | {e['saved_share_mean']:.1%} "
-                         f"| {e['accuracy_lost_mean']:+.4f} | {e['accuracy_lost_max']:+.4f} |")
+             *patience_table(res)]
     cli = [s["cli"] for s in res["summary"].values()]
     lines += ["", f"CLI default over all tasks: {np.mean([e['saved_share_mean'] for e in cli]):.1%}"
               f" of the budget saved, {np.mean([e['accuracy_lost_mean'] for e in cli]):+.4f} "

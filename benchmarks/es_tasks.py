@@ -37,7 +37,8 @@ from blackbox_dft.tasks.verification import (
     cosine_similarities,
 )
 
-__all__ = ["BUILDERS", "FITS", "Fit", "TASK_NAMES", "add_arguments", "settings", "trace"]
+__all__ = ["BUILDERS", "FITS", "Fit", "TASK_NAMES", "add_arguments", "patience_table", "settings",
+           "trace"]
 
 #: fit(seed, budget, early stopping or None) -> its figures
 Fit = Callable[[int, int, EarlyStopping | None], dict[str, Any]]
@@ -220,3 +221,19 @@ def settings(ap: argparse.ArgumentParser, args: argparse.Namespace,
                               ).split(",")]
     chosen = tuple(float(s) for s in args.shares.split(",")) if args.shares else shares
     return tasks, budget, seeds, chosen
+
+
+def patience_table(res: dict[str, Any]) -> list[str]:
+    """Markdown rows per task and patience of a results document (``summary``,
+    ``patiences``, ``seeds``): fits stopped, budget saved, accuracy lost (mean, worst)."""
+    n = len(res["seeds"])
+    lines = ["| task | accuracy (whole budget) | patience (queries) | fits stopped "
+             "| budget saved (mean) | accuracy lost (mean) | accuracy lost (worst seed) |",
+             "|---|---|---|---|---|---|---|"]
+    for task, s in res["summary"].items():
+        for label, p in res["patiences"].items():
+            e = s[label]
+            lines.append(f"| {task} | {s['before']:.3f} -> {s['after_full']:.3f} | {p} "
+                         f"({label}) | {e['stopped']}/{n} | {e['saved_share_mean']:.1%} "
+                         f"| {e['accuracy_lost_mean']:+.4f} | {e['accuracy_lost_max']:+.4f} |")
+    return lines

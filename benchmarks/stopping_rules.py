@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from common import command_line, out_dir, parallel_map, parser, write_results
-from es_tasks import add_arguments, settings, trace
+from es_tasks import add_arguments, patience_table, settings, trace
 
 import blackbox_dft
 from blackbox_dft.cli.tuner_args import PATIENCE_FLOOR
@@ -144,21 +144,13 @@ def check_against(traces: list[dict[str, Any]], path: str) -> list[str]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    n, b = len(res["seeds"]), res["budget"]
+    b = res["budget"]
     lines = [f"# Stopping rules replayed: budget {b}, seeds {res['seeds']}", "",
              "Each (task, seed) is one whole-budget fit traced at every validation; a "
              "patience stops it after the first validation where no slot improved for "
              "that many queries, keeping that validation's latent. Accuracy lost = the "
              "whole-budget fit's held-out accuracy minus the stopped one's.", "",
-             "| task | accuracy (whole budget) | patience (queries) | fits stopped "
-             "| budget saved (mean) | accuracy lost (mean) | accuracy lost (worst seed) |",
-             "|---|---|---|---|---|---|---|"]
-    for task, s in res["summary"].items():
-        for label, p in res["patiences"].items():
-            e = s[label]
-            lines.append(f"| {task} | {s['before']:.3f} -> {s['after_full']:.3f} | {p} "
-                         f"({label}) | {e['stopped']}/{n} | {e['saved_share_mean']:.1%} "
-                         f"| {e['accuracy_lost_mean']:+.4f} | {e['accuracy_lost_max']:+.4f} |")
+             *patience_table(res)]
     lines += ["", "| patience | budget saved (mean over tasks) | accuracy lost (mean over "
               "tasks) |", "|---|---|---|"]
     for label, p in res["patiences"].items():
