@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger("blackbox_dft.proxy")
@@ -64,7 +65,7 @@ def admin_refusal(client_host: str | None, authorization: str | None,
                  "from other hosts")
 
 
-def asgi_admin_refusal(scope: dict[str, Any], token: str | None) -> tuple[int, str] | None:
+def asgi_admin_refusal(scope: Mapping[str, Any], token: str | None) -> tuple[int, str] | None:
     """:func:`admin_refusal` for an ASGI HTTP ``scope`` (its client address and its
     Authorization header); a refusal is logged with the caller's address."""
     client = scope.get("client")

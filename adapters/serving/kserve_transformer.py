@@ -45,7 +45,7 @@ import numpy as np
 from blackbox_dft.adapters.remote.oip_binary import HEADER
 from blackbox_dft.adapters.remote.tensors import Preprocessing
 from blackbox_dft.adapters.remote.wire import b64
-from blackbox_dft.adapters.serving.admin import admin_refusal
+from blackbox_dft.adapters.serving.admin import asgi_admin_refusal
 from blackbox_dft.adapters.serving.proxy_rewrite import (
     NoImages,
     Perturb,
@@ -312,11 +312,8 @@ def serve_transformer(model: Any, kserve: argparse.Namespace, *, predictor_host:
     async def admin(request: Request) -> JSONResponse:
         which = request.query_params.get("state")
         if request.method == "POST":
-            client = request.client.host if request.client else None
-            refused = admin_refusal(client, request.headers.get("authorization"), admin_token)
+            refused = asgi_admin_refusal(request.scope, admin_token)  # logs a refusal
             if refused is not None:
-                log.warning("POST /admin/bypass refused (HTTP %d) from %s", refused[0],
-                            client or "a Unix socket")
                 return JSONResponse({"error": refused[1]}, status_code=refused[0])
             if which not in ("on", "off", "auto"):
                 return JSONResponse({"error": "POST /admin/bypass takes state=on (pass-through)"
