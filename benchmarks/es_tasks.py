@@ -179,11 +179,11 @@ def trace(name: str, seed: int, budget: int) -> dict[str, Any]:
     queries = int(tuner.queries_)  # before the snapshots below overwrite the fitted fields
     accuracy: dict[int, float] = {}
     rows = []
-    for queries, best, snap in kept:
+    for at, best, snap in kept:
         if id(snap) not in accuracy:
             tuner._set_fitted(snap, None)
             accuracy[id(snap)] = score(tuner.evaluate(*test))[1]
-        rows.append({"queries": queries, "best_steps": best, "accuracy": accuracy[id(snap)]})
+        rows.append({"queries": at, "best_steps": best, "accuracy": accuracy[id(snap)]})
     return {"task": name, "seed": seed, "budget": budget, "before": before, "after": after,
             "queries": queries, "validations": rows, "steps": steps}
 
